@@ -1,0 +1,26 @@
+# Two commands do everything on a fresh machine: `make demo` (main job on the bundled sample) and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test clean
+
+# torch is pinned here (a CPU build on this machine's disk); setup.cfg keeps a range for real users.
+$(STAMP): setup.cfg pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/python cli.py preprocess sample
+	$(BIN)/python cli.py prior-plot
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf artifacts/shards artifacts/runs artifacts/*.png

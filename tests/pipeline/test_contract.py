@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from pipeline import contract
+
+
+def _arrays(n=3, s=16, k=5, seed=0):
+    rng = np.random.default_rng(seed)
+    t = s // contract.TARGET_STRIDE
+    w = rng.random((n, k, t, t)).astype(np.float32)
+    return dict(L=rng.integers(0, 256, (n, s, s), dtype=np.uint8),
+                ab=rng.normal(0, 30, (n, 2, t, t)).astype(np.float16),
+                nn_idx=rng.integers(0, 262, (n, k, t, t)).astype(np.uint16),
+                nn_w=(w / w.sum(1, keepdims=True)).astype(np.float16),
+                keys=[f"a/img_{i}.jpg" for i in range(n)])
+
+
+def test_write_then_open_returns_same_arrays_and_attrs(tmp_path):
+    arr = _arrays()
+    path = tmp_path / "train-00000.h5"
+    contract.write_shard(path, **arr, attrs={"split": "train", "config": {"size": 16, "knn": 5}})
+    with contract.open_shard(path) as sh:
+        assert len(sh) == 3 and sh.size == 16 and sh.knn == 5
+        for name in ("L", "ab", "nn_idx", "nn_w"):
+            np.testing.assert_array_equal(sh.read(slice(None))[name], arr[name])
+        assert sh.keys() == arr["keys"]
+        assert sh.attrs["split"] == "train" and '"knn": 5' in sh.attrs["config"]
+    assert list(tmp_path.iterdir()) == [path]          # no temporary file left behind
+
+
+def test_open_rejects_truncated_and_foreign_files(tmp_path):
+    arr = _arrays()
+    good = tmp_path / "a.h5"
+    contract.write_shard(good, **arr)
+    bad = tmp_path / "b.h5"
+    bad.write_bytes(good.read_bytes()[:2000])
+    with pytest.raises(contract.ShardFormatError, match="b.h5"):
+        contract.open_shard(bad)
+
+
+def test_failed_write_leaves_old_file(tmp_path):
+    arr = _arrays()
+    path = tmp_path / "a.h5"
+    contract.write_shard(path, **arr)
+    before = path.read_bytes()
+    with pytest.raises(AssertionError):
+        contract.write_shard(path, **{**arr, "L": arr["L"].astype(np.int16)})
+    assert path.read_bytes() == before and len(list(tmp_path.iterdir())) == 1
+
+
+def test_prior_roundtrip_and_manifest_version(tmp_path):
+    p = contract.Prior(centers=np.zeros((4, 2), np.float32), counts=np.arange(4), prob=np.full(4, .25),
+                       weights=np.ones(4), lam=0.5, sigma=5.0)
+    p.save(tmp_path / contract.PRIOR)
+    q = contract.Prior.load(tmp_path / contract.PRIOR)
+    assert q.Q == 4 and q.lam == 0.5 and np.array_equal(q.counts, p.counts)
+    contract.write_manifest(tmp_path, {"shards": [{"file": "a.h5", "split": "train", "count": 1}]})
+    assert contract.shard_paths(tmp_path, "train") == [tmp_path / "a.h5"]
+    assert contract.shard_paths(tmp_path, "test") == []
+    (tmp_path / contract.MANIFEST).write_text('{"format_version": 0, "shards": []}')
+    with pytest.raises(contract.ShardFormatError, match="preprocess again"):
+        contract.read_manifest(tmp_path)
+
+
+def test_l_roundtrip_within_half_a_step():
+    L = np.linspace(0, 100, 1001, dtype=np.float32)
+    assert np.abs(contract.uint8_to_l(contract.l_to_uint8(L)) - L).max() <= contract.L_SCALE / 2 + 1e-5

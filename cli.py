@@ -11,6 +11,20 @@ def cli():
 
 # ---- pipeline: images -> shards -------------------------------------------------------------------------
 
+@cli.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--shallow", is_flag=True, help="Metadata, counts and prior only; skip reading every chunk.")
+def verify(folder, shallow):
+    """Check a shard FOLDER against its manifest: counts, checksums, shapes, prior. Exit 1 on problems."""
+    from pipeline import contract
+    problems = contract.verify_folder(folder, deep=not shallow, progress=True)
+    if problems:
+        for p in problems:
+            click.echo(p, err=True)
+        raise click.ClickException(f"{folder}: {len(problems)} problem(s); preprocess again into a fresh folder")
+    click.echo(f"ok: {contract.describe_folder(folder)}, "
+               f"{'metadata only' if shallow else 'every chunk checksummed'}")
+
 
 # ---- trainer: shards -> checkpoints ---------------------------------------------------------------------
 

@@ -1,0 +1,189 @@
+"""Decoding hostile image files into RGB arrays, and the colour conversions the pipeline and colorize share.
+
+Imports only numpy, OpenCV and Pillow, so the trainer's `colorize` can use it without faiss or joblib.
+
+Decoding is by content, never by extension (SUN397 names PNG, BMP and GIF files `.jpg`):
+- plain JPEGs (RGB or grayscale) go through OpenCV, the fastest decoder here; everything else (CMYK JPEGs,
+  PNG of any depth, BMP, GIF, TIFF, WebP) through Pillow;
+- EXIF orientation is applied to both, so arrays come out the way a photo viewer shows them;
+- alpha is dropped, not composited: the colour under a transparent pixel is kept. That is what Pillow's
+  `convert("RGB")` and torchvision's loader do, and what the outside checker decodes; compositing on white
+  would teach the model that transparent regions are white;
+- 16-bit images are scaled to 8 bits (v / 257), CMYK through Pillow's conversion, palettes expanded.
+A file that cannot give a correct image raises ImageError with a reason a user can act on: missing, empty,
+truncated, unknown format, undecodable.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+EXIF_ORIENTATION = 0x0112
+GRAY_CHROMA = 5.0                # ab units; a pixel with chroma sqrt(a^2 + b^2) above this carries colour
+GRAY_FRACTION = 0.001            # grayscale: at most this fraction of (64 px) pixels above GRAY_CHROMA
+_SIGNATURES = (                  # (magic prefix, format name); WebP also needs "WEBP" at offset 8
+    (b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"BM", "bmp"), (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"), (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"), (b"RIFF", "webp"),
+)
+
+
+class ImageError(ValueError):
+    """A file that cannot become a correct RGB image; str(e) starts with a short kind ("truncated: ...")."""
+
+    def __init__(self, kind: str, detail: str):
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+
+
+def sniff_format(data: bytes) -> str | None:
+    """Format name from the first bytes, or None."""
+    for magic, name in _SIGNATURES:
+        if data.startswith(magic) and (name != "webp" or data[8:12] == b"WEBP"):
+            return name
+    return None
+
+
+def load_rgb(path, min_side: int | None = None) -> np.ndarray:
+    """Decode `path` by content into (H, W, 3) uint8 RGB, EXIF orientation applied.
+    `min_side`: JPEGs whose shorter side is at least 2x (4x, 8x) this are decoded at 1/2 (1/4, 1/8) scale by
+    libjpeg's DCT scaling, which is an area average and much cheaper than a full decode plus a resize."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError("missing", f"{path} does not exist") from None
+    except IsADirectoryError:
+        raise ImageError("missing", f"{path} is a directory") from None
+    except OSError as e:
+        raise ImageError("unreadable", f"{path}: {e.strerror or e}") from None
+    if not data:
+        raise ImageError("empty", "0 bytes")
+    fmt = sniff_format(data[:16])
+    if fmt is None:
+        raise ImageError("unknown format", f"first bytes {data[:8].hex()} are no JPEG/PNG/BMP/GIF/TIFF/WebP")
+    if fmt == "jpeg" and not _jpeg_complete(data):
+        raise ImageError("truncated", f"JPEG of {len(data)} bytes ends before its end-of-image marker")
+    try:
+        with Image.open(io.BytesIO(data)) as im:            # reads the header only
+            orientation = im.getexif().get(EXIF_ORIENTATION, 1)
+            if fmt == "jpeg" and im.mode in ("RGB", "L"):
+                rgb = _decode_jpeg_cv2(data, min(im.size), min_side)
+            else:
+                im.load()
+                rgb = _pil_to_rgb(im)
+    except ImageError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, UnidentifiedImageError) as e:
+        kind = "truncated" if "truncated" in str(e) else "undecodable"
+        raise ImageError(kind, f"{fmt}: {e}") from None
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
+        raise ImageError("undecodable", f"{fmt}: decoded to shape {rgb.shape}")
+    return orient(rgb, orientation)
+
+
+def _jpeg_complete(data: bytes) -> bool:
+    """True when an end-of-image marker follows the main image's first start-of-scan. Entropy-coded data
+    stuffs every 0xFF, so FF D9 after the scan starts is the real EOI (trailing bytes after it are allowed);
+    walking the marker segments first skips an EXIF thumbnail's own SOS/EOI inside APP1."""
+    pos, n = 2, len(data)
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return False
+        marker = data[pos + 1]
+        if marker == 0xFF:                                   # fill byte
+            pos += 1
+            continue
+        if marker == 0xDA:                                   # start of scan: compressed data follows
+            return data.rfind(b"\xff\xd9", pos) > pos
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:         # markers without a length
+            pos += 2
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return False
+
+
+def _decode_jpeg_cv2(data: bytes, short_side: int, min_side: int | None) -> np.ndarray:
+    flags, scale = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION, 1
+    if min_side:
+        scale = next((f for f in (8, 4, 2) if short_side // f >= min_side), 1)
+    if scale > 1:                                            # reduced decoding is BGR-only in OpenCV
+        reduced = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), reduced[scale] | cv2.IMREAD_IGNORE_ORIENTATION)
+        rgb = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    else:
+        rgb = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if rgb is None:
+        raise ImageError("undecodable", "jpeg: OpenCV could not decode it")
+    return rgb
+
+
+def _pil_to_rgb(im: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> (H, W, 3) uint8. Alpha is dropped (see the module docstring)."""
+    if im.mode == "RGB":
+        return np.asarray(im)
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):  # 16-bit (or deeper) single channel
+        a = np.asarray(im, dtype=np.float32)
+        if im.mode != "F" and a.max(initial=0) > 255:
+            a = a / 257.0
+        g = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2)
+    if im.mode in ("RGBA", "RGBa", "RGBX", "LA", "La", "PA", "P", "L", "1", "CMYK", "YCbCr", "LAB", "HSV"):
+        return np.asarray(im.convert("RGB"))
+    raise ImageError("undecodable", f"unsupported image mode {im.mode}")
+
+
+def orient(rgb: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1..8) as Pillow's ImageOps.exif_transpose does; (H, W, 3) -> (H', W', 3)."""
+    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
+           7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1], 8: lambda a: np.rot90(a, 1)}
+    op = ops.get(orientation)
+    return np.ascontiguousarray(op(rgb)) if op else rgb
+
+
+def resize_center_crop(rgb: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (size, size, 3): the centred square of side min(H, W), resized with INTER_AREA.
+    Same as resizing the shorter side to `size` and then centre-cropping, up to a sub-pixel crop offset,
+    and cheaper because the discarded margins are never resampled."""
+    h, w = rgb.shape[:2]
+    s = min(h, w)
+    y0, x0 = (h - s) // 2, (w - s) // 2
+    square = rgb[y0:y0 + s, x0:x0 + s]
+    if s == size:
+        return np.ascontiguousarray(square)
+    return cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 sRGB -> (H, W, 3) float32 CIE Lab (D65; L in 0..100, a and b about -110..110),
+    through OpenCV's float path (the 8-bit path quantizes a and b to whole units)."""
+    return cv2.cvtColor(rgb.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2Lab)
+
+
+def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float32 Lab -> (H, W, 3) uint8 sRGB; out-of-gamut colours are clipped."""
+    rgb = cv2.cvtColor(np.ascontiguousarray(lab, dtype=np.float32), cv2.COLOR_Lab2RGB)
+    return np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
+
+
+def is_gray_ab(ab: np.ndarray, threshold: float = GRAY_CHROMA, fraction: float = GRAY_FRACTION) -> bool:
+    """ab (..., 2) at low resolution: True when at most `fraction` of the pixels have chroma above
+    `threshold`. A grayscale photo stored as three equal channels (or a JPEG of one) stays below."""
+    ab = np.asarray(ab, np.float32)
+    a, b = ab[..., 0], ab[..., 1]
+    coloured = np.count_nonzero(a * a + b * b > threshold * threshold)
+    return coloured <= fraction * a.size
+
+
+def is_grayscale(rgb: np.ndarray, threshold: float = GRAY_CHROMA) -> bool:
+    """(H, W, 3) uint8 -> True when the image carries no usable colour, judged by chroma at <= 64 px, not by
+    the file's mode (many grayscale photos are saved as RGB)."""
+    h, w = rgb.shape[:2]
+    f = max(h, w) / 64
+    small = cv2.resize(rgb, (max(1, round(w / f)), max(1, round(h / f))), interpolation=cv2.INTER_AREA) \
+        if f > 1 else rgb
+    return is_gray_ab(rgb_to_lab(small)[..., 1:], threshold)

@@ -1,0 +1,68 @@
+"""Fixture trees of hostile image files (DESIGN.md, "Real data on disk is hostile"), shared by the pipeline tests."""
+import io
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data as skdata
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+
+
+def photo(name="astronaut", h=96, w=128) -> np.ndarray:
+    """A colour photo from skimage's data, resized to (h, w, 3) uint8 RGB."""
+    return cv2.resize(getattr(skdata, name)(), (w, h), interpolation=cv2.INTER_AREA)
+
+
+def jpeg_bytes(rgb, quality=95, **pil_kwargs) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=quality, **pil_kwargs)
+    return buf.getvalue()
+
+
+def exif_with_orientation(k: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = k
+    return exif.tobytes()
+
+
+def write_hostile(folder: Path, ext=".jpg") -> dict:
+    """Write the hostile set into `folder`; returns {relative name: expected outcome}, where the outcome is
+    "ok" or the ImageError/skip kind the pipeline must report. Every name ends in `ext` (SUN397 style)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    src = photo("chelsea")
+    out = {}
+
+    def put(name, payload, outcome):
+        (folder / (name + ext)).write_bytes(payload)
+        out[name + ext] = outcome
+
+    put("photo", jpeg_bytes(photo("astronaut")), "ok")
+    buf = io.BytesIO(); Image.fromarray(photo("coffee")).save(buf, "PNG"); put("png_named", buf.getvalue(), "ok")
+    buf = io.BytesIO(); Image.fromarray(photo("rocket")).save(buf, "BMP"); put("bitmap", buf.getvalue(), "ok")
+    buf = io.BytesIO(); Image.fromarray(src).convert("P", palette=Image.Palette.ADAPTIVE).save(buf, "GIF")
+    put("palette_gif", buf.getvalue(), "ok")
+    full = jpeg_bytes(photo("astronaut", 120, 160))
+    put("truncated", full[: len(full) // 2], "truncated")
+    put("empty", b"", "empty")
+    buf = io.BytesIO(); Image.fromarray(src).convert("CMYK").save(buf, "JPEG", quality=95)
+    put("cmyk", buf.getvalue(), "ok")
+    rgba = np.dstack([photo("coffee"), np.tile(np.linspace(0, 255, 128).astype(np.uint8), (96, 1))])
+    buf = io.BytesIO(); Image.fromarray(rgba, "RGBA").save(buf, "PNG"); put("rgba", buf.getvalue(), "ok")
+    ok, enc = cv2.imencode(".png", photo("rocket")[..., ::-1].astype(np.uint16) * 257)
+    put("deep16", enc.tobytes(), "ok")
+    put("rotated", jpeg_bytes(photo("astronaut", 96, 128), exif=exif_with_orientation(6)), "ok")
+    gray = cv2.cvtColor(src, cv2.COLOR_RGB2GRAY)
+    put("gray3", jpeg_bytes(np.dstack([gray] * 3)), "grayscale")
+    buf = io.BytesIO(); Image.fromarray(photo("coffee", 12, 16)).save(buf, "PNG"); put("tiny", buf.getvalue(), "too small")
+    put("not_an_image", b"hello, I am a text file\n" * 4, "unknown format")
+    return out
+
+
+@pytest.fixture
+def hostile(tmp_path):
+    """(folder, {name: outcome}) of the hostile set, names ending in .jpg."""
+    folder = tmp_path / "hostile"
+    return folder, write_hostile(folder)

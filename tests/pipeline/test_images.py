@@ -1,0 +1,113 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+from skimage.color import rgb2lab
+
+from conftest import exif_with_orientation, jpeg_bytes, photo
+from pipeline.images import (ImageError, is_grayscale, lab_to_rgb, load_rgb, orient, resize_center_crop,
+                             rgb_to_lab)
+
+
+def _mean_abs(a, b):
+    return np.abs(a.astype(np.float32) - b.astype(np.float32)).mean()
+
+
+def test_every_hostile_file_decodes_or_fails_with_its_reason(hostile):
+    folder, expected = hostile
+    for name, outcome in expected.items():
+        if outcome in ("truncated", "empty", "unknown format"):
+            with pytest.raises(ImageError) as e:
+                load_rgb(folder / name)
+            assert e.value.kind == outcome, name
+        else:
+            rgb = load_rgb(folder / name)
+            assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3, name
+    with pytest.raises(ImageError, match="missing"):
+        load_rgb(folder / "no_such_file.jpg")
+
+
+def test_formats_decode_to_the_source_colours(hostile):
+    folder, _ = hostile
+    assert np.array_equal(load_rgb(folder / "png_named.jpg"), photo("coffee"))      # PNG named .jpg: lossless
+    assert np.array_equal(load_rgb(folder / "bitmap.jpg"), photo("rocket"))
+    assert np.array_equal(load_rgb(folder / "deep16.jpg"), photo("rocket"))         # 16-bit: v * 257 -> v
+    assert _mean_abs(load_rgb(folder / "photo.jpg"), photo("astronaut")) < 4
+    assert _mean_abs(load_rgb(folder / "cmyk.jpg"), photo("chelsea")) < 4            # not inverted, not BGR
+    assert _mean_abs(load_rgb(folder / "palette_gif.jpg"), photo("chelsea")) < 8
+
+
+def test_alpha_is_dropped_not_composited(hostile):
+    folder, _ = hostile
+    # the left column is fully transparent: its stored colour survives (compositing would make it white)
+    assert np.array_equal(load_rgb(folder / "rgba.jpg"), photo("coffee"))
+
+
+def test_exif_rotation_is_applied_like_a_photo_viewer(hostile):
+    folder, _ = hostile
+    rgb = load_rgb(folder / "rotated.jpg")                   # stored 96 x 128 with orientation 6
+    reference = np.rot90(photo("astronaut", 96, 128), -1)    # 90 degrees clockwise
+    assert rgb.shape == reference.shape == (128, 96, 3)
+    assert _mean_abs(rgb, reference) < 4
+    assert _mean_abs(rgb, np.rot90(photo("astronaut", 96, 128), 1)) > 20
+
+
+@pytest.mark.parametrize("k", range(1, 9))
+def test_orient_matches_pillow_exif_transpose(tmp_path, k):
+    src = photo("coffee", 24, 40)
+    path = tmp_path / "o.png"
+    Image.fromarray(src).save(path, exif=exif_with_orientation(k))
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
+    assert np.array_equal(orient(src, k), expected)
+    assert np.array_equal(load_rgb(path), expected)
+
+
+def test_truncated_jpeg_with_exif_thumbnail_is_still_truncated(tmp_path):
+    # an EXIF thumbnail carries its own SOS/EOI near the start; the check must not take it for the main image's
+    thumb = jpeg_bytes(photo("chelsea", 16, 16))
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    full = jpeg_bytes(photo("astronaut", 120, 160), exif=exif.tobytes() + thumb)
+    (tmp_path / "t.jpg").write_bytes(full[: len(full) - 200])
+    with pytest.raises(ImageError, match="truncated"):
+        load_rgb(tmp_path / "t.jpg")
+    (tmp_path / "ok.jpg").write_bytes(full + b"\0" * 100)   # trailing bytes after EOI are fine
+    assert load_rgb(tmp_path / "ok.jpg").shape == (120, 160, 3)
+
+
+def test_reduced_jpeg_decoding_matches_full_decode_and_area_resize(tmp_path):
+    big = photo("astronaut", 480, 640)
+    (tmp_path / "big.jpg").write_bytes(jpeg_bytes(big))
+    full = load_rgb(tmp_path / "big.jpg")
+    half = load_rgb(tmp_path / "big.jpg", min_side=200)      # 480 // 2 >= 200 -> decoded at 1/2 scale
+    assert full.shape == (480, 640, 3) and half.shape == (240, 320, 3)
+    assert _mean_abs(resize_center_crop(half, 64), resize_center_crop(full, 64)) < 2
+
+
+def test_grayscale_is_judged_by_chroma_not_mode(hostile):
+    folder, _ = hostile
+    assert is_grayscale(load_rgb(folder / "gray3.jpg"))      # three equal channels, saved as colour JPEG
+    assert not is_grayscale(load_rgb(folder / "photo.jpg"))
+    gray = np.full((64, 64, 3), 128, np.uint8)
+    gray[:8, :8] = (200, 30, 30)                             # a red patch on 1.6 % of the pixels is colour
+    assert not is_grayscale(gray)
+
+
+def test_resize_center_crop_keeps_the_centre():
+    rgb = np.zeros((60, 180, 3), np.uint8)
+    rgb[:, :60] = (255, 0, 0)
+    rgb[:, 60:120] = (0, 255, 0)
+    rgb[:, 120:] = (0, 0, 255)
+    out = resize_center_crop(rgb, 32)
+    assert out.shape == (32, 32, 3) and np.all(out == (0, 255, 0))
+    assert resize_center_crop(photo(h=20, w=30), 32).shape == (32, 32, 3)   # small images are enlarged
+
+
+def test_lab_agrees_with_skimage_and_round_trips():
+    rgb = photo("chelsea", 48, 64)
+    lab = rgb_to_lab(rgb)
+    assert lab.dtype == np.float32 and lab.shape == (48, 64, 3)
+    assert 0 <= lab[..., 0].min() and lab[..., 0].max() <= 100
+    assert np.abs(lab - rgb2lab(rgb)).max() < 0.5
+    assert np.abs(lab_to_rgb(lab).astype(int) - rgb).max() <= 1

@@ -1,0 +1,230 @@
+"""fit(cfg): train a colorization network on a shard folder; one process or many under torchrun (DDP).
+
+RUN_DIR (cfg.out) receives config.json, log.jsonl (one JSON object per step: step, epoch, loss, the loss's
+extra terms such as ce_unweighted, lr, samples, elapsed_s) and last.pt, written atomically every
+cfg.save_every steps and at the end. With cfg.resume the run continues from last.pt: model, optimiser,
+step, epoch and the position inside the epoch are restored, and since crops, flips and the shuffle derive
+from (seed, epoch, index), the continued run logs the losses an uninterrupted one would have (on CPU).
+Only rank 0 logs and saves.
+"""
+from __future__ import annotations
+
+import json
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from pipeline import contract
+from trainer import checkpoint, dist
+from trainer.config import FitConfig, FitError
+from trainer.data import EpochSampler, ShardDataset, make_loader
+from trainer.losses import LOSSES, Targets, create_loss
+from trainer.models import MODELS, ColorNet, create_model, from_released, is_released_layout, load_trunk
+
+LOG, LAST, CONFIG = "log.jsonl", "last.pt", "config.json"
+# Options whose change would make a resumed run a different run; the others (steps, workers, ...) may differ.
+SAME_ON_RESUME = ("data", "model", "loss", "init", "lr", "weight_decay", "batch_size", "crop", "flip", "seed",
+                  "alpha", "beta", "gamma", "block", "block_size")
+
+
+class NonFiniteLoss(FitError):
+    """The loss of a batch was NaN or infinite; the step was not applied."""
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise FitError("--device cuda: no CUDA device is visible")
+    return torch.device("cuda" if name in ("cuda", "auto") and torch.cuda.is_available() else "cpu")
+
+
+def build_model(cfg: FitConfig, prior: contract.Prior) -> ColorNet:
+    """The network of cfg.model with its head sized from the prior (Q logits) or 2 channels for l2; with
+    cfg.init, the trunk (and, for class heads, the bins) of a released-layout or colorfast state dict."""
+    if cfg.model not in MODELS:
+        raise FitError(f"unknown model {cfg.model!r}; known: {sorted(MODELS)}")
+    if cfg.loss not in LOSSES:
+        raise FitError(f"unknown loss {cfg.loss!r}; known: {sorted(LOSSES)}")
+    classes = LOSSES[cfg.loss].head == "classes"
+    state, centers = None, torch.from_numpy(prior.centers)
+    if cfg.init:
+        raw = checkpoint.load_any(cfg.init)
+        if is_released_layout(raw):
+            state, centers = from_released(raw)              # its bins come with it: the released 313
+            state_classes = True
+        elif raw.get("format") == checkpoint.FORMAT:
+            state = raw["model"]
+            state_classes = "centers" in state
+        else:
+            raise FitError(f"--init {cfg.init}: neither the released ECCV16 layout (model1..model8, model_out) "
+                           f"nor a colorfast checkpoint")
+        if classes and "centers" in state:
+            centers = state["centers"]                       # else an l2 trunk gets a new classifier over the shards' bins
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, len(centers), centers) if classes else create_model(cfg.model, 2)
+    if state is not None:
+        # a head of the other kind (class logits vs ab) is not reused: it starts fresh, the trunk is loaded
+        try:
+            load_trunk(model, state, skip_head=state_classes != classes)
+        except ValueError as e:
+            raise FitError(f"--init {cfg.init} does not fit --model {cfg.model} with --loss {cfg.loss}: {e}") from None
+    return model
+
+
+def bin_remap(model: ColorNet, prior: contract.Prior) -> torch.Tensor | None:
+    """(Q_shards,) index of each shard bin among the model's bins, or None when they are the same list.
+    Needed when the model's bins come from --init (the released 313) rather than from the shards."""
+    if model.centers is None:
+        return None
+    mine = model.centers.cpu().numpy()
+    if mine.shape == prior.centers.shape and np.allclose(mine, prior.centers, atol=1e-3):
+        return None
+    d = np.abs(prior.centers[:, None, :] - mine[None]).max(-1)              # (Q_shards, Q_model)
+    missing = np.flatnonzero(d.min(1) > 1e-3)
+    if len(missing):
+        raise FitError(f"{len(missing)} shard bins (e.g. ab {prior.centers[missing[0]].tolist()}) are not among "
+                       f"the model's {len(mine)} bins; targets cannot be mapped onto its classifier")
+    return torch.from_numpy(d.argmin(1)).long()
+
+
+def _check_data(cfg: FitConfig, info: dist.DistInfo, device) -> None:
+    problems = []
+    if info.is_primary and cfg.verify != "off" and hasattr(contract, "verify_folder"):
+        problems = contract.verify_folder(cfg.data, deep=cfg.verify == "deep")
+    if dist.any_rank(bool(problems), info, device):
+        shown = "\n  ".join(problems[:10]) or "(see rank 0)"
+        raise FitError(f"{cfg.data} failed verification; run `cli.py verify {cfg.data}` and preprocess again:\n  {shown}")
+
+
+def _resume(cfg: FitConfig, run_dir: Path) -> dict:
+    ck = checkpoint.load(run_dir / LAST)
+    old = FitConfig.from_dict(ck["config"])
+    changed = [f"{k}: {getattr(old, k)!r} -> {getattr(cfg, k)!r}" for k in SAME_ON_RESUME if getattr(old, k) != getattr(cfg, k)]
+    if changed:
+        raise FitError(f"--resume {run_dir / LAST}: options differ from the stopped run ({'; '.join(changed)})")
+    return ck
+
+
+def _trim_log(path: Path, last_step: int) -> None:
+    """Drop log lines of steps after the checkpoint: they are recomputed, and each step is logged once."""
+    if path.exists():
+        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= last_step]
+        with contract.atomic_write(path) as tmp:
+            tmp.write_text("".join(ln + "\n" for ln in keep))
+
+
+def fit(cfg: FitConfig) -> Path:
+    """Train as cfg says; return the run dir. Raises FitError (and its NonFiniteLoss), CheckpointError or
+    ShardFormatError with a message for the user."""
+    device = pick_device(cfg.device)
+    info = dist.setup("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    try:
+        return _fit(cfg, info, device)
+    finally:
+        dist.cleanup(info)
+
+
+def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
+    run_dir = Path(cfg.out)
+    _check_data(cfg, info, device)
+    prior = contract.Prior.load(Path(cfg.data) / contract.PRIOR)
+    dataset = ShardDataset(cfg.data, "train", cfg.crop, cfg.flip, cfg.seed)
+    model = build_model(cfg, prior)
+    remap = bin_remap(model, prior)
+    loss_fn = create_loss(cfg.loss, alpha=cfg.alpha, beta=cfg.beta, gamma=cfg.gamma, block=cfg.block,
+                          block_size=cfg.block_size, centers=model.centers)
+    cuda = device.type == "cuda"
+    model.to(device, memory_format=torch.channels_last if cuda else torch.contiguous_format)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+
+    step = epoch = epoch_step = 0
+    if cfg.resume:
+        ck = _resume(cfg, run_dir)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        step, epoch, epoch_step = ck["step"], ck["epoch"], ck["epoch_step"]
+        torch.set_rng_state(ck["rng"])
+    elif (run_dir / LAST).exists():
+        raise FitError(f"{run_dir} already holds a run ({LAST}); pass --resume to continue it or choose another --out")
+
+    sampler = EpochSampler(dataset, info.world_size, info.rank, cfg.seed)
+    steps_per_epoch = len(sampler) // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise FitError(f"{cfg.data}: {len(dataset)} training samples make no full batch of {cfg.batch_size} "
+                       f"per process ({info.world_size} process(es)); lower --batch-size")
+    total = cfg.steps or cfg.epochs * steps_per_epoch
+    loader = make_loader(dataset, cfg.batch_size, sampler, cfg.workers)
+    net = DistributedDataParallel(model, device_ids=[device.index] if cuda else None) if info.enabled else model
+
+    rebal = torch.as_tensor(prior.weights, dtype=torch.float32, device=device)     # (Q_shards,)
+    remap = remap.to(device) if remap is not None else None
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
+    log = None
+    if info.is_primary:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with contract.atomic_write(run_dir / CONFIG) as tmp:
+            tmp.write_text(json.dumps(cfg.to_dict(), indent=1))
+        if cfg.resume:
+            _trim_log(run_dir / LOG, step)
+        log = open(run_dir / LOG, "a" if cfg.resume else "w", buffering=1)
+
+    def save():
+        checkpoint.save(run_dir / LAST, {
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "model_name": cfg.model,
+            "out_channels": model.out_channels, "loss": cfg.loss, "config": cfg.to_dict(),
+            "step": step, "epoch": epoch, "epoch_step": epoch_step, "rng": torch.get_rng_state(),
+            "prior": {k: torch.as_tensor(getattr(prior, k)) for k in ("centers", "prob", "weights")}})
+
+    t0 = time.perf_counter()
+    bar = tqdm(total=total, initial=step, disable=not info.is_primary, unit="step", dynamic_ncols=True)
+    try:
+        net.train()
+        while step < total:
+            sampler.set_position(epoch, epoch_step * cfg.batch_size)
+            dataset.epoch = epoch
+            for batch in loader:
+                L = batch["L"].to(device, non_blocking=True).unsqueeze(1).float() * contract.L_SCALE  # (B,1,c,c) L*
+                if cuda:
+                    L = L.contiguous(memory_format=torch.channels_last)
+                nn_idx = batch["nn_idx"].to(device, non_blocking=True).long()                        # (B,K,t,t)
+                tg = Targets(ab=batch["ab"].to(device, non_blocking=True).float(),
+                             nn_idx=nn_idx if remap is None else remap[nn_idx],
+                             nn_w=batch["nn_w"].to(device, non_blocking=True).float(),
+                             w=rebal[nn_idx[:, 0]])                                                  # (B,t,t)
+                with autocast:
+                    out = net(L)
+                res = loss_fn(out, tg)
+                value = res["loss"].item()
+                if dist.any_rank(not np.isfinite(value), info, device):
+                    where = f"batch keys {batch['key']}" if not np.isfinite(value) else "another rank's batch"
+                    raise NonFiniteLoss(f"non-finite loss ({value}) at step {step + 1}, {where}; the step was not "
+                                        f"applied and no checkpoint was written for it")
+                opt.zero_grad(set_to_none=True)
+                res["loss"].backward()
+                opt.step()
+                step, epoch_step = step + 1, epoch_step + 1
+                if log is not None:
+                    row = {"step": step, "epoch": epoch, **{k: float(v.detach()) for k, v in res.items()},
+                           "lr": cfg.lr, "samples": step * cfg.batch_size * info.world_size,
+                           "elapsed_s": round(time.perf_counter() - t0, 3)}
+                    log.write(json.dumps(row) + "\n")
+                    bar.set_postfix(loss=f"{value:.4f}", epoch=epoch)
+                bar.update()
+                if info.is_primary and (step % cfg.save_every == 0 or step == total):
+                    save()
+                if step >= total:
+                    break
+            else:
+                epoch, epoch_step = epoch + 1, 0
+        dist.barrier(info)
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    return run_dir

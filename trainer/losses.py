@@ -1,0 +1,126 @@
+"""Training losses over precomputed soft targets, chosen by name from LOSSES.
+
+Every loss takes the network output and a `Targets` bundle at target resolution (t = crop / 4):
+    out     (B, Q, t, t) logits for class losses, (B, 2, t, t) ab / AB_NORM for l2
+    ab      (B, 2, t, t) float, ground-truth ab in ab units
+    nn_idx  (B, K, t, t) int64, indices of each pixel's K nearest bins in the model's bin order
+    nn_w    (B, K, t, t) float, soft-encoding weights, summing to 1 over K
+    w       (B, t, t)    float, rebalancing weight of each pixel's nearest bin
+and returns a dict whose "loss" is what is minimised; other entries are logged beside it.
+Class losses read log-probabilities with a gather over the K stored indices: a dense Q-wide target
+(B, Q, t, t) is never built, so CE costs what L2 costs (DESIGN.md, "What fast means here").
+All losses are means over pixels (sums over K, Q or the 2 channels inside a pixel).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from registry import Registry
+from trainer.models import AB_NORM
+
+LOSSES = Registry("loss")
+
+
+@dataclass
+class Targets:
+    ab: torch.Tensor
+    nn_idx: torch.Tensor
+    nn_w: torch.Tensor
+    w: torch.Tensor
+
+
+def soft_ce_pixels(logits: torch.Tensor, tg: Targets) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel soft-target CE (B, t, t) and the log-probabilities of the K target bins (B, K, t, t)."""
+    logp = F.log_softmax(logits.float(), dim=1)                  # (B, Q, t, t), float32 even under autocast
+    logp_k = logp.gather(1, tg.nn_idx)                           # (B, K, t, t)
+    return -(tg.nn_w * logp_k).sum(1), logp_k
+
+
+class Loss:
+    head = "classes"                   # "classes": Q logits; "ab": 2 channels
+
+    def __call__(self, out: torch.Tensor, tg: Targets) -> dict:
+        raise NotImplementedError
+
+
+@LOSSES.register
+class ce(Loss):
+    """Class-rebalanced CE: -w(nearest bin) * sum_k z_k log p_k, mean over pixels; plain CE is logged too."""
+
+    def __call__(self, out, tg):
+        pix, _ = soft_ce_pixels(out, tg)
+        return {"loss": (tg.w * pix).mean(), "ce_unweighted": pix.mean().detach()}
+
+
+@LOSSES.register
+class l2(Loss):
+    """1/2 ||Y_hat - Y||^2 per pixel on ab / AB_NORM (the released model's output scale), mean over pixels."""
+    head = "ab"
+
+    def __call__(self, out, tg):
+        return {"loss": 0.5 * (out.float() - tg.ab / AB_NORM).pow(2).sum(1).mean()}
+
+
+@LOSSES.register
+class focal(Loss):
+    """Soft CE per pixel times mask(t) = 1 / (1 + alpha exp(-beta t)), t = pixel loss / max pixel loss in the
+    batch. The mask is a weight (no gradient through t) and replaces class rebalancing."""
+
+    def __init__(self, alpha: float = 10.0, beta: float = 5.0):
+        self.alpha, self.beta = alpha, beta
+
+    def __call__(self, out, tg):
+        pix, _ = soft_ce_pixels(out, tg)
+        t = (pix / pix.max().clamp_min(1e-12)).detach()
+        mask = 1.0 / (1.0 + self.alpha * torch.exp(-self.beta * t))
+        return {"loss": (mask * pix).mean(), "ce_unweighted": pix.mean().detach()}
+
+
+@LOSSES.register(name="focal-exact")
+class focal_exact(Loss):
+    """Lin et al. 2017 on the soft target: -sum_k z_k (1 - p_k)^gamma log p_k, mean over pixels."""
+
+    def __init__(self, gamma: float = 2.0):
+        self.gamma = gamma
+
+    def __call__(self, out, tg):
+        pix, logp_k = soft_ce_pixels(out, tg)
+        focal_pix = -(tg.nn_w * (1 - logp_k.exp()).pow(self.gamma) * logp_k).sum(1)
+        return {"loss": focal_pix.mean(), "ce_unweighted": pix.mean().detach()}
+
+
+class WithBlock(Loss):
+    """base + weight * 1/2 ||pool(ab_hat) - pool(ab)||^2 on size x size block averages (ab / AB_NORM), which
+    pulls neighbouring pixels towards one colour. For class heads ab_hat is the T = 1 mean of the bins,
+    the differentiable decode."""
+
+    def __init__(self, base: Loss, weight: float, size: int, centers: torch.Tensor | None):
+        self.base, self.weight, self.size, self.head = base, weight, size, base.head
+        self.centers = None if centers is None else centers.float() / AB_NORM      # (Q, 2)
+
+    def __call__(self, out, tg):
+        res = self.base(out, tg)
+        if self.head == "ab":
+            ab_hat = out.float()
+        else:
+            ab_hat = torch.einsum("bqhw,qc->bchw", out.float().softmax(1), self.centers.to(out.device))
+        k = self.size
+        blk = 0.5 * (F.avg_pool2d(ab_hat, k, ceil_mode=True) -
+                     F.avg_pool2d(tg.ab / AB_NORM, k, ceil_mode=True)).pow(2).sum(1).mean()
+        res["block"] = blk.detach()
+        res["loss"] = res["loss"] + self.weight * blk
+        return res
+
+
+def create_loss(name: str, *, alpha=10.0, beta=5.0, gamma=2.0, block=0.0, block_size=4, centers=None) -> Loss:
+    """The loss `name` with only the options it takes, plus the block term when block > 0."""
+    opts = {"focal": dict(alpha=alpha, beta=beta), "focal-exact": dict(gamma=gamma)}.get(name, {})
+    loss = LOSSES.build(name, **opts)
+    if block > 0:
+        if loss.head == "classes" and centers is None:
+            raise ValueError("the block term of a class loss needs the bin centres")
+        loss = WithBlock(loss, block, block_size, centers)
+    return loss

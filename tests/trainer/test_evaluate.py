@@ -1,0 +1,92 @@
+"""`cli.py evaluate` and `cli.py compare` on real (tiny, 2-step) checkpoints and small data."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from cli import cli
+from trainer.config import FitConfig
+from trainer.evaluate import GRAY
+from trainer.loop import fit
+from trainer.synthetic import write_synthetic_shards
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Synthetic shards (2 of 8 images in the test split) and a ce and an l2 checkpoint trained on them."""
+    root = tmp_path_factory.mktemp("eval")
+    data = write_synthetic_shards(root / "shards", n=8, size=64, test_every=4)
+    cks = [fit(FitConfig(data=str(data), out=str(root / loss), model="tiny", loss=loss, steps=2, batch_size=4,
+                         crop=32, workers=0, device="cpu", lr=1e-3)) / "last.pt" for loss in ("ce", "l2")]
+    photos = root / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate([(48, 80), (90, 40), (64, 64)]):
+        small = rng.integers(0, 256, (3, 3, 3), dtype=np.uint8)
+        Image.fromarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)).save(photos / f"p{i}.png")
+    Image.fromarray(np.full((50, 50), 90, np.uint8)).save(photos / "gray.png")          # no colour truth
+    (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 10)               # truncated PNG
+    return data, cks, photos
+
+
+def invoke(*args):
+    res = CliRunner().invoke(cli, [str(a) for a in args])
+    assert "Traceback" not in res.output, res.output
+    return res
+
+
+def test_evaluate_on_shards_writes_json_and_table_with_gray_baseline(tmp_path, setup):
+    data, (ce, l2), _ = setup
+    out = tmp_path / "ev"
+    res = invoke("evaluate", "--checkpoint", ce, "--checkpoint", l2, "--data", data, "--out", out)
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "metrics.json").read_text())
+    rows = report["models"]
+    assert list(rows) == [GRAY, "ce", "l2"]
+    for name, row in rows.items():
+        s = row["summary"]
+        assert s["images"] == 2 and len(row["per_image"]) == 2
+        assert 0 <= s["auc"] <= 100 and 0 <= s["auc_rebalanced"] <= 100 and -1 <= s["ssim"] <= 1
+        assert s["gt_colourfulness"] > 0 and row["prior"]
+    gray = rows[GRAY]["summary"]
+    assert gray["chroma"] == 0 and gray["colourfulness"] < 1 and gray["colourfulness_gap"] < 0
+    assert gray["auc"] > gray["auc_rebalanced"]            # rare saturated bins weigh more in the rebalanced one
+    assert rows["ce"]["loss"] == "ce" and rows["l2"]["loss"] == "l2"
+    table = (out / "metrics.md").read_text()
+    assert "| gray (ab = 0) | 2 |" in table and "| ce | 2 |" in table and "M(3)" in table
+    assert "| ce | 2 |" in res.output
+
+
+def test_evaluate_on_images_skips_what_has_no_colour_truth(tmp_path, setup):
+    _, (ce, _), photos = setup
+    res = invoke("evaluate", "--checkpoint", ce, "--images", photos, "--out", tmp_path, "--size", "32")
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert report["models"]["ce"]["summary"]["images"] == 3
+    reasons = {s[0].rsplit("/", 1)[-1]: s[1] for s in report["skipped"]}
+    assert set(reasons) == {"gray.png", "broken.png"} and "grayscale" in reasons["gray.png"]
+    assert report["models"]["ce"]["prior"] == "training shards (checkpoint)"
+
+
+def test_evaluate_needs_exactly_one_source(setup):
+    data, (ce, _), photos = setup
+    assert "exactly one" in invoke("evaluate", "--checkpoint", ce).output
+    res = invoke("evaluate", "--checkpoint", ce, "--data", data, "--images", photos)
+    assert res.exit_code == 2 and "exactly one" in res.output
+
+
+def test_compare_writes_labelled_panels_and_an_index(tmp_path, setup):
+    _, (ce, l2), photos = setup
+    res = invoke("compare", "--checkpoint", ce, "--checkpoint", l2, "--images", photos, "--out", tmp_path,
+                 "--size", "32", "--panel", "40")
+    assert res.exit_code == 1 and "broken.png" in res.output          # one bad file: reported, others done
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert pngs == ["gray.png", "p0.png", "p1.png", "p2.png"]
+    panel = np.asarray(Image.open(tmp_path / "p0.png"))                 # 48 x 80 shrunk to 40 x 67
+    assert panel.shape[0] == 40 + 30 and panel.shape[1] == 4 * 67 + 3 * 6
+    page = (tmp_path / "index.html").read_text()
+    for s in ("<table>", "gray (ab = 0)", ">ce<", ">l2<", "p1.png", "broken.png", "M(3)"):
+        assert s in page, s

@@ -16,6 +16,7 @@ truncated, unknown format, undecodable.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import cv2
@@ -77,12 +78,28 @@ def load_rgb(path, min_side: int | None = None) -> np.ndarray:
                 rgb = _pil_to_rgb(im)
     except ImageError:
         raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, UnidentifiedImageError) as e:
-        kind = "truncated" if "truncated" in str(e) else "undecodable"
-        raise ImageError(kind, f"{fmt}: {e}") from None
+    except UnidentifiedImageError:
+        rgb, orientation = _decode_cv2_fallback(data, fmt, "Pillow cannot identify it"), 1
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        if "truncated" in str(e):
+            raise ImageError("truncated", f"{fmt}: {_plain(e)}") from None
+        rgb, orientation = _decode_cv2_fallback(data, fmt, _plain(e)), 1
     if rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
         raise ImageError("undecodable", f"{fmt}: decoded to shape {rgb.shape}")
     return orient(rgb, orientation)
+
+
+def _plain(e: Exception) -> str:
+    """An exception's message without object addresses, so that manifests are the same from run to run."""
+    return re.sub(r" ?<[^<>]* at 0x[0-9a-fA-F]+>", "", str(e)) or type(e).__name__
+
+
+def _decode_cv2_fallback(data: bytes, fmt: str, why: str) -> np.ndarray:
+    """OpenCV as the second decoder for what Pillow rejects (some TIFF and WebP variants)."""
+    rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
+    if rgb is None:
+        raise ImageError("undecodable", f"{fmt}: {why}; OpenCV cannot decode it either")
+    return rgb
 
 
 def _jpeg_complete(data: bytes) -> bool:

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image, ImageOps
 from skimage.color import rgb2lab
 
-from conftest import exif_with_orientation, jpeg_bytes, photo
+from hostile_files import exif_with_orientation, hostile, jpeg_bytes, photo  # noqa: F401 (fixture)
 from pipeline.images import (ImageError, is_grayscale, lab_to_rgb, load_rgb, orient, resize_center_crop,
                              rgb_to_lab)
 

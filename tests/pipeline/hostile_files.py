@@ -1,4 +1,5 @@
-"""Fixture trees of hostile image files (DESIGN.md, "Real data on disk is hostile"), shared by the pipeline tests."""
+"""Fixture trees of hostile image files (DESIGN.md, "Real data on disk is hostile"), shared by the pipeline tests.
+Not a conftest.py: tests/conftest.py owns that module name; tests import what they need from here."""
 import io
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+SHARED = Path(__file__).resolve().parents[3] / "shared"     # same as tests/conftest.py
 
 
 def photo(name="astronaut", h=96, w=128) -> np.ndarray:

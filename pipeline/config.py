@@ -1,0 +1,60 @@
+"""Configuration of one preprocessing run: a frozen dataclass, built the same way by cli.py and the tests."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+
+BACKENDS = ("loky", "dask")
+SPLITS = ("all", "train", "test")
+
+
+@dataclass(frozen=True)
+class PrepConfig:
+    dataset: str = "sample"      # a name in pipeline.datasets.DATASETS
+    root: str = ""               # dataset root; "" for `sample` (scikit-image's data folder)
+    out_dir: str = ""            # "" -> artifacts/shards/<dataset>
+    size: int = 256              # shorter side resized to size, then centre-cropped to size x size
+    knn: int = 5                 # ab bins that share one pixel's soft target (paper 5, reference code 10)
+    sigma: float = 5.0           # Gaussian width in ab units, for the soft targets and for smoothing the prior
+    lam: float = 0.5             # prior mixed with uniform: w = ((1 - lam) p + lam / Q)^-1
+    shard_size: int = 256        # inputs per shard (~40 MB of shard at size 256); also the unit of work
+    jobs: int = 0                # worker processes; 0 = one per CPU core
+    limit: int = 0               # process at most this many inputs (a stable, spread-out subset); 0 = all
+    split: str = "all"           # all | train | test
+    backend: str = "loky"        # loky (processes on this machine) | dask (a LocalCluster, or --scheduler)
+    scheduler: str = ""          # address of a running dask scheduler, e.g. tcp://10.0.0.1:8786
+    partition: int = 1           # SUN397 partition: Training_NN.txt / Testing_NN.txt, NN = 01..10
+    min_side: int = 64           # images whose shorter side is below this are skipped as too small
+    test_fraction: float = 0.1   # hash split of plain folders and the sample: share of keys put in test
+    gray_chroma: float = 5.0     # ab chroma above which a pixel counts as coloured (grayscale test)
+
+    def __post_init__(self):
+        if self.size <= 0 or self.size % 4:
+            raise ValueError(f"size must be a positive multiple of 4 (targets are at 1/4), got {self.size}")
+        if self.shard_size < 1 or self.jobs < 0 or self.limit < 0 or self.min_side < 1:
+            raise ValueError("shard_size and min_side must be >= 1, jobs and limit >= 0")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+        if not 0 <= self.lam <= 1 or self.sigma <= 0 or not 0 <= self.test_fraction < 1:
+            raise ValueError("need 0 <= lam <= 1, sigma > 0 and 0 <= test_fraction < 1")
+        if not 1 <= self.partition <= 10:
+            raise ValueError(f"partition must be 1..10, got {self.partition}")
+
+    @property
+    def out(self) -> str:
+        return self.out_dir or os.path.join("artifacts", "shards", self.dataset)
+
+    @property
+    def workers(self) -> int:
+        return self.jobs or os.cpu_count() or 1
+
+    def encoding(self) -> dict:
+        """The fields that decide a shard's content. Stored in each shard and compared on a rerun; the run-only
+        fields (jobs, backend, scheduler, out_dir) are left out, so results do not depend on them."""
+        keep = ("dataset", "size", "knn", "sigma", "min_side", "gray_chroma")
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in keep}
+
+    def as_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,86 @@
+"""Process plumbing of the pipeline: the only module that builds a joblib.Parallel or a dask client.
+
+Work is a list of independent tasks (one shard each) plus one shared object (the soft encoder), and results
+come back as they finish; the caller must not depend on their order. Two backends:
+- loky: processes on this machine. loky starts fresh interpreters (no fork), which matters because faiss's
+  and OpenCV's OpenMP thread pools do not survive a fork and can hang the child;
+- dask: the same tasks on a dask.distributed cluster (`scheduler` address), or on a LocalCluster of worker
+  processes. Workers write their shard files themselves, so a remote cluster needs the output folder on a
+  shared filesystem and this project importable on every worker.
+Each worker runs `worker_init` once: one thread each for OpenCV, numba, faiss and OpenMP, since the
+parallelism is across processes and nested thread pools only oversubscribe the cores.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+
+_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+_initialised = False
+
+
+def worker_init() -> None:
+    """Cap every thread pool of this process at one thread; idempotent, cheap after the first call."""
+    global _initialised
+    if _initialised:
+        return
+    for var in _THREAD_ENV:
+        os.environ.setdefault(var, "1")
+    import sys
+
+    import cv2
+    cv2.setNumThreads(1)
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)    # bad files are reported as skips
+    if "numba" in sys.modules:
+        import numba
+        numba.set_num_threads(1)
+    if "faiss" in sys.modules:
+        sys.modules["faiss"].omp_set_num_threads(1)
+    _initialised = True
+
+
+def _call(fn: Callable, task, shared):
+    worker_init()
+    return fn(task, shared)
+
+
+def imap_unordered(fn: Callable, tasks: Sequence, shared=None, jobs: int = 1, backend: str = "loky",
+                   scheduler: str = "") -> Iterator:
+    """Yield fn(task, shared) for every task, in completion order. jobs = 1 with loky runs in this process
+    (no pool to start; easiest to debug); a scheduler address implies the dask backend."""
+    if not tasks:
+        return
+    if scheduler or backend == "dask":
+        yield from _dask_map(fn, tasks, shared, jobs, scheduler)
+    elif jobs == 1:
+        for task in tasks:
+            yield _call(fn, task, shared)
+    else:
+        from joblib import Parallel, delayed, parallel_config
+        with parallel_config(backend="loky", n_jobs=jobs, inner_max_num_threads=1):
+            # batch_size=1: a task is a whole shard, seconds of work; results stream back as they finish
+            yield from Parallel(return_as="generator_unordered", batch_size=1, pre_dispatch="2*n_jobs")(
+                delayed(_call)(fn, t, shared) for t in tasks)
+
+
+def _dask_map(fn: Callable, tasks: Sequence, shared, jobs: int, scheduler: str) -> Iterator:
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError as e:
+        raise RuntimeError("the dask backend needs dask[distributed]: pip install 'colorfast[dask]'") from e
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster)
+    try:
+        shared_f = client.scatter(shared, broadcast=True)         # ship the encoder once per worker
+        futures = [client.submit(_call, fn, t, shared_f, pure=False) for t in tasks]
+        for future in as_completed(futures):
+            yield future.result()
+            future.release()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

@@ -1,0 +1,220 @@
+"""`cli.py preprocess`: images -> Lab -> soft-encoded ab targets -> HDF5 shards, manifest.json and prior.npz.
+
+Deterministic and resumable by construction:
+1. list the inputs (pipeline.datasets), sorted by split then key, and cut each split into shards of
+   `shard_size` consecutive keys: shard `train-00003.h5` always holds the same inputs, whatever --jobs or
+   the backend;
+2. each shard is one task: a worker decodes and encodes its inputs and writes the shard atomically
+   (contract.write_shard). Its attrs carry everything the final outputs need, so nothing is reprocessed
+   later: the inputs' fingerprint, seen/written counts, the skipped inputs with reasons and the exact int64
+   nearest-bin counts. A shard whose inputs were all skipped is still written, with zero samples;
+3. on a rerun, shard files that are complete and match (same inputs, same encoding config, same bins) are
+   kept; killed runs leave only temporary files, which are removed;
+4. manifest.json and prior.npz are assembled from the shard files alone, in plan order, and the manifest
+   is written last: a killed-and-rerun preprocess gives the same shard arrays, the same prior.npz arrays
+   and the same manifest (apart from its timestamp) as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+
+from pipeline import contract
+from pipeline.config import PrepConfig
+from pipeline.datasets import Listing, list_dataset
+from pipeline.images import ImageError, is_gray_ab, load_rgb, resize_center_crop, rgb_to_lab
+
+SHARD_NAME = re.compile(r"^(train|test)-\d{5}\.h5$")
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    split: str
+    index: int
+    keys: tuple[str, ...]
+
+    @property
+    def file(self) -> str:
+        return f"{self.split}-{self.index:05d}.h5"
+
+    def inputs_sha(self) -> str:
+        return hashlib.sha1("\n".join(self.keys).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ShardContext:
+    """What every shard task shares: shipped once per worker."""
+    root: str
+    out: str
+    cfg: PrepConfig
+    encoder: object               # pipeline.soft_encode.SoftEncoder
+    fingerprint: str              # encoding config + bin set: a shard made otherwise is not reused
+
+
+def plan_shards(listing: Listing, shard_size: int) -> list[ShardSpec]:
+    specs = []
+    for split in ("train", "test"):
+        keys = listing.split(split)
+        specs += [ShardSpec(split, i // shard_size, tuple(keys[i:i + shard_size]))
+                  for i in range(0, len(keys), shard_size)]
+    return specs
+
+
+def encode_image(path: Path, cfg: PrepConfig):
+    """One input -> (L (S, S) uint8, ab (2, T, T) float16), or a skip reason "kind: detail"."""
+    try:
+        rgb = load_rgb(path, min_side=cfg.size)
+    except ImageError as e:                       # a bad file, not a bug: record it and move on
+        return str(e)
+    h, w = rgb.shape[:2]
+    if min(h, w) < cfg.min_side:
+        return f"too small: {w}x{h} px, shorter side below --min-side {cfg.min_side}"
+    lab = rgb_to_lab(resize_center_crop(rgb, cfg.size))                        # (S, S, 3) float32
+    T = cfg.size // contract.TARGET_STRIDE
+    ab = cv2.resize(lab, (T, T), interpolation=cv2.INTER_AREA)[..., 1:]        # exact 4x4 box mean, (T, T, 2)
+    if is_gray_ab(ab, cfg.gray_chroma):                                        # by chroma, not by file mode
+        return "grayscale: no ab signal"
+    return contract.l_to_uint8(lab[..., 0]), ab.transpose(2, 0, 1).astype(np.float16)
+
+
+def process_shard(spec: ShardSpec, ctx: ShardContext) -> str:
+    """Encode one shard's inputs and write its file (runs in a worker). Returns the file name."""
+    S, T = ctx.cfg.size, ctx.cfg.size // contract.TARGET_STRIDE
+    Ls, abs_, keys, skipped = [], [], [], []
+    for key in spec.keys:
+        out = encode_image(Path(ctx.root) / key, ctx.cfg)
+        if isinstance(out, str):
+            skipped.append({"key": key, "reason": out})
+        else:
+            Ls.append(out[0]); abs_.append(out[1]); keys.append(key)
+    L = np.stack(Ls) if Ls else np.zeros((0, S, S), np.uint8)
+    ab = np.stack(abs_) if abs_ else np.zeros((0, 2, T, T), np.float16)
+    nn_idx, nn_w = ctx.encoder.encode(ab)             # from the float16 ab as stored, so checks agree
+    counts = np.bincount(nn_idx[:, 0].ravel(), minlength=ctx.encoder.Q).astype(np.int64)
+    contract.write_shard(Path(ctx.out) / spec.file, L, ab, nn_idx, nn_w, keys, attrs={
+        "split": spec.split, "index": spec.index, "fingerprint": ctx.fingerprint, "inputs_sha": spec.inputs_sha(),
+        "config": ctx.cfg.encoding(), "seen": len(spec.keys), "written": len(keys), "skipped": skipped,
+        "counts": counts.tolist()})
+    return spec.file
+
+
+def shard_is_complete(path: Path, spec: ShardSpec, fingerprint: str) -> bool:
+    """True when `path` is a finished shard of exactly this spec (atomic writes leave no partial file)."""
+    if not path.is_file():
+        return False
+    try:
+        with h5py.File(path, "r") as h:
+            a = h.attrs
+            return (a.get("fingerprint") == fingerprint and a.get("inputs_sha") == spec.inputs_sha()
+                    and int(a.get("seen", -1)) == len(spec.keys) and all(d in h for d in contract.DATASETS))
+    except OSError:
+        return False
+
+
+def fingerprint_of(cfg: PrepConfig, centers: np.ndarray) -> str:
+    from pipeline.bins import fingerprint
+    blob = json.dumps(cfg.encoding(), sort_keys=True) + fingerprint(centers)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+@dataclass
+class PrepResult:
+    out_dir: Path
+    seen: int
+    written: int
+    skipped: int
+    by_reason: dict[str, int]
+    shards: int
+    reused: int
+    splits: dict[str, int]
+    prior_note: str
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        lines = [f"{self.out_dir}: {self.written} written, {self.skipped} skipped of {self.seen} inputs "
+                 f"in {self.shards} shards ({self.reused} reused from an earlier run), {self.seconds:.1f} s",
+                 "  samples by split: " + (", ".join(f"{k} {v}" for k, v in self.splits.items()) or "none")]
+        lines += [f"  skipped {n:5d}  {reason}" for reason, n in sorted(self.by_reason.items())]
+        lines.append(f"  prior: {self.prior_note}")
+        return "\n".join(lines)
+
+
+def _clean(out: Path, specs: list[ShardSpec]) -> None:
+    """Remove what an earlier (killed, or differently configured) run left that this plan does not produce."""
+    planned = {s.file for s in specs}
+    for p in out.iterdir():
+        stale_shard = SHARD_NAME.match(p.name) and p.name not in planned
+        leftover_tmp = p.name.startswith(".") and p.name.endswith(".tmp")
+        if stale_shard or leftover_tmp:
+            p.unlink()
+
+
+def run(cfg: PrepConfig, progress: bool = True) -> PrepResult:
+    """Preprocess `cfg.dataset` into `cfg.out`; see the module docstring. Raises DatasetError on a bad root."""
+    from pipeline.bins import in_gamut_centers
+    from pipeline.parallel import imap_unordered
+    from pipeline.soft_encode import SoftEncoder
+
+    t0 = time.perf_counter()
+    listing = list_dataset(cfg.dataset, cfg.root, cfg.partition, cfg.test_fraction, cfg.split, cfg.limit)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / contract.MANIFEST).unlink(missing_ok=True)       # written last again: its presence means "complete"
+    specs = plan_shards(listing, cfg.shard_size)
+    _clean(out, specs)
+    centers = in_gamut_centers()
+    fp = fingerprint_of(cfg, centers)
+    todo = [s for s in specs if not shard_is_complete(out / s.file, s, fp)]
+    if todo:
+        ctx = ShardContext(str(listing.root), str(out), cfg, SoftEncoder(centers, cfg.knn, cfg.sigma), fp)
+        from tqdm import tqdm
+        sizes = {s.file: len(s.keys) for s in todo}
+        with tqdm(total=sum(sizes.values()), unit="img", desc=f"preprocess {cfg.dataset}", disable=not progress,
+                  smoothing=0.1) as bar:
+            for name in imap_unordered(process_shard, todo, ctx, cfg.workers, cfg.backend, cfg.scheduler):
+                bar.update(sizes[name])
+    result = assemble(out, specs, cfg, listing, centers)
+    result.reused, result.seconds = len(specs) - len(todo), time.perf_counter() - t0
+    return result
+
+
+def assemble(out: Path, specs: list[ShardSpec], cfg: PrepConfig, listing: Listing, centers) -> PrepResult:
+    """manifest.json and prior.npz from the shard files' attrs alone (identical for fresh and resumed runs)."""
+    from pipeline.prior import build_prior
+
+    shards, skipped, counts = [], [], np.zeros(len(centers), np.int64)
+    seen = written = 0
+    for spec in specs:
+        with h5py.File(out / spec.file, "r") as h:
+            a = h.attrs
+            n = int(a["written"])
+            seen += int(a["seen"]); written += n
+            skipped += json.loads(a["skipped"])
+            if spec.split == "train":
+                counts += np.asarray(json.loads(a["counts"]), np.int64)
+        shards.append({"file": spec.file, "split": spec.split, "count": n})
+    train_pixels = int(counts.sum())
+    prior = build_prior(counts, centers, cfg.sigma, cfg.lam)
+    prior.save(out / contract.PRIOR)
+    by_reason = Counter(s["reason"].split(":")[0] for s in skipped)
+    splits = {sp: sum(s["count"] for s in shards if s["split"] == sp) for sp in ("train", "test")}
+    note = (f"{train_pixels} training target pixels over Q={len(centers)} bins" if train_pixels else
+            "no training pixels (no train split processed): uniform prior, all weights 1")
+    contract.write_manifest(out, {
+        "dataset": cfg.dataset, "root": str(listing.root), "config": cfg.as_dict(), "Q": len(centers),
+        "shards": shards, "skipped": skipped,
+        "counts": {"seen": seen, "written": written, "skipped": len(skipped), "by_reason": dict(sorted(by_reason.items()))},
+        "splits": splits, "prior": note,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
+    return PrepResult(out, seen, written, len(skipped), dict(by_reason), len(specs), 0, splits, note, 0.0)

@@ -1,0 +1,40 @@
+"""The empirical class prior over the ab bins and its rebalancing weights (DESIGN.md, "The recipe").
+
+    counts  exact int64 histogram of each training target pixel's nearest bin (merged over shards)
+    prob    counts smoothed by a Gaussian of `sigma` ab units over the bin centres, renormalised to sum 1
+    weights w = ((1 - lam) prob + lam / Q)^-1, scaled so that sum(prob * w) = 1
+
+Smoothing over the bin centres is the same as smoothing the histogram on the 10-grid and keeping the
+in-gamut cells. A pixel's CE weight is w of its nearest bin; with lam = 1 every weight is 1.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.contract import Prior
+
+
+def smooth(counts: np.ndarray, centers: np.ndarray, sigma: float) -> np.ndarray:
+    """counts (Q,) -> prob (Q,) float64 summing to 1. No counts at all gives the uniform distribution."""
+    counts = np.asarray(counts, np.float64)
+    if counts.sum() <= 0:
+        return np.full(len(counts), 1.0 / len(counts))
+    c = np.asarray(centers, np.float64)
+    d2 = ((c[:, None, :] - c[None, :, :]) ** 2).sum(-1)                   # (Q, Q) squared ab distances
+    prob = np.exp(-d2 / (2 * sigma ** 2)) @ (counts / counts.sum())
+    return prob / prob.sum()
+
+
+def rebalance(prob: np.ndarray, lam: float) -> np.ndarray:
+    """prob (Q,) -> weights (Q,) with sum(prob * weights) = 1: rare colours weigh more, common ones less."""
+    if not 0 <= lam <= 1:
+        raise ValueError(f"lam must be in [0, 1], got {lam}")
+    w = 1.0 / ((1 - lam) * prob + lam / len(prob))
+    return w / (prob * w).sum()
+
+
+def build_prior(counts: np.ndarray, centers: np.ndarray, sigma: float, lam: float) -> Prior:
+    counts = np.asarray(counts, np.int64)
+    prob = smooth(counts, centers, sigma)
+    return Prior(centers=np.asarray(centers, np.float32), counts=counts, prob=prob,
+                 weights=rebalance(prob, lam), lam=float(lam), sigma=float(sigma))

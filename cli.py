@@ -153,5 +153,42 @@ def bench():
     """Throughput measurements; figures go to docs/benchmarks.md."""
 
 
+@bench.command("scale")
+@click.option("--n", default=20000, help="Synthetic images at the large size; the small size is N/4.")
+@click.option("--size", default=64, help="Preprocess --size (small, so 20,000 images take minutes on 2 cores).")
+@click.option("--px", default=96, help="Side of the generated JPEGs.")
+@click.option("--jobs", default=2, help="Preprocess worker processes.")
+@click.option("--workers", default=2, help="DataLoader worker processes.")
+@click.option("--batch-size", default=64)
+@click.option("--workdir", default="", type=click.Path(file_okay=False),
+              help="Where the temporary images and shards go (deleted afterwards); default: the system temp dir.")
+def bench_scale(**opts):
+    """Preprocess + one loader epoch at N/4 and N images: throughput per image and peak RSS at both."""
+    import json
+    from pipeline.bench_scale import run_scale
+    try:
+        figures = run_scale(**opts, echo=click.echo)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    click.echo(json.dumps(figures))
+
+
+@bench.command("preprocess")
+@click.argument("dataset", required=False, type=click.Choice(["folder", "sun_objects", "sun_scenes"]))
+@click.option("--root", default=None, type=click.Path(exists=True, file_okay=False))
+@click.option("--images", default=600, type=click.IntRange(min=20),
+              help="Images timed (generated 640x480 JPEGs when no DATASET is given); half of them for the small size.")
+@click.option("--jobs", default=0, type=click.IntRange(min=0), help="Workers for both measurements (0: one per core).")
+@click.option("--size", default=256, callback=_size)
+def bench_preprocess(dataset, root, images, jobs, size):
+    """Full pipeline vs decode-only images/s on the same files, and peak memory at two dataset sizes."""
+    import json
+    from pipeline.bench import bench_preprocess as measure
+    if dataset and not root:
+        raise click.BadParameter(f"dataset {dataset!r} needs --root DIR", param_hint="--root")
+    figures = measure(dataset, root or "", images, jobs, size, echo=click.echo)
+    click.echo(json.dumps(figures))
+
+
 if __name__ == "__main__":
     cli()

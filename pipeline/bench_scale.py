@@ -1,0 +1,175 @@
+"""`cli.py bench scale`: does preprocessing and the shard loader scale linearly with the number of images?
+
+Generates N small synthetic colour JPEGs into a temporary folder, preprocesses them (`folder` dataset, small
+--size so a 20,000-image run takes minutes on two cores), then reads one epoch of the train split through the
+trainer's loader (trainer.data.ShardDataset + DataLoader; imported inside bench_loader, the one place
+where pipeline/ reaches into trainer/, because measuring the pair is the point). It does this at two sizes (N/4 and N) and reports,
+for each, preprocess images/s, loader samples/s and the peak resident memory of this process and all its
+children (loky or DataLoader workers). Constant throughput and flat peak memory across the two sizes mean
+nothing in the pipeline holds all samples in memory or does per-image work that grows with N.
+A warm-up run on a few images comes first, so numba compilation and worker start-up count in neither size.
+Each run also has a fixed cost (listing, the bin set, the soft encoder's lookup table: ~2 s), so besides the
+end-to-end rate the bench reports the steady rate between the first and last shard's completion. The loader's
+first batch (worker start-up) is timed apart from the epoch's throughput for the same reason.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import psutil
+
+from pipeline.config import PrepConfig
+
+
+def make_image(rng: np.random.Generator, px: int) -> np.ndarray:
+    """A (px, px..1.25 px, 3) uint8 RGB image: a two-colour gradient with three flat rectangles of random colour,
+    so every image has chroma (none is skipped as grayscale) and JPEG has edges to encode."""
+    h, w = px, px + int(rng.integers(0, px // 4 + 1))
+    c0, c1 = rng.integers(0, 256, (2, 3))
+    t = np.linspace(0, 1, w, dtype=np.float32)[None, :, None]
+    img = np.broadcast_to(c0 * (1 - t) + c1 * t, (h, w, 3)).astype(np.uint8).copy()
+    for _ in range(3):
+        y, x = rng.integers(0, h - 8), rng.integers(0, w - 8)
+        img[y:y + int(rng.integers(8, h // 2)), x:x + int(rng.integers(8, w // 2))] = rng.integers(0, 256, 3)
+    return img
+
+
+def make_images(folder, n: int, px: int = 96, seed: int = 0, start: int = 0) -> list[Path]:
+    """Write images start..start+n-1 as JPEGs `folder/d{i // 1000:03d}/img_{i:06d}.jpg` (1,000 per subfolder, like
+    a real collection); image i depends only on (seed, i), so any two calls agree. ~0.3 ms an image."""
+    folder = Path(folder)
+    paths = []
+    for i in range(start, start + n):
+        rng = np.random.default_rng((seed, i))
+        path = folder / f"d{i // 1000:03d}" / f"img_{i:06d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(make_image(rng, px), cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, 90])
+        assert ok
+        path.write_bytes(buf.tobytes())
+        paths.append(path)
+    return paths
+
+
+class PeakRSS:
+    """Context manager sampling the summed RSS of this process and all its descendants every `interval` s.
+    RSS counts shared library pages once per process, so it overstates the total; it is the same overstatement
+    at both sizes, which is what the comparison needs."""
+
+    def __init__(self, interval: float = 0.05):
+        self.interval, self.peak = interval, 0
+        self._stop = threading.Event()
+        self._me = psutil.Process()
+
+    def sample(self) -> int:
+        total = 0
+        for p in [self._me, *self._me.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:                    # a worker that exited between listing and reading
+                pass
+        return total
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self.sample())
+
+    def __enter__(self):
+        self.peak = self.sample()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.sample())
+
+    @property
+    def peak_mb(self) -> float:
+        return round(self.peak / 2 ** 20, 1)
+
+
+def bench_preprocess(cfg: PrepConfig) -> dict:
+    from pipeline.preprocess import run
+    with PeakRSS() as mem:
+        t = time.perf_counter()
+        result = run(cfg, progress=False)
+        seconds = time.perf_counter() - t
+    assert result.skipped == 0, result.summary()          # every synthetic image is a valid colour image
+    return {"images": result.seen, "seconds": round(seconds, 2), "images_per_s": round(result.seen / seconds, 1),
+            "steady_images_per_s": steady_rate(cfg.out), "peak_rss_mb": mem.peak_mb}
+
+
+def steady_rate(folder) -> float | None:
+    """Images per second between the first and the last shard file's completion (their mtimes), which leaves
+    out a run's fixed costs (listing, the bin set, the soft encoder's lookup table, ~2 s) and the first shard."""
+    from pipeline.contract import read_manifest
+    shards = read_manifest(folder)["shards"]
+    done = sorted((Path(folder, s["file"]).stat().st_mtime, s["count"]) for s in shards)
+    if len(done) < 3:
+        return None
+    return round(sum(c for _, c in done[1:]) / (done[-1][0] - done[0][0]), 1)
+
+
+def bench_loader(folder, batch_size: int, workers: int, crop: int) -> dict:
+    """One epoch of the train split through the trainer's loader, as `fit` builds it."""
+    from trainer.data import EpochSampler, ShardDataset, make_loader
+    ds = ShardDataset(folder, "train", crop=crop, flip=True, seed=0)
+    sampler = EpochSampler(ds, seed=0)
+    sampler.set_position(0)
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        batches = iter(make_loader(ds, batch_size, sampler, workers))
+        first = len(next(batches)["key"])            # worker start-up: timed apart, a fixed cost per epoch
+        t1 = time.perf_counter()
+        samples = sum(len(batch["key"]) for batch in batches)
+        seconds = time.perf_counter() - t1
+    ds.close()
+    return {"samples": first + samples, "first_batch_s": round(t1 - t0, 2), "seconds": round(seconds, 2),
+            "samples_per_s": round(samples / seconds, 1), "peak_rss_mb": mem.peak_mb}
+
+
+def run_scale(n: int = 20000, size: int = 64, px: int = 96, jobs: int = 2, shard_size: int = 256,
+              batch_size: int = 64, workers: int = 2, workdir: str = "", echo=print) -> dict:
+    """Preprocess + one loader epoch at N/4 and N images; returns the figures (see the module docstring)."""
+    if n < 4 * batch_size * 4:
+        raise ValueError(f"--n must be at least {16 * batch_size} (4 loader batches at N/4), got {n}")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-scale-", dir=workdir or None))
+    try:
+        t = time.perf_counter()
+        make_images(tmp / "images", n, px)
+        echo(f"generated {n} images of {px} px in {time.perf_counter() - t:.1f} s under {tmp}")
+        base = PrepConfig(dataset="folder", size=size, shard_size=shard_size, jobs=jobs)
+        warm = replace(base, root=str(tmp / "warm"), out_dir=str(tmp / "warm-shards"))
+        make_images(warm.root, 16, px, seed=1)
+        bench_preprocess(warm)                                  # compiles numba, starts the loky workers
+        sizes = {}
+        for count in (n // 4, n):
+            cfg = replace(base, root=str(tmp / "images"), out_dir=str(tmp / f"shards-{count}"), limit=count)
+            prep = bench_preprocess(cfg)
+            load = bench_loader(cfg.out, batch_size, workers, crop=size)
+            sizes[str(count)] = {"preprocess": prep, "loader": load}
+            echo(f"N={count}: preprocess {prep['images_per_s']} img/s end to end, {prep['steady_images_per_s']} "
+                 f"img/s steady, peak RSS {prep['peak_rss_mb']} MB; "
+                 f"loader {load['samples_per_s']} samples/s, peak RSS {load['peak_rss_mb']} MB")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    small, big = sizes[str(n // 4)], sizes[str(n)]
+    ratio = lambda part, key: round(big[part][key] / small[part][key], 3)
+    return {"bench": "scale", "n": n, "size": size, "image_px": px, "jobs": jobs, "loader_workers": workers,
+            "batch_size": batch_size, "sizes": sizes,
+            "ratio_big_over_small": {"preprocess_images_per_s": ratio("preprocess", "images_per_s"),
+                                     "preprocess_steady_images_per_s": ratio("preprocess", "steady_images_per_s"),
+                                     "preprocess_peak_rss": ratio("preprocess", "peak_rss_mb"),
+                                     "loader_samples_per_s": ratio("loader", "samples_per_s"),
+                                     "loader_peak_rss": ratio("loader", "peak_rss_mb")}}
+

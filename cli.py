@@ -27,6 +27,55 @@ def verify(folder, shallow):
 
 
 # ---- trainer: shards -> checkpoints ---------------------------------------------------------------------
+def _fit_errors():
+    """Exceptions of fit that mean bad input (options, shards, checkpoints): a message, no traceback."""
+    from pipeline.contract import ShardFormatError
+    from trainer.checkpoint import CheckpointError
+    from trainer.config import FitError
+    return FitError, CheckpointError, ShardFormatError
+
+
+@cli.command()
+@click.option("--data", default="artifacts/shards/sample", type=click.Path(file_okay=False),
+              help="Shard folder written by `preprocess`; trains on its train split.")
+@click.option("--out", default="artifacts/runs/default", type=click.Path(file_okay=False),
+              help="Run dir: config.json, log.jsonl (one JSON object per step), last.pt.")
+@click.option("--model", type=click.Choice(["eccv16", "tiny"]), default="eccv16",
+              help="eccv16: the published ~32 M-parameter network; tiny: same shape at 1/8 width, for CPUs.")
+@click.option("--loss", type=click.Choice(["ce", "l2", "focal", "focal-exact"]), default="ce",
+              help="ce: class-rebalanced soft CE; l2: ab regression; focal: 1/(1+alpha exp(-beta t)) mask; "
+                   "focal-exact: Lin et al. (1-p)^gamma.")
+@click.option("--init", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Start from a released-ECCV16-layout state dict (model1..model8, model_out) or our checkpoint.")
+@click.option("--lr", default=3e-5, type=float)
+@click.option("--weight-decay", default=1e-3, type=float)
+@click.option("--batch-size", default=40, help="Per process; torchrun multiplies it by the world size.")
+@click.option("--crop", default=176, help="Random crop side (multiple of 8, at most the shards' size).")
+@click.option("--flip/--no-flip", default=True, help="Random horizontal flips.")
+@click.option("--epochs", default=1, help="Full passes over the train split (ignored with --steps).")
+@click.option("--steps", default=0, help="Total optimiser steps; 0: use --epochs.")
+@click.option("--seed", default=0)
+@click.option("--save-every", default=500, help="Steps between checkpoints (RUN_DIR/last.pt); also saved at the end.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@click.option("--workers", default=2, help="DataLoader worker processes per training process.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--verify", type=click.Choice(["quick", "deep", "off"]), default="quick",
+              help="Check the shard folder before training (deep: read every chunk's checksum).")
+@click.option("--alpha", default=10.0, help="focal: mask 1/(1 + alpha exp(-beta t)).")
+@click.option("--beta", default=5.0, help="focal: see --alpha.")
+@click.option("--gamma", default=2.0, help="focal-exact: (1 - p)^gamma.")
+@click.option("--block", default=0.0, help="Weight of the block-averaged-colour term added to the loss (0: off).")
+@click.option("--block-size", default=4, help="Block side in target pixels (1/4 of the input).")
+def fit(**opts):
+    """Train a colorization network on shards (`torchrun --nproc-per-node N cli.py fit ...` for DDP)."""
+    from trainer.config import FitConfig
+    from trainer.loop import fit as run_fit
+    try:
+        run_dir = run_fit(FitConfig(**{**opts, "init": opts["init"] or ""}))
+    except _fit_errors() as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"run: {run_dir}  (log {run_dir / 'log.jsonl'}, checkpoint {run_dir / 'last.pt'})")
+
 
 
 # ---- checkpoints -> colours and numbers -----------------------------------------------------------------
@@ -187,6 +236,51 @@ def bench_preprocess(dataset, root, images, jobs, size):
     if dataset and not root:
         raise click.BadParameter(f"dataset {dataset!r} needs --root DIR", param_hint="--root")
     figures = measure(dataset, root or "", images, jobs, size, echo=click.echo)
+    click.echo(json.dumps(figures))
+
+
+
+@bench.command("step")
+@click.option("--model", type=click.Choice(["eccv16", "tiny"]), default="eccv16")
+@click.option("--data", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Shard folder to draw batches from; default: a temporary synthetic one.")
+@click.option("--batch-size", default=8, type=click.IntRange(min=1))
+@click.option("--crop", default=176, type=click.IntRange(min=8))
+@click.option("--steps", default=5, type=click.IntRange(min=1), help="Timed steps per variant (medians quoted).")
+@click.option("--warmup", default=1, type=click.IntRange(min=0), help="Untimed steps per variant first.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+def bench_step(**opts):
+    """Seconds per training step: ce vs l2 vs ce with per-batch CPU kNN targets, interleaved, same batches."""
+    import json
+    from trainer.bench import bench_step as measure
+    if opts["crop"] % 8:
+        raise click.BadParameter(f"{opts['crop']}: must be a multiple of 8", param_hint="--crop")
+    try:
+        figures = measure(**opts, progress=click.echo)
+    except _fit_errors() as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps(figures))
+
+
+@bench.command("loader")
+@click.option("--data", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Shard folder; default: a temporary synthetic one (240 samples of 256 px).")
+@click.option("--batch-size", default=40, type=click.IntRange(min=1))
+@click.option("--crop", default=176, type=click.IntRange(min=8))
+@click.option("--batches", default=60, type=click.IntRange(min=1), help="Timed batches per worker count.")
+@click.option("--workers", default="0,1,2", help="Comma-separated DataLoader worker counts to time.")
+def bench_loader(workers, **opts):
+    """Samples/s the shard loader delivers (random crops and flips, batched) at several worker counts."""
+    import json
+    from trainer.bench import bench_loader as measure
+    try:
+        counts = tuple(int(w) for w in workers.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{workers!r}: expected integers like 0,1,2", param_hint="--workers") from None
+    try:
+        figures = measure(**opts, workers=counts, progress=click.echo)
+    except (*_fit_errors(), ValueError) as e:
+        raise click.ClickException(str(e)) from None
     click.echo(json.dumps(figures))
 
 

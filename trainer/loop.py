@@ -91,6 +91,29 @@ def bin_remap(model: ColorNet, prior: contract.Prior) -> torch.Tensor | None:
     return torch.from_numpy(d.argmin(1)).long()
 
 
+def forward_loss(net, loss_fn, batch: dict, device, rebal: torch.Tensor, remap: torch.Tensor | None) -> dict:
+    """Move a loader batch to the device, run the network (bf16 autocast, channels-last on CUDA) and the loss.
+    rebal (Q_shards,) rebalancing weights; remap (Q_shards,) shard bin -> model bin, or None."""
+    cuda = device.type == "cuda"
+    L = batch["L"].to(device, non_blocking=True).unsqueeze(1).float() * contract.L_SCALE       # (B, 1, c, c) L*
+    if cuda:
+        L = L.contiguous(memory_format=torch.channels_last)
+    nn_idx = batch["nn_idx"].to(device, non_blocking=True).long()                             # (B, K, t, t)
+    tg = Targets(ab=batch["ab"].to(device, non_blocking=True).float(),
+                 nn_idx=nn_idx if remap is None else remap[nn_idx],
+                 nn_w=batch["nn_w"].to(device, non_blocking=True).float(),
+                 w=rebal[nn_idx[:, 0]])                                                       # (B, t, t)
+    with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext():
+        out = net(L)
+    return loss_fn(out, tg)
+
+
+def apply_step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def _check_data(cfg: FitConfig, info: dist.DistInfo, device) -> None:
     problems = []
     if info.is_primary and cfg.verify != "off" and hasattr(contract, "verify_folder"):
@@ -164,7 +187,6 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
 
     rebal = torch.as_tensor(prior.weights, dtype=torch.float32, device=device)     # (Q_shards,)
     remap = remap.to(device) if remap is not None else None
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
     log = None
     if info.is_primary:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -189,25 +211,13 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
             sampler.set_position(epoch, epoch_step * cfg.batch_size)
             dataset.epoch = epoch
             for batch in loader:
-                L = batch["L"].to(device, non_blocking=True).unsqueeze(1).float() * contract.L_SCALE  # (B,1,c,c) L*
-                if cuda:
-                    L = L.contiguous(memory_format=torch.channels_last)
-                nn_idx = batch["nn_idx"].to(device, non_blocking=True).long()                        # (B,K,t,t)
-                tg = Targets(ab=batch["ab"].to(device, non_blocking=True).float(),
-                             nn_idx=nn_idx if remap is None else remap[nn_idx],
-                             nn_w=batch["nn_w"].to(device, non_blocking=True).float(),
-                             w=rebal[nn_idx[:, 0]])                                                  # (B,t,t)
-                with autocast:
-                    out = net(L)
-                res = loss_fn(out, tg)
+                res = forward_loss(net, loss_fn, batch, device, rebal, remap)
                 value = res["loss"].item()
                 if dist.any_rank(not np.isfinite(value), info, device):
                     where = f"batch keys {batch['key']}" if not np.isfinite(value) else "another rank's batch"
                     raise NonFiniteLoss(f"non-finite loss ({value}) at step {step + 1}, {where}; the step was not "
                                         f"applied and no checkpoint was written for it")
-                opt.zero_grad(set_to_none=True)
-                res["loss"].backward()
-                opt.step()
+                apply_step(opt, res["loss"])
                 step, epoch_step = step + 1, epoch_step + 1
                 if log is not None:
                     row = {"step": step, "epoch": epoch, **{k: float(v.detach()) for k, v in res.items()},

@@ -1,0 +1,115 @@
+"""fit(): logs, checkpoints, exact resume, the non-finite guard, data verification and a 2-process gloo run."""
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cli import cli
+from pipeline import contract
+from trainer import loop
+from trainer.config import FitConfig, FitError
+from trainer.inference import load_colorizer
+from trainer.synthetic import write_synthetic_shards
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cfg(shards, out, **kw):
+    return FitConfig(**{**dict(data=str(shards), out=str(out), model="tiny", loss="ce", crop=48, batch_size=8,
+                               steps=8, save_every=3, workers=0, lr=1e-3, seed=5), **kw})
+
+
+def _log(run):
+    return [json.loads(ln) for ln in (Path(run) / "log.jsonl").read_text().splitlines()]
+
+
+def test_log_checkpoint_and_colorizer(shards, tmp_path):
+    run = loop.fit(_cfg(shards, tmp_path / "run", steps=7, block=0.5))
+    rows = _log(run)
+    assert [r["step"] for r in rows] == list(range(1, 8))
+    assert all(np.isfinite(r["loss"]) and "ce_unweighted" in r and "block" in r for r in rows)
+    assert rows[-1]["epoch"] == 1                       # 48 samples / 8 = 6 steps per epoch
+    col = load_colorizer(run / "last.pt")
+    assert col.loss == "ce" and col.prior["prob"].shape == (len(col.centers),)
+    assert json.loads((run / "config.json").read_text())["block"] == 0.5
+    with pytest.raises(FitError, match="already holds a run"):
+        loop.fit(_cfg(shards, tmp_path / "run"))
+
+
+def test_stopped_and_crashed_runs_resume_to_the_same_losses(shards, tmp_path, monkeypatch):
+    whole = [r["loss"] for r in _log(loop.fit(_cfg(shards, tmp_path / "whole")))]
+    part = _cfg(shards, tmp_path / "part")
+    loop.fit(replace(part, steps=4))                    # stopped mid-epoch after step 4 (checkpoint at 4)
+    # continue, but crash after step 7 has been logged: the last checkpoint is step 6 (save_every 3)
+    real_save = loop.checkpoint.save
+
+    def save_then_crash(path, payload):
+        real_save(path, payload)
+        if payload["step"] == 6:
+            monkeypatch.setattr(loop.json, "dumps", crash_at_step_8)
+
+    def crash_at_step_8(obj, *a, **k):
+        if isinstance(obj, dict) and obj.get("step") == 8:
+            raise KeyboardInterrupt("simulated crash")
+        return json.JSONEncoder().encode(obj)
+    monkeypatch.setattr(loop.checkpoint, "save", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        loop.fit(replace(part, resume=True))
+    monkeypatch.undo()
+    assert [r["step"] for r in _log(part.out)] == [1, 2, 3, 4, 5, 6, 7]
+    assert torch.load(Path(part.out) / "last.pt", weights_only=True)["step"] == 6
+    loop.fit(replace(part, resume=True))                # loses only step 7, recomputed
+    rows = _log(part.out)
+    assert [r["step"] for r in rows] == list(range(1, 9))
+    assert [r["loss"] for r in rows] == whole
+    with pytest.raises(FitError, match="options differ from the stopped run.*lr"):
+        loop.fit(replace(part, resume=True, lr=1e-2, steps=10))
+
+
+def test_non_finite_loss_stops_naming_the_batch(tmp_path):
+    data = write_synthetic_shards(tmp_path / "nan", n=8, size=32, per_shard=8)
+    with contract.open_shard(data / "train-00000.h5") as sh:
+        arr = {k: v for k, v in sh.read(slice(None)).items()}
+        keys = sh.keys()
+    arr["nn_w"][5, :, 2, 3] = np.nan                     # one corrupt pixel of one sample
+    contract.write_shard(data / "train-00000.h5", **arr, keys=keys)
+    res = CliRunner().invoke(cli, ["fit", "--data", str(data), "--out", str(tmp_path / "run"), "--model", "tiny",
+                                   "--crop", "32", "--batch-size", "8", "--steps", "2", "--workers", "0",
+                                   "--verify", "off"])
+    assert res.exit_code == 1, res.output
+    assert "non-finite loss" in res.output and keys[5] in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_fit_refuses_a_folder_that_fails_verification(shards, tmp_path):
+    import shutil
+    bad = Path(shutil.copytree(shards, tmp_path / "bad"))
+    (bad / "train-00001.h5").unlink()
+    res = CliRunner().invoke(cli, ["fit", "--data", str(bad), "--out", str(tmp_path / "run"), "--model", "tiny"])
+    assert res.exit_code == 1 and "failed verification" in res.output and "train-00001.h5" in res.output
+
+
+def test_two_process_gloo_run_logs_once_and_saves(shards, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "cli.py", "fit",
+           "--data", str(shards), "--out", str(out), "--model", "tiny", "--crop", "32", "--batch-size", "4",
+           "--steps", "3", "--workers", "0", "--device", "cpu"]
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=150)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = _log(out)
+    assert [r["step"] for r in rows] == [1, 2, 3] and rows[-1]["samples"] == 3 * 4 * 2
+    assert load_colorizer(out / "last.pt").model.out_channels > 2
+
+
+@pytest.mark.parametrize("args", [["fit"], ["bench", "step"], ["bench", "loader"]])
+def test_help(args):
+    res = CliRunner().invoke(cli, [*args, "--help"])
+    assert res.exit_code == 0 and "Usage" in res.output

@@ -1,0 +1,134 @@
+"""Throughput measurements behind `cli.py bench step` and `cli.py bench loader` (docs/benchmarks.md).
+
+bench_step: seconds per training step (batch to device, forward, loss, backward, Adam) for `ce` and `l2` on
+the same network, batches and crop, interleaved ce, l2, knn, ce, l2, knn, ... after a warm-up, medians
+quoted, so that load from other jobs hits all three alike. `knn` is CE with targets soft-encoded per batch on
+the CPU (brute-force nearest bins + Gaussian weights inside the step), as the reference implementation did:
+the cost this project's precomputed shards remove.
+bench_loader: samples/s delivered by the shard loader for several worker counts.
+Both build a temporary synthetic shard folder when given none.
+"""
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline import contract
+from trainer.data import EpochSampler, ShardDataset, make_loader
+from trainer.losses import create_loss
+from trainer.loop import apply_step, forward_loss, pick_device
+from trainer.models import count_params, create_model
+from trainer.synthetic import soft_encode, write_synthetic_shards
+
+
+def _folder(stack: ExitStack, data: str | None, n: int, size: int) -> Path:
+    if data:
+        return Path(data)
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="colorfast-bench-")))
+    return write_synthetic_shards(tmp / "shards", n=n, size=size, per_shard=max(n // 2, 1))
+
+
+def _knn_batch(batch: dict, centers: np.ndarray, k: int, sigma: float) -> dict:
+    """The batch with nn_idx / nn_w recomputed from its ab on the CPU (the per-batch reference data path)."""
+    ab = batch["ab"].float().numpy()                                  # (B, 2, t, t)
+    B, _, t, _ = ab.shape
+    idx, w = soft_encode(ab.transpose(0, 2, 3, 1).reshape(-1, 2), centers, k, sigma)        # (P, k)
+    to_bkt = lambda a: torch.from_numpy(np.ascontiguousarray(a.reshape(B, t, t, k).transpose(0, 3, 1, 2)))
+    return {**batch, "nn_idx": to_bkt(idx.astype(np.int16)), "nn_w": to_bkt(w)}
+
+
+def bench_step(model: str = "eccv16", data: str | None = None, batch_size: int = 8, crop: int = 176,
+               steps: int = 5, warmup: int = 1, device: str = "auto", progress=print) -> dict:
+    dev = pick_device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    with ExitStack() as stack:
+        folder = _folder(stack, data, n=max(batch_size * 2, 16), size=crop + 16)
+        prior = contract.Prior.load(folder / contract.PRIOR)
+        ds = ShardDataset(folder, "train", crop=crop, flip=True, seed=0)
+        sampler = EpochSampler(ds)
+        loader = make_loader(ds, batch_size, sampler, workers=0)
+        batches, epoch = [], 0
+        while len(batches) < warmup + steps:           # every timed step gets a distinct batch, the same for all
+            sampler.set_position(epoch)
+            batches += list(loader)
+            epoch += 1
+        batches = batches[:warmup + steps]
+        ds.close()
+    centers = torch.from_numpy(prior.centers)
+    rebal = torch.as_tensor(prior.weights, dtype=torch.float32, device=dev)
+    runs = {}
+    for name, loss in (("ce", "ce"), ("l2", "l2")):
+        torch.manual_seed(0)
+        net = create_model(model, len(centers), centers) if loss == "ce" else create_model(model, 2)
+        net = net.to(dev, memory_format=torch.channels_last if dev.type == "cuda" else torch.contiguous_format)
+        opt = torch.optim.Adam(net.parameters(), lr=3e-5, betas=(0.9, 0.99), weight_decay=1e-3)
+        runs[name] = (net.train(), opt, create_loss(loss, centers=centers))
+    runs["knn"] = runs["ce"]                          # same network and loss; only the data path differs
+    knn, sigma = ds.knn, float(prior.sigma)
+    times = {k: [] for k in runs}
+    encode_s = []
+
+    def one(kind, batch):
+        net, opt, loss_fn = runs[kind]
+        sync()
+        t0 = time.perf_counter()
+        if kind == "knn":
+            batch = _knn_batch(batch, prior.centers, knn, sigma)
+            encode_s.append(time.perf_counter() - t0)
+        apply_step(opt, forward_loss(net, loss_fn, batch, dev, rebal, None)["loss"])
+        sync()
+        return time.perf_counter() - t0
+
+    for i, batch in enumerate(batches):
+        for kind in runs:                              # interleaved: ce, l2, knn, ce, l2, knn, ...
+            dt = one(kind, batch)
+            if i >= warmup:
+                times[kind].append(dt)
+        if i >= warmup and progress:
+            progress(f"step {i - warmup + 1}/{steps}: " + ", ".join(f"{k} {times[k][-1]:.3f} s" for k in runs))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"model": model, "params": count_params(runs["ce"][0]), "device": str(dev),
+            "threads": torch.get_num_threads(), "batch_size": batch_size, "crop": crop, "steps": steps,
+            "warmup": warmup, "ce_step_s": round(med["ce"], 4), "l2_step_s": round(med["l2"], 4),
+            "ratio": round(med["ce"] / med["l2"], 4), "knn_baseline_step_s": round(med["knn"], 4),
+            "knn_ratio": round(med["knn"] / med["l2"], 4),
+            "knn_encode_s": round(statistics.median(encode_s[warmup:] or encode_s), 4)}
+
+
+def bench_loader(data: str | None = None, batch_size: int = 40, crop: int = 176, batches: int = 60,
+                 workers: tuple[int, ...] = (0, 1, 2), progress=print) -> dict:
+    """Samples/s of the training loader over `batches` batches after 2 warm-up batches, per worker count."""
+    out = {}
+    with ExitStack() as stack:
+        folder = _folder(stack, data, n=240, size=256)
+        for w in workers:
+            ds = ShardDataset(folder, "train", crop=crop, flip=True, seed=0)
+            if len(ds) < batch_size:
+                raise ValueError(f"{folder}: {len(ds)} training samples, fewer than one batch of {batch_size}")
+            sampler = EpochSampler(ds)
+            loader = make_loader(ds, batch_size, sampler, workers=w)
+            n, epoch, seen, t0 = 0, 0, 0, None
+            while seen < batches + 2:
+                sampler.set_position(epoch)
+                for batch in loader:
+                    seen += 1
+                    if seen == 2:                     # workers forked and warm: start the clock
+                        t0 = time.perf_counter()
+                    elif seen > 2:
+                        n += len(batch["key"])
+                    if seen >= batches + 2:
+                        break
+                epoch += 1
+            out[str(w)] = round(n / (time.perf_counter() - t0), 1)
+            del loader                                 # stop persistent workers before the next count
+            ds.close()
+            if progress:
+                progress(f"workers {w}: {out[str(w)]:.0f} samples/s")
+        size = ds.size
+    return {"samples_s": out, "batch_size": batch_size, "crop": crop, "stored_size": size, "batches": batches}

@@ -12,6 +12,7 @@ standard library. A folder holds `manifest.json`, `prior.npz` and shard files `*
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import tempfile
@@ -62,7 +63,10 @@ def uint8_to_l(u: np.ndarray) -> np.ndarray:
 
 def write_shard(path, L, ab, nn_idx, nn_w, keys, attrs: dict | None = None) -> None:
     """Write one shard atomically, one HDF5 chunk per sample (random access reads one chunk per array)
-    with fletcher32 checksums so that a flipped bit is an error on read, not a silently wrong target."""
+    with fletcher32 checksums so that a flipped bit is an error on read, not a silently wrong target.
+    The file is built in memory and written with plain file I/O: HDF5 reports a full disk from inside its
+    close as a RuntimeError and leaves a broken handle that crashes the interpreter at exit, whereas a
+    Python write raises a clean OSError (ENOSPC) and the temporary file is removed."""
     N, S = L.shape[0], L.shape[1]
     T, K = S // TARGET_STRIDE, nn_idx.shape[1]
     assert L.shape == (N, S, S) and L.dtype == np.uint8, (L.shape, L.dtype)
@@ -70,15 +74,17 @@ def write_shard(path, L, ab, nn_idx, nn_w, keys, attrs: dict | None = None) -> N
     assert nn_idx.shape == (N, K, T, T) and nn_idx.dtype == np.uint16, (nn_idx.shape, nn_idx.dtype)
     assert nn_w.shape == nn_idx.shape and nn_w.dtype == np.float16, (nn_w.shape, nn_w.dtype)
     assert len(keys) == N
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as h:
+        for name, arr in (("L", L), ("ab", ab), ("nn_idx", nn_idx), ("nn_w", nn_w)):
+            h.create_dataset(name, data=arr, chunks=(1, *arr.shape[1:]) if N else None, fletcher32=bool(N))
+        h.create_dataset("key", data=np.array(keys, dtype=object), dtype=h5py.string_dtype("utf-8"))
+        h.attrs["format_version"] = FORMAT_VERSION
+        h.attrs["count"] = N
+        for k, v in (attrs or {}).items():
+            h.attrs[k] = v if isinstance(v, (str, int, float, bool, np.number)) else json.dumps(v)
     with atomic_write(path) as tmp:
-        with h5py.File(tmp, "w") as h:
-            for name, arr in (("L", L), ("ab", ab), ("nn_idx", nn_idx), ("nn_w", nn_w)):
-                h.create_dataset(name, data=arr, chunks=(1, *arr.shape[1:]) if N else None, fletcher32=bool(N))
-            h.create_dataset("key", data=np.array(keys, dtype=object), dtype=h5py.string_dtype("utf-8"))
-            h.attrs["format_version"] = FORMAT_VERSION
-            h.attrs["count"] = N
-            for k, v in (attrs or {}).items():
-                h.attrs[k] = v if isinstance(v, (str, int, float, bool, np.number)) else json.dumps(v)
+        tmp.write_bytes(buf.getbuffer())
 
 
 class Shard:

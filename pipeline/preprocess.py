@@ -16,6 +16,7 @@ Deterministic and resumable by construction:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -34,6 +35,23 @@ from pipeline.datasets import Listing, list_dataset
 from pipeline.images import ImageError, is_gray_ab, load_rgb, resize_center_crop, rgb_to_lab
 
 SHARD_NAME = re.compile(r"^(train|test)-\d{5}\.h5$")
+
+
+class OutputError(Exception):
+    """The output folder cannot take a file (disk full, read-only, quota). The user's to fix, not a bug: shards
+    completed so far stay, and rerunning the same command resumes from them."""
+
+
+@contextlib.contextmanager
+def _writing(path: Path):
+    """Turn a failed write of `path` into an OutputError naming the folder and the cause."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:     # h5py reports a failed flush (ENOSPC, EIO) as RuntimeError
+        found = re.search(r"error message = '([^']+)'", str(e))
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else found.group(1) if found else str(e)
+        raise OutputError(f"{path.parent}: cannot write {path.name}: {reason}. Complete shards are kept; free "
+                          "space (or fix the folder) and rerun the same command to resume") from e
 
 
 @dataclass(frozen=True)
@@ -100,10 +118,11 @@ def process_shard(spec: ShardSpec, ctx: ShardContext) -> str:
     ab = np.stack(abs_) if abs_ else np.zeros((0, 2, T, T), np.float16)
     nn_idx, nn_w = ctx.encoder.encode(ab)             # from the float16 ab as stored, so checks agree
     counts = np.bincount(nn_idx[:, 0].ravel(), minlength=ctx.encoder.Q).astype(np.int64)
-    contract.write_shard(Path(ctx.out) / spec.file, L, ab, nn_idx, nn_w, keys, attrs={
-        "split": spec.split, "index": spec.index, "fingerprint": ctx.fingerprint, "inputs_sha": spec.inputs_sha(),
-        "config": ctx.cfg.encoding(), "seen": len(spec.keys), "written": len(keys), "skipped": skipped,
-        "counts": counts.tolist()})
+    with _writing(Path(ctx.out) / spec.file):
+        contract.write_shard(Path(ctx.out) / spec.file, L, ab, nn_idx, nn_w, keys, attrs={
+            "split": spec.split, "index": spec.index, "fingerprint": ctx.fingerprint,
+            "inputs_sha": spec.inputs_sha(), "config": ctx.cfg.encoding(), "seen": len(spec.keys),
+            "written": len(keys), "skipped": skipped, "counts": counts.tolist()})
     return spec.file
 
 
@@ -168,8 +187,9 @@ def run(cfg: PrepConfig, progress: bool = True) -> PrepResult:
     t0 = time.perf_counter()
     listing = list_dataset(cfg.dataset, cfg.root, cfg.partition, cfg.test_fraction, cfg.split, cfg.limit)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / contract.MANIFEST).unlink(missing_ok=True)       # written last again: its presence means "complete"
+    with _writing(out):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / contract.MANIFEST).unlink(missing_ok=True)   # written last again: its presence means "complete"
     specs = plan_shards(listing, cfg.shard_size)
     _clean(out, specs)
     centers = in_gamut_centers()
@@ -205,16 +225,19 @@ def assemble(out: Path, specs: list[ShardSpec], cfg: PrepConfig, listing: Listin
         shards.append({"file": spec.file, "split": spec.split, "count": n})
     train_pixels = int(counts.sum())
     prior = build_prior(counts, centers, cfg.sigma, cfg.lam)
-    prior.save(out / contract.PRIOR)
+    with _writing(out / contract.PRIOR):
+        prior.save(out / contract.PRIOR)
     by_reason = Counter(s["reason"].split(":")[0] for s in skipped)
     splits = {sp: sum(s["count"] for s in shards if s["split"] == sp) for sp in ("train", "test")}
     note = (f"{train_pixels} training target pixels over Q={len(centers)} bins" if train_pixels else
             "no training pixels (no train split processed): uniform prior, all weights 1")
-    contract.write_manifest(out, {
+    manifest = {
         "dataset": cfg.dataset, "root": str(listing.root), "config": cfg.as_dict(), "Q": len(centers),
         "shards": shards, "skipped": skipped,
         "counts": {"seen": seen, "written": written, "skipped": len(skipped), "by_reason": dict(sorted(by_reason.items()))},
         "splits": splits, "prior": note,
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    })
+    }
+    with _writing(out / contract.MANIFEST):
+        contract.write_manifest(out, manifest)
     return PrepResult(out, seen, written, len(skipped), dict(by_reason), len(specs), 0, splits, note, 0.0)

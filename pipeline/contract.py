@@ -205,7 +205,7 @@ def verify_folder(folder, deep: bool = True, progress: bool = False) -> list[str
     with the contract's datasets, shapes and dtypes, no unlisted *.h5 sits in the folder, keys are unique,
     and prior.npz is self-consistent. With `deep`, every chunk of every dataset is read, which makes HDF5
     check its fletcher32 checksum, and the values are checked: finite ab, nn_w >= 0 summing to 1 over K,
-    nn_idx < Q. Reads stream VERIFY_BLOCK samples at a time, so memory stays flat however big the folder."""
+    nn_idx < Q, and the prior's counts equal the histogram of the train shards' nearest bins (nn_idx[:, 0]). Reads stream VERIFY_BLOCK samples at a time, so memory stays flat however big the folder."""
     folder = Path(folder)
     try:
         manifest = read_manifest(folder)
@@ -226,6 +226,8 @@ def verify_folder(folder, deep: bool = True, progress: bool = False) -> list[str
         from tqdm import tqdm                  # optional: only the CLI asks for a bar
         entries = tqdm(entries, desc="verify", unit="shard")
     seen_keys: dict[str, str] = {}
+    train_counts = np.zeros(Q or 0, np.int64)  # histogram of nn_idx[:, 0] over the train shards, as the prior's
+    counts_complete = deep and prior is not None and prior.counts.shape == (Q,)
     geometry = None                            # (S, K) of the first shard; all shards must agree
     for entry in entries:
         path = folder / entry["file"]
@@ -252,8 +254,13 @@ def verify_folder(folder, deep: bool = True, progress: bool = False) -> list[str
                     break
                 seen_keys[k] = entry["file"]
             if deep and not shard_problems:
-                shard_problems += _shard_data_problems(shard, keys, Q)
+                is_train = entry.get("split") == "train" and counts_complete
+                shard_problems += _shard_data_problems(shard, keys, Q, train_counts if is_train else None)
         problems += [f"{path}: {p}" for p in shard_problems]
+        counts_complete = counts_complete and not shard_problems
+    if counts_complete and not np.array_equal(train_counts, prior.counts):
+        problems.append(f"{prior_path}: counts differ from the nearest bins (nn_idx[:, 0]) of the train shards "
+                        f"in {int((train_counts != prior.counts).sum())} of {Q} bins (a prior from another run?)")
     return problems
 
 
@@ -365,8 +372,9 @@ def _read_keys(shard: Shard) -> tuple[list[str], str | None]:
         return [], f"key unreadable ({type(e).__name__}: {e})"
 
 
-def _shard_data_problems(shard: Shard, keys: list[str], Q: int | None) -> list[str]:
-    """Read every chunk (checksums) and check values, VERIFY_BLOCK samples at a time; first problem per dataset."""
+def _shard_data_problems(shard: Shard, keys: list[str], Q: int | None, counts: np.ndarray | None = None) -> list[str]:
+    """Read every chunk (checksums) and check values, VERIFY_BLOCK samples at a time; first problem per dataset.
+    `counts` (Q,), if given, accumulates the histogram of the nearest bins nn_idx[:, 0]."""
     problems: dict[str, str] = {}
     for lo in range(0, len(shard), VERIFY_BLOCK):
         hi = min(lo + VERIFY_BLOCK, len(shard))
@@ -391,6 +399,8 @@ def _shard_data_problems(shard: Shard, keys: list[str], Q: int | None) -> list[s
         if "nn_idx" in block and Q is not None and block["nn_idx"].size and block["nn_idx"].max() >= Q:
             problems.setdefault("nn_idx values", f"nn_idx in samples {lo}..{hi - 1} reaches "
                                                  f"{block['nn_idx'].max()}, but the prior has Q = {Q} bins")
+        elif "nn_idx" in block and counts is not None:
+            counts += np.bincount(block["nn_idx"][:, 0].ravel(), minlength=len(counts))
     return list(problems.values())
 
 

@@ -22,8 +22,7 @@ def _shard_arrays(n, s=16, k=3, seed=0, prefix="a"):
                 keys=[f"{prefix}/img_{i}.jpg" for i in range(n)])
 
 
-def _prior(lam=0.5):
-    counts = np.arange(1, Q + 1, dtype=np.int64)
+def _prior(counts, lam=0.5):
     prob = counts / counts.sum()
     w = 1.0 / ((1 - lam) * prob + lam / Q)
     return contract.Prior(centers=np.stack([np.arange(Q) * 10.0, np.zeros(Q)], 1).astype(np.float32),
@@ -38,7 +37,9 @@ def folder(tmp_path):
     for name, split, n, seed in (("train-00000.h5", "train", 5, 0), ("test-00000.h5", "test", 3, 1)):
         contract.write_shard(out / name, **_shard_arrays(n, seed=seed, prefix=split), attrs={"split": split})
         shards.append({"file": name, "split": split, "count": n})
-    _prior().save(out / contract.PRIOR)
+    with contract.open_shard(out / "train-00000.h5") as sh:      # the prior counts the train split's nearest bins
+        counts = np.bincount(sh.nn_idx[:, 0].ravel(), minlength=Q).astype(np.int64)
+    _prior(counts).save(out / contract.PRIOR)
     contract.write_manifest(out, {"dataset": "synthetic", "config": {"size": 16, "knn": 3}, "shards": shards,
                                   "skipped": [{"key": "x.jpg", "reason": "grayscale"},
                                               {"key": "y.jpg", "reason": "truncated"}],
@@ -123,10 +124,11 @@ def test_unreadable_manifest(folder):
     (dict(weights=np.ones(Q)), "weights differ from"),
     (dict(weights=np.ones(Q) * 2), "sum(prob * weights)"),
     (dict(counts=np.arange(Q - 1)), "do not agree on Q"),
+    (dict(counts=np.arange(Q)), "counts differ from the nearest bins"),
 ])
 def test_inconsistent_prior_is_named(folder, change, message):
     from dataclasses import replace
-    replace(_prior(), **change).save(folder / contract.PRIOR)
+    replace(contract.Prior.load(folder / contract.PRIOR), **change).save(folder / contract.PRIOR)
     problems = contract.verify_folder(folder)
     assert problems and all(p.startswith(str(folder / contract.PRIOR)) for p in problems), problems
     assert any(message in p for p in problems), problems

@@ -5,7 +5,8 @@ leaves the previous complete checkpoint. Loaded with torch.load(weights_only=Tru
 containers only, so a file carrying pickled code is refused instead of run. A checkpoint is a dict:
     format "colorfast-checkpoint", version, model (state dict, incl. buffer `centers` for class heads),
     model_name, out_channels, loss, config (FitConfig as a dict), step, epoch, epoch_step,
-    optimizer (state dict), rng (torch CPU generator state), prior ({"prob", "weights"} tensors or None)
+    world_size, optimizer (state dict), rng (torch CPU generator state),
+    prior ({"centers", "prob", "weights"} tensors of the training shards)
 """
 from __future__ import annotations
 

@@ -172,6 +172,9 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         step, epoch, epoch_step = ck["step"], ck["epoch"], ck["epoch_step"]
+        if ck.get("world_size", 1) != info.world_size:
+            raise FitError(f"--resume: the run was stopped with {ck.get('world_size', 1)} process(es), this one has "
+                           f"{info.world_size}; the position inside the epoch would not carry over")
         torch.set_rng_state(ck["rng"])
     elif (run_dir / LAST).exists():
         raise FitError(f"{run_dir} already holds a run ({LAST}); pass --resume to continue it or choose another --out")
@@ -200,7 +203,8 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
         checkpoint.save(run_dir / LAST, {
             "model": model.state_dict(), "optimizer": opt.state_dict(), "model_name": cfg.model,
             "out_channels": model.out_channels, "loss": cfg.loss, "config": cfg.to_dict(),
-            "step": step, "epoch": epoch, "epoch_step": epoch_step, "rng": torch.get_rng_state(),
+            "step": step, "epoch": epoch, "epoch_step": epoch_step, "world_size": info.world_size,
+            "rng": torch.get_rng_state(),
             "prior": {k: torch.as_tensor(getattr(prior, k)) for k in ("centers", "prob", "weights")}})
 
     t0 = time.perf_counter()

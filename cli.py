@@ -10,6 +10,66 @@ def cli():
 
 
 # ---- pipeline: images -> shards -------------------------------------------------------------------------
+def _size(ctx, param, value):
+    if value <= 0 or value % 4:
+        raise click.BadParameter("must be a positive multiple of 4 (targets are at 1/4 resolution)")
+    return value
+
+
+@cli.command()
+@click.argument("dataset", type=click.Choice(["sample", "folder", "sun_objects", "sun_scenes"]))
+@click.option("--root", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Dataset root (not for `sample`, which uses scikit-image's bundled photos).")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Output folder  [default: artifacts/shards/DATASET]")
+@click.option("--size", default=256, callback=_size, help="Images are resized and centre-cropped to SIZE x SIZE.")
+@click.option("--knn", default=5, type=click.IntRange(1, 64), help="Nearest ab bins per target pixel.")
+@click.option("--sigma", default=5.0, type=click.FloatRange(min=0, min_open=True),
+              help="Gaussian width (ab units) of the soft targets and of the prior smoothing.")
+@click.option("--lam", default=0.5, type=click.FloatRange(0, 1), help="Prior mixed with uniform for the weights.")
+@click.option("--shard-size", default=256, type=click.IntRange(min=1), help="Inputs per shard file.")
+@click.option("--jobs", default=0, type=click.IntRange(min=0), help="Worker processes (0: one per CPU core).")
+@click.option("--limit", default=0, type=click.IntRange(min=0), help="At most this many inputs, a stable subset (0: all).")
+@click.option("--split", default="all", type=click.Choice(["all", "train", "test"]))
+@click.option("--backend", default="loky", type=click.Choice(["loky", "dask"]),
+              help="loky: processes on this machine; dask: a LocalCluster, or the cluster at --scheduler.")
+@click.option("--scheduler", default="", help="Address of a running dask scheduler (implies --backend dask).")
+@click.option("--partition", default=1, type=click.IntRange(1, 10), help="sun_scenes: Training_NN/Testing_NN list.")
+@click.option("--min-side", default=64, type=click.IntRange(min=1), help="Skip images whose shorter side is smaller.")
+def preprocess(**opts):
+    """Images -> Lab -> soft-encoded ab targets -> HDF5 shards, manifest.json and prior.npz.
+    Rerunning the same command keeps the shards already complete."""
+    from pipeline.config import PrepConfig
+    from pipeline.datasets import DatasetError
+    from pipeline.preprocess import OutputError, run  # faiss/numba load only when this command runs
+    opts = {**opts, "root": opts["root"] or "", "out_dir": opts["out_dir"] or "",
+            "backend": "dask" if opts["scheduler"] else opts["backend"]}
+    if opts["dataset"] != "sample" and not opts["root"]:
+        raise click.BadParameter(f"dataset {opts['dataset']!r} needs --root DIR", param_hint="--root")
+    try:
+        result = run(PrepConfig(**opts))
+    except DatasetError as e:
+        raise click.BadParameter(str(e), param_hint="--root / --partition") from None
+    except OutputError as e:                        # disk full, read-only: complete shards stay for the rerun
+        raise click.ClickException(str(e)) from None
+    click.echo(result.summary())
+
+
+@cli.command("prior-plot")
+@click.option("--data", default="artifacts/shards/sample", type=click.Path(file_okay=False),
+              help="Shard folder holding prior.npz.")
+@click.option("--out", default="artifacts/prior.png", type=click.Path(dir_okay=False))
+def prior_plot(data, out):
+    """The empirical ab distribution (log scale) beside the class-rebalancing weights, on the ab plane."""
+    from pipeline.contract import PRIOR, Prior, ShardFormatError
+    from pipeline.plot import plot_prior
+    try:
+        prior = Prior.load(f"{data}/{PRIOR}")
+    except ShardFormatError as e:
+        raise click.ClickException(f"{e}; run `cli.py preprocess` first") from None
+    click.echo(f"-> {plot_prior(prior, out, title=data)}")
+
+
 
 @cli.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))

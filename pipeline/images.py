@@ -51,7 +51,7 @@ def sniff_format(data: bytes) -> str | None:
 def load_rgb(path, min_side: int | None = None) -> np.ndarray:
     """Decode `path` by content into (H, W, 3) uint8 RGB, EXIF orientation applied.
     `min_side`: JPEGs whose shorter side is at least 2x (4x, 8x) this are decoded at 1/2 (1/4, 1/8) scale by
-    libjpeg's DCT scaling, which is an area average and much cheaper than a full decode plus a resize."""
+    libjpeg's DCT scaling, which low-passes like an area average and costs a fraction of a full decode."""
     path = Path(path)
     try:
         data = path.read_bytes()

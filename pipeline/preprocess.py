@@ -17,8 +17,10 @@ Deterministic and resumable by construction:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
+import math
 import re
 import time
 from collections import Counter
@@ -89,8 +91,8 @@ def plan_shards(listing: Listing, shard_size: int) -> list[ShardSpec]:
 
 def encode_image(path: Path, cfg: PrepConfig):
     """One input -> (L (S, S) uint8, ab (2, T, T) float16), or a skip reason "kind: detail"."""
-    try:
-        rgb = load_rgb(path, min_side=cfg.size)
+    try:   # a reduced decode never goes below min_side, so "too small" is judged on the true size
+        rgb = load_rgb(path, min_side=max(cfg.min_side, math.ceil(cfg.decode_slack * cfg.size)))
     except ImageError as e:                       # a bad file, not a bug: record it and move on
         return str(e)
     h, w = rgb.shape[:2]
@@ -101,7 +103,7 @@ def encode_image(path: Path, cfg: PrepConfig):
     ab = cv2.resize(lab, (T, T), interpolation=cv2.INTER_AREA)[..., 1:]        # exact 4x4 box mean, (T, T, 2)
     if is_gray_ab(ab, cfg.gray_chroma):                                        # by chroma, not by file mode
         return "grayscale: no ab signal"
-    return contract.l_to_uint8(lab[..., 0]), ab.transpose(2, 0, 1).astype(np.float16)
+    return contract.l_to_uint8(cv2.extractChannel(lab, 0)), ab.transpose(2, 0, 1).astype(np.float16)
 
 
 def process_shard(spec: ShardSpec, ctx: ShardContext) -> str:
@@ -137,6 +139,14 @@ def shard_is_complete(path: Path, spec: ShardSpec, fingerprint: str) -> bool:
                     and int(a.get("seen", -1)) == len(spec.keys) and all(d in h for d in contract.DATASETS))
     except OSError:
         return False
+
+
+@functools.lru_cache(maxsize=4)
+def _encoder(knn: int, sigma: float):
+    """The soft encoder over the in-gamut bins; building its lookup table takes ~1 s, so once per process."""
+    from pipeline.bins import in_gamut_centers
+    from pipeline.soft_encode import SoftEncoder
+    return SoftEncoder(in_gamut_centers(), knn, sigma)
 
 
 def fingerprint_of(cfg: PrepConfig, centers: np.ndarray) -> str:
@@ -182,7 +192,6 @@ def run(cfg: PrepConfig, progress: bool = True) -> PrepResult:
     """Preprocess `cfg.dataset` into `cfg.out`; see the module docstring. Raises DatasetError on a bad root."""
     from pipeline.bins import in_gamut_centers
     from pipeline.parallel import imap_unordered
-    from pipeline.soft_encode import SoftEncoder
 
     t0 = time.perf_counter()
     listing = list_dataset(cfg.dataset, cfg.root, cfg.partition, cfg.test_fraction, cfg.split, cfg.limit)
@@ -196,7 +205,7 @@ def run(cfg: PrepConfig, progress: bool = True) -> PrepResult:
     fp = fingerprint_of(cfg, centers)
     todo = [s for s in specs if not shard_is_complete(out / s.file, s, fp)]
     if todo:
-        ctx = ShardContext(str(listing.root), str(out), cfg, SoftEncoder(centers, cfg.knn, cfg.sigma), fp)
+        ctx = ShardContext(str(listing.root), str(out), cfg, _encoder(cfg.knn, cfg.sigma), fp)
         from tqdm import tqdm
         sizes = {s.file: len(s.keys) for s in todo}
         with tqdm(total=sum(sizes.values()), unit="img", desc=f"preprocess {cfg.dataset}", disable=not progress,

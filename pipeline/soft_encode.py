@@ -65,7 +65,7 @@ def _grid_n() -> int:
 
 def candidate_table(centers: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """For every grid cell, the bins that can be among the k nearest of some point in it.
-    centers (Q, 2) float64 -> offsets (G*G + 1,) int64, cand (total,) int16, cells in row-major (a, b) order."""
+    centers (Q, 2) float64 -> offsets (G*G + 1,) int64, cand (total,) int64, cells in row-major (a, b) order."""
     import faiss                                        # only the builder needs faiss; workers get the table
 
     G, Q = _grid_n(), len(centers)
@@ -84,14 +84,15 @@ def candidate_table(centers: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray
     certified = (d[:, -1] > bound) | (kk == Q)                           # faiss's kk reach past the bound
     rows = []
     for g in range(G * G):
-        if certified[g]:
-            rows.append(np.sort(I[g][d[g] <= bound[g]]))
+        if certified[g]:                                                 # nearest to the cell centre first
+            rows.append(I[g][d[g] <= bound[g]])
         else:                                                            # far outside the gamut: exact numpy
             dg = np.sqrt(((centers - cell_centres[g]) ** 2).sum(-1))
-            rows.append(np.nonzero(dg <= np.sort(dg)[k - 1] + 2 * CELL * math.sqrt(0.5) + 1e-6 * (1 + dg.max()))[0])
+            order = np.argsort(dg, kind="stable")
+            rows.append(order[dg[order] <= dg[order[k - 1]] + 2 * CELL * math.sqrt(0.5) + 1e-6 * (1 + dg.max())])
     offsets = np.zeros(G * G + 1, np.int64)
     offsets[1:] = np.cumsum([len(r) for r in rows])
-    return offsets, np.concatenate(rows).astype(np.int16)
+    return offsets, np.concatenate(rows).astype(np.int64)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -100,19 +101,20 @@ def _encode_kernel(ab, centers, offsets, cand, lo, inv_cell, G, k, inv_2s2, idx_
     N, P, Q = ab.shape[0], ab.shape[2], centers.shape[0]
     best_d = np.empty(k, np.float64)
     best_i = np.empty(k, np.int64)
+    everything = np.arange(Q)
     for n in range(N):
         for p in range(P):
             x, y = ab[n, 0, p], ab[n, 1, p]
             gx = int(math.floor((x - lo) * inv_cell))
             gy = int(math.floor((y - lo) * inv_cell))
-            inside = 0 <= gx < G and 0 <= gy < G
-            start, stop = 0, Q
-            if inside:
+            if 0 <= gx < G and 0 <= gy < G:
                 cell = gx * G + gy
-                start, stop = offsets[cell], offsets[cell + 1]
+                rows = cand[offsets[cell]:offsets[cell + 1]]
+            else:                                                   # outside the grid: every bin
+                rows = everything
             m = 0                                                   # neighbours kept so far, sorted by (d, q)
-            for c in range(start, stop):
-                q = cand[c] if inside else c
+            for c in range(rows.shape[0]):
+                q = rows[c]
                 dx = x - centers[q, 0]
                 dy = y - centers[q, 1]
                 d = dx * dx + dy * dy

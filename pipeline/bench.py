@@ -1,0 +1,130 @@
+"""`cli.py bench preprocess`: is preprocessing near the speed of JPEG decoding alone, and is its memory flat?
+
+In one run, on the same files, with the same worker processes (pipeline.parallel) and shard-sized tasks:
+- decode-only: every file decoded at full resolution by pipeline.images.load_rgb, nothing else;
+- pipeline: pipeline.preprocess.run end to end (decode, crop, Lab, soft encoding, HDF5 writes, manifest,
+  prior), into a fresh folder;
+at two dataset sizes (N/2 and N), sampling the resident memory of this process and all its children every
+20 ms. A warm-up on a few images first starts the workers and loads numba's compiled kernel, so both
+measurements are steady-state. Without a dataset, N realistic 640x480 JPEGs are generated from the
+scikit-image colour photos (random crops, scales, flips and exposure jitter, quality 90).
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.config import PrepConfig
+from pipeline.datasets import list_dataset
+from pipeline.images import load_rgb
+from pipeline.parallel import imap_unordered
+from pipeline.preprocess import ShardSpec, plan_shards, run
+
+BENCH_SHARD = 32                  # inputs per task, for both measurements: several tasks per worker
+SOURCES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "hubble_deep_field.jpg",
+           "retina.jpg", "ihc.png")          # the colour photos of scikit-image's data folder
+
+
+def synth_jpegs(folder: Path, n: int, seed: int = 0, w: int = 640, h: int = 480) -> Path:
+    """Write n JPEGs of w x h made from random crops of the skimage colour photos into folder/<photo>/."""
+    import skimage
+    rng = np.random.default_rng(seed)
+    photos = [load_rgb(Path(skimage.__file__).parent / "data" / name) for name in SOURCES]
+    for i in range(n):
+        src = photos[i % len(photos)]
+        H, W = src.shape[:2]
+        s = rng.uniform(0.55, 1.0) * min(H / h, W / w)                  # crop of the photo's aspect w:h
+        ch, cw = int(h * s), int(w * s)
+        y, x = rng.integers(0, H - ch + 1), rng.integers(0, W - cw + 1)
+        img = cv2.resize(src[y:y + ch, x:x + cw, :3], (w, h), interpolation=cv2.INTER_AREA if s > 1 else cv2.INTER_CUBIC)
+        if rng.random() < 0.5:
+            img = img[:, ::-1]
+        img = np.clip(img.astype(np.float32) * rng.uniform(0.8, 1.2) + rng.normal(0, 2, img.shape), 0, 255)
+        out = folder / Path(SOURCES[i % len(photos)]).stem / f"{i:05d}.jpg"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(out), img.astype(np.uint8)[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return folder
+
+
+def _decode_shard(spec: ShardSpec, root: str) -> int:
+    for key in spec.keys:
+        try:
+            load_rgb(Path(root) / key)
+        except ValueError:
+            pass
+    return len(spec.keys)
+
+
+class PeakRSS:
+    """Peak resident set size (MB) of this process plus all its children while the block runs."""
+
+    def __enter__(self):
+        import psutil
+        self.proc, self.peak, self._stop = psutil.Process(), 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        import psutil
+        while not self._stop.is_set():
+            total = 0
+            for p in [self.proc, *self.proc.children(recursive=True)]:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(0.02)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mb(self) -> float:
+        return round(self.peak / 2 ** 20, 1)
+
+
+def bench_preprocess(dataset: str | None, root: str, images: int, jobs: int, size: int, echo=print) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="bench_preprocess_"))
+    try:
+        if not dataset:
+            echo(f"generating {images} 640x480 JPEGs in {tmp / 'images'} ...")
+            dataset, root = "folder", str(synth_jpegs(tmp / "images", images))
+        base = PrepConfig(dataset=dataset, root=root, size=size, jobs=jobs, shard_size=BENCH_SHARD)
+        workers = base.workers
+        run(PrepConfig(**{**base.as_dict(), "limit": 2 * workers, "out_dir": str(tmp / "warmup")}), progress=False)
+        figures = {"dataset": dataset, "size": size, "jobs": workers}
+        for tag, n in (("small", images // 2), ("large", images)):
+            listing = list_dataset(dataset, root, base.partition, base.test_fraction, "all", n)
+            specs = plan_shards(listing, BENCH_SHARD)
+            with PeakRSS() as mem_decode:
+                t0 = time.perf_counter()
+                done = sum(imap_unordered(_decode_shard, specs, str(listing.root), workers))
+                t_decode = time.perf_counter() - t0
+            with PeakRSS() as mem_pipe:
+                t0 = time.perf_counter()
+                result = run(PrepConfig(**{**base.as_dict(), "limit": n, "out_dir": str(tmp / f"out_{tag}")}),
+                             progress=False)
+                t_pipe = time.perf_counter() - t0
+            assert done == result.seen == len(listing.items), (done, result.seen)
+            decode_s, pipe_s = done / t_decode, result.seen / t_pipe
+            echo(f"{tag:5s} N={result.seen:5d}: decode-only {decode_s:7.1f} img/s, pipeline {pipe_s:7.1f} img/s "
+                 f"(ratio {pipe_s / decode_s:.2f}; {result.written} written, {result.skipped} skipped), "
+                 f"peak RSS {mem_pipe.mb:.0f} MB (decode-only {mem_decode.mb:.0f} MB)")
+            figures.update({f"n_{tag}": result.seen, f"decode_img_s_{tag}": round(decode_s, 1),
+                            f"pipeline_img_s_{tag}": round(pipe_s, 1), f"peak_rss_mb_{tag}": mem_pipe.mb})
+            shutil.rmtree(tmp / f"out_{tag}", ignore_errors=True)
+        figures.update(pipeline_img_s=figures["pipeline_img_s_large"], decode_img_s=figures["decode_img_s_large"],
+                       ratio=round(figures["pipeline_img_s_large"] / figures["decode_img_s_large"], 3),
+                       peak_rss_mb=max(figures["peak_rss_mb_small"], figures["peak_rss_mb_large"]))
+        return figures
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

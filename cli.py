@@ -344,5 +344,25 @@ def bench_loader(workers, **opts):
     click.echo(json.dumps(figures))
 
 
+@bench.command("epoch")
+@click.option("--data", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Shard folder; default: N synthetic 256 px samples in a temporary folder.")
+@click.option("--n", default=3000, type=click.IntRange(min=1), help="Synthetic samples when no --data is given.")
+@click.option("--model", type=click.Choice(["eccv16", "tiny"]), default="eccv16")
+@click.option("--batch-size", default=40, type=click.IntRange(min=1))
+@click.option("--crop", default=176, type=click.IntRange(min=8))
+@click.option("--workers", default=8, type=click.IntRange(min=0))
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+def bench_epoch(**opts):
+    """Seconds per training epoch for ce and l2 on the same shards (bf16 and channels-last on a GPU)."""
+    import json
+    from trainer.bench import bench_epoch as measure
+    try:
+        figures = measure(**opts, progress=click.echo)
+    except _fit_errors() as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps(figures))
+
+
 if __name__ == "__main__":
     cli()

@@ -6,10 +6,12 @@ quoted, so that load from other jobs hits all three alike. `knn` is CE with targ
 the CPU (brute-force nearest bins + Gaussian weights inside the step), as the reference implementation did:
 the cost this project's precomputed shards remove.
 bench_loader: samples/s delivered by the shard loader for several worker counts.
-Both build a temporary synthetic shard folder when given none.
+bench_epoch: one epoch of `fit` per loss (the GPU check: ECCV16, batch 40, 176 crops, bf16).
+All build a temporary synthetic shard folder when given none.
 """
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 import time
@@ -132,3 +134,33 @@ def bench_loader(data: str | None = None, batch_size: int = 40, crop: int = 176,
                 progress(f"workers {w}: {out[str(w)]:.0f} samples/s")
         size = ds.size
     return {"samples_s": out, "batch_size": batch_size, "crop": crop, "stored_size": size, "batches": batches}
+
+
+def bench_epoch(data: str | None = None, n: int = 3000, model: str = "eccv16", batch_size: int = 40,
+                crop: int = 176, workers: int = 8, device: str = "auto", losses: tuple[str, ...] = ("ce", "l2"),
+                progress=print) -> dict:
+    """One epoch of `fit` per loss on the same shards (bf16 + channels-last on CUDA): wall seconds per epoch
+    from the run's own log, and the same without the first step (start-up, cudnn autotuning)."""
+    from trainer.config import FitConfig
+    from trainer.loop import fit
+    out = {"model": model, "batch_size": batch_size, "crop": crop, "workers": workers,
+           "device": str(pick_device(device))}
+    if out["device"].startswith("cuda"):
+        out["gpu"] = torch.cuda.get_device_name(0)
+    with ExitStack() as stack:
+        folder = _folder(stack, data, n=n, size=256)
+        runs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="colorfast-epoch-")))
+        for loss in losses:
+            cfg = FitConfig(data=str(folder), out=str(runs / loss), model=model, loss=loss, batch_size=batch_size,
+                            crop=crop, epochs=1, workers=workers, device=device, verify="quick")
+            t0 = time.perf_counter()
+            rows = [json.loads(ln) for ln in (fit(cfg) / "log.jsonl").read_text().splitlines()]
+            out[f"{loss}_epoch_s"] = round(time.perf_counter() - t0, 2)
+            out[f"{loss}_epoch_after_first_step_s"] = round(rows[-1]["elapsed_s"] - rows[0]["elapsed_s"], 2)
+            out[f"{loss}_steps"] = len(rows)
+            if progress:
+                progress(f"{loss}: {out[f'{loss}_epoch_s']} s for {len(rows)} steps")
+        out["samples"] = rows[-1]["samples"]
+    if "ce_epoch_s" in out and "l2_epoch_s" in out:
+        out["ratio"] = round(out["ce_epoch_after_first_step_s"] / max(out["l2_epoch_after_first_step_s"], 1e-9), 4)
+    return out

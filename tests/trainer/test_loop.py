@@ -109,7 +109,7 @@ def test_two_process_gloo_run_logs_once_and_saves(shards, tmp_path):
     assert load_colorizer(out / "last.pt").model.out_channels > 2
 
 
-@pytest.mark.parametrize("args", [["fit"], ["bench", "step"], ["bench", "loader"]])
+@pytest.mark.parametrize("args", [["fit"], ["bench", "step"], ["bench", "loader"], ["bench", "epoch"]])
 def test_help(args):
     res = CliRunner().invoke(cli, [*args, "--help"])
     assert res.exit_code == 0 and "Usage" in res.output

@@ -132,6 +132,13 @@ def _resume(cfg: FitConfig, run_dir: Path) -> dict:
     return ck
 
 
+def _check_same_bins(ck: dict, prior: contract.Prior, run_dir: Path) -> None:
+    old = ck["prior"]["centers"].numpy()
+    if old.shape != prior.centers.shape or not np.allclose(old, prior.centers):
+        raise FitError(f"--resume {run_dir / LAST}: the shards' ab bins changed since this run started "
+                       f"({len(old)} -> {len(prior.centers)} bins); preprocess was rerun with other settings")
+
+
 def _trim_log(path: Path, last_step: int) -> None:
     """Drop log lines of steps after the checkpoint: they are recomputed, and each step is logged once."""
     if path.exists():
@@ -169,6 +176,7 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
     step = epoch = epoch_step = 0
     if cfg.resume:
         ck = _resume(cfg, run_dir)
+        _check_same_bins(ck, prior, run_dir)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         step, epoch, epoch_step = ck["step"], ck["epoch"], ck["epoch_step"]

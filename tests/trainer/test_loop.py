@@ -113,3 +113,16 @@ def test_two_process_gloo_run_logs_once_and_saves(shards, tmp_path):
 def test_help(args):
     res = CliRunner().invoke(cli, [*args, "--help"])
     assert res.exit_code == 0 and "Usage" in res.output
+
+
+def test_resume_refuses_shards_whose_bins_changed(shards, tmp_path):
+    import shutil
+    data = Path(shutil.copytree(shards, tmp_path / "data"))
+    cfg = _cfg(data, tmp_path / "run", steps=1)
+    loop.fit(cfg)
+    p = contract.Prior.load(data / contract.PRIOR)
+    centers = p.centers.copy()
+    centers[0] += 10
+    replace(p, centers=centers).save(data / contract.PRIOR)
+    with pytest.raises(FitError, match="ab bins changed"):
+        loop.fit(replace(cfg, resume=True, steps=2, verify="off"))

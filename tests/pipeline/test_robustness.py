@@ -1,4 +1,6 @@
 """Preprocessing survives SIGKILL, a full disk and a dask cluster, and gives the same bytes as a clean run.
+(Two loky workers against the serial run, prior included, is test_preprocess.py's
+test_jobs_backend_and_resume_do_not_change_the_result.)
 
 Every run here uses the same 64 synthetic photos, --size 256, 4 inputs a shard (16 shards), and is compared
 with one uninterrupted in-process run at --jobs 1 (the `reference` fixture): same shard arrays, keys and
@@ -10,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -136,15 +137,6 @@ def test_dask_cluster_gives_the_same_result_as_loky(cfg, reference, tmp_path):
         assert r.exit_code == 0, r.output
         workers_used = len(cluster.workers)
     assert workers_used == 2
-    assert_same_output(out, reference)
-
-
-def test_two_loky_workers_merge_to_the_serial_prior(cfg, reference, tmp_path):
-    """Shards finish in any order across workers; the prior (int64 counts, then float64 prob and weights)
-    and every shard must still equal the serial run's exactly."""
-    from pipeline.preprocess import run
-    out = tmp_path / "loky2"
-    run(replace(cfg, out_dir=str(out), jobs=2), progress=False)
     assert_same_output(out, reference)
 
 

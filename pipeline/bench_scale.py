@@ -120,6 +120,18 @@ def steady_rate(folder) -> float | None:
     return round(sum(c for _, c in done[1:]) / (done[-1][0] - done[0][0]), 1)
 
 
+def bench_verify(folder) -> dict:
+    """`cli.py verify` (deep: every chunk's checksum) over the folder; it must pass and stream in flat memory."""
+    from pipeline.contract import read_manifest, verify_folder
+    with PeakRSS() as mem:
+        t = time.perf_counter()
+        problems = verify_folder(folder)
+        seconds = time.perf_counter() - t
+    assert problems == [], problems[:5]
+    samples = sum(s["count"] for s in read_manifest(folder)["shards"])
+    return {"seconds": round(seconds, 2), "samples_per_s": round(samples / seconds, 1), "peak_rss_mb": mem.peak_mb}
+
+
 def bench_loader(folder, batch_size: int, workers: int, crop: int) -> dict:
     """One epoch of the train split through the trainer's loader, as `fit` builds it."""
     from trainer.data import EpochSampler, ShardDataset, make_loader
@@ -152,15 +164,22 @@ def run_scale(n: int = 20000, size: int = 64, px: int = 96, jobs: int = 2, shard
         warm = replace(base, root=str(tmp / "warm"), out_dir=str(tmp / "warm-shards"))
         make_images(warm.root, 16, px, seed=1)
         bench_preprocess(warm)                                  # compiles numba, starts the loky workers
-        sizes = {}
-        for count in (n // 4, n):
-            cfg = replace(base, root=str(tmp / "images"), out_dir=str(tmp / f"shards-{count}"), limit=count)
-            prep = bench_preprocess(cfg)
-            load = bench_loader(cfg.out, batch_size, workers, crop=size)
-            sizes[str(count)] = {"preprocess": prep, "loader": load}
-            echo(f"N={count}: preprocess {prep['images_per_s']} img/s end to end, {prep['steady_images_per_s']} "
-                 f"img/s steady, peak RSS {prep['peak_rss_mb']} MB; "
-                 f"loader {load['samples_per_s']} samples/s, peak RSS {load['peak_rss_mb']} MB")
+        # One phase at a time over both sizes, so each phase's peak starts from the same process state (the
+        # loader imports torch into this process, which would otherwise count against the larger preprocess).
+        counts = (n // 4, n)
+        outs = {c: tmp / f"shards-{c}" for c in counts}
+        sizes = {str(c): {} for c in counts}
+        for c in counts:
+            cfg = replace(base, root=str(tmp / "images"), out_dir=str(outs[c]), limit=c)
+            sizes[str(c)]["preprocess"] = prep = bench_preprocess(cfg)
+            echo(f"N={c}: preprocess {prep['images_per_s']} img/s end to end, {prep['steady_images_per_s']} img/s "
+                 f"steady, peak RSS {prep['peak_rss_mb']} MB")
+        for c in counts:
+            sizes[str(c)]["verify"] = check = bench_verify(outs[c])
+            echo(f"N={c}: verify {check['samples_per_s']} samples/s, peak RSS {check['peak_rss_mb']} MB")
+        for c in counts:
+            sizes[str(c)]["loader"] = load = bench_loader(outs[c], batch_size, workers, crop=size)
+            echo(f"N={c}: loader {load['samples_per_s']} samples/s, peak RSS {load['peak_rss_mb']} MB")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     small, big = sizes[str(n // 4)], sizes[str(n)]
@@ -170,6 +189,8 @@ def run_scale(n: int = 20000, size: int = 64, px: int = 96, jobs: int = 2, shard
             "ratio_big_over_small": {"preprocess_images_per_s": ratio("preprocess", "images_per_s"),
                                      "preprocess_steady_images_per_s": ratio("preprocess", "steady_images_per_s"),
                                      "preprocess_peak_rss": ratio("preprocess", "peak_rss_mb"),
+                                     "verify_samples_per_s": ratio("verify", "samples_per_s"),
+                                     "verify_peak_rss": ratio("verify", "peak_rss_mb"),
                                      "loader_samples_per_s": ratio("loader", "samples_per_s"),
                                      "loader_peak_rss": ratio("loader", "peak_rss_mb")}}
 

@@ -108,10 +108,23 @@ def forward_loss(net, loss_fn, batch: dict, device, rebal: torch.Tensor, remap: 
     return loss_fn(out, tg)
 
 
-def apply_step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+def apply_step(opt: torch.optim.Optimizer, loss: torch.Tensor, guard=None) -> None:
+    """Backward, then guard(loss) (which may raise: the update is then not applied), then the Adam update.
+    The guard reads the loss after backward, so on a GPU the host sync does not stall the backward pass."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    if guard is not None:
+        guard(loss)
     opt.step()
+
+
+def _finite_or_stop(loss: torch.Tensor, batch: dict, step: int, info: dist.DistInfo, device) -> None:
+    """Stop every rank, before the update, when any rank's loss is NaN or infinite; name the batch's keys."""
+    value = loss.item()
+    if dist.any_rank(not np.isfinite(value), info, device):
+        where = f"batch keys {batch['key']}" if not np.isfinite(value) else "another rank's batch"
+        raise NonFiniteLoss(f"non-finite loss ({value}) at step {step + 1}, {where}; the step was not applied "
+                            f"and no checkpoint was written for it")
 
 
 def _check_data(cfg: FitConfig, info: dist.DistInfo, device) -> None:
@@ -224,12 +237,8 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
             dataset.epoch = epoch
             for batch in loader:
                 res = forward_loss(net, loss_fn, batch, device, rebal, remap)
+                apply_step(opt, res["loss"], guard=lambda loss: _finite_or_stop(loss, batch, step, info, device))
                 value = res["loss"].item()
-                if dist.any_rank(not np.isfinite(value), info, device):
-                    where = f"batch keys {batch['key']}" if not np.isfinite(value) else "another rank's batch"
-                    raise NonFiniteLoss(f"non-finite loss ({value}) at step {step + 1}, {where}; the step was not "
-                                        f"applied and no checkpoint was written for it")
-                apply_step(opt, res["loss"])
                 step, epoch_step = step + 1, epoch_step + 1
                 if log is not None:
                     row = {"step": step, "epoch": epoch, **{k: float(v.detach()) for k, v in res.items()},

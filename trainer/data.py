@@ -45,8 +45,8 @@ class ShardDataset(Dataset):
         (self.size, self.knn), = sizes
         if crop > self.size:
             raise contract.ShardFormatError(f"{folder}: crop {crop} is larger than the stored size {self.size}")
-        self.index = np.concatenate([np.stack([np.full(n, s), np.arange(n)], 1) for s, n in enumerate(counts)
-                                     if n]).astype(np.int64) if sum(counts) else np.zeros((0, 2), np.int64)
+        # sample i -> (shard number, row in that shard), (N, 2)
+        self.index = np.array([(s, r) for s, n in enumerate(counts) for r in range(n)], np.int64).reshape(-1, 2)
         self._pid, self._open, self._keys = None, {}, {}
         self._placed_epoch, self._yx, self._flips = None, None, None
 

@@ -5,7 +5,8 @@ In one run, on the same files, with the same worker processes (pipeline.parallel
 - pipeline: pipeline.preprocess.run end to end (decode, crop, Lab, soft encoding, HDF5 writes, manifest,
   prior), into a fresh folder;
 at two dataset sizes (N/2 and N), sampling the resident memory of this process and all its children every
-20 ms. A warm-up on a few images first starts the workers and loads numba's compiled kernel, so both
+20 ms. Besides wall-clock images/s, the CPU time of the processes involved is compared (cpu_ratio): on a
+machine shared with other jobs, that is the steadier measure of the work each side does. A warm-up on a few images first starts the workers and loads numba's compiled kernel, so both
 measurements are steady-state. Without a dataset, N realistic 640x480 JPEGs are generated from the
 scikit-image colour photos (random crops, scales, flips and exposure jitter, quality 90).
 """
@@ -61,6 +62,20 @@ def _decode_shard(spec: ShardSpec, root: str) -> int:
     return len(spec.keys)
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its live children (the persistent loky workers): the
+    CPU cost of a measurement, which other jobs sharing the machine inflate much less than wall time."""
+    import psutil
+    total = 0.0
+    for p in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
 class PeakRSS:
     """Peak resident set size (MB) of this process plus all its children while the block runs."""
 
@@ -106,21 +121,23 @@ def bench_preprocess(dataset: str | None, root: str, images: int, jobs: int, siz
             listing = list_dataset(dataset, root, base.partition, base.test_fraction, "all", n)
             specs = plan_shards(listing, BENCH_SHARD)
             with PeakRSS() as mem_decode:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), cpu_seconds()
                 done = sum(imap_unordered(_decode_shard, specs, str(listing.root), workers))
-                t_decode = time.perf_counter() - t0
+                t_decode, c_decode = time.perf_counter() - t0, cpu_seconds() - c0
             with PeakRSS() as mem_pipe:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), cpu_seconds()
                 result = run(PrepConfig(**{**base.as_dict(), "limit": n, "out_dir": str(tmp / f"out_{tag}")}),
                              progress=False)
-                t_pipe = time.perf_counter() - t0
+                t_pipe, c_pipe = time.perf_counter() - t0, cpu_seconds() - c0
             assert done == result.seen == len(listing.items), (done, result.seen)
             decode_s, pipe_s = done / t_decode, result.seen / t_pipe
             echo(f"{tag:5s} N={result.seen:5d}: decode-only {decode_s:7.1f} img/s, pipeline {pipe_s:7.1f} img/s "
-                 f"(ratio {pipe_s / decode_s:.2f}; {result.written} written, {result.skipped} skipped), "
+                 f"(ratio {pipe_s / decode_s:.2f}; CPU ms/img {1e3 * c_decode / done:.2f} vs "
+                 f"{1e3 * c_pipe / result.seen:.2f}, ratio {c_decode / c_pipe:.2f}; {result.written} written), "
                  f"peak RSS {mem_pipe.mb:.0f} MB (decode-only {mem_decode.mb:.0f} MB)")
             figures.update({f"n_{tag}": result.seen, f"decode_img_s_{tag}": round(decode_s, 1),
-                            f"pipeline_img_s_{tag}": round(pipe_s, 1), f"peak_rss_mb_{tag}": mem_pipe.mb})
+                            f"pipeline_img_s_{tag}": round(pipe_s, 1), f"peak_rss_mb_{tag}": mem_pipe.mb,
+                            f"cpu_ratio_{tag}": round(c_decode / c_pipe, 3)})
             shutil.rmtree(tmp / f"out_{tag}", ignore_errors=True)
         figures.update(pipeline_img_s=figures["pipeline_img_s_large"], decode_img_s=figures["decode_img_s_large"],
                        ratio=round(figures["pipeline_img_s_large"] / figures["decode_img_s_large"], 3),

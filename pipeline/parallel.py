@@ -72,7 +72,7 @@ def _dask_map(fn: Callable, tasks: Sequence, shared, jobs: int, scheduler: str) 
     if scheduler:
         client = Client(scheduler)
     else:
-        cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None)
+        cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=":0")
         client = Client(cluster)
     try:
         shared_f = client.scatter(shared, broadcast=True)         # ship the encoder once per worker

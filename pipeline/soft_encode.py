@@ -65,7 +65,7 @@ def _grid_n() -> int:
 
 def candidate_table(centers: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """For every grid cell, the bins that can be among the k nearest of some point in it.
-    centers (Q, 2) float64 -> offsets (G*G + 1,) int64, cand (total,) int64, cells in row-major (a, b) order."""
+    centers (Q, 2) float64 -> offsets (G*G + 1,) int64, cand (total,) int16, cells in row-major (a, b) order."""
     import faiss                                        # only the builder needs faiss; workers get the table
 
     G, Q = _grid_n(), len(centers)
@@ -92,7 +92,7 @@ def candidate_table(centers: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray
             rows.append(order[dg[order] <= dg[order[k - 1]] + 2 * CELL * math.sqrt(0.5) + 1e-6 * (1 + dg.max())])
     offsets = np.zeros(G * G + 1, np.int64)
     offsets[1:] = np.cumsum([len(r) for r in rows])
-    return offsets, np.concatenate(rows).astype(np.int64)
+    return offsets, np.concatenate(rows).astype(np.int16)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -101,7 +101,7 @@ def _encode_kernel(ab, centers, offsets, cand, lo, inv_cell, G, k, inv_2s2, idx_
     N, P, Q = ab.shape[0], ab.shape[2], centers.shape[0]
     best_d = np.empty(k, np.float64)
     best_i = np.empty(k, np.int64)
-    everything = np.arange(Q)
+    everything = np.arange(Q).astype(cand.dtype)
     for n in range(N):
         for p in range(P):
             x, y = ab[n, 0, p], ab[n, 1, p]

@@ -68,8 +68,13 @@ def _need_root(name: str, root: str) -> Path:
 
 
 def _image_files(root: Path) -> list[str]:
-    keys = []
+    keys, seen = [], set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:                          # a symlink cycle: do not walk a folder twice
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for f in filenames:
             if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES:

@@ -127,12 +127,10 @@ def _decode_jpeg_cv2(data: bytes, short_side: int, min_side: int | None) -> np.n
     flags, scale = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION, 1
     if min_side:
         scale = next((f for f in (8, 4, 2) if short_side // f >= min_side), 1)
-    if scale > 1:                                            # reduced decoding is BGR-only in OpenCV
-        reduced = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), reduced[scale] | cv2.IMREAD_IGNORE_ORIENTATION)
-        rgb = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    else:
-        rgb = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if scale > 1:       # the REDUCED_COLOR_* flags imply BGR; their scale bits combine with COLOR_RGB instead
+        flags |= {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+                  8: cv2.IMREAD_REDUCED_GRAYSCALE_8}[scale]
+    rgb = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if rgb is None:
         raise ImageError("undecodable", "jpeg: OpenCV could not decode it")
     return rgb

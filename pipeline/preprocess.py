@@ -24,7 +24,7 @@ import math
 import re
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -167,25 +167,30 @@ class PrepResult:
     splits: dict[str, int]
     prior_note: str
     seconds: float
-    extra: dict = field(default_factory=dict)
+    removed: int = 0              # shard files of an earlier run that this plan no longer has
 
     def summary(self) -> str:
         lines = [f"{self.out_dir}: {self.written} written, {self.skipped} skipped of {self.seen} inputs "
                  f"in {self.shards} shards ({self.reused} reused from an earlier run), {self.seconds:.1f} s",
                  "  samples by split: " + (", ".join(f"{k} {v}" for k, v in self.splits.items()) or "none")]
+        if self.removed:
+            lines.append(f"  removed {self.removed} shard files of an earlier run over other inputs or splits")
         lines += [f"  skipped {n:5d}  {reason}" for reason, n in sorted(self.by_reason.items())]
         lines.append(f"  prior: {self.prior_note}")
         return "\n".join(lines)
 
 
-def _clean(out: Path, specs: list[ShardSpec]) -> None:
-    """Remove what an earlier (killed, or differently configured) run left that this plan does not produce."""
-    planned = {s.file for s in specs}
+def _clean(out: Path, specs: list[ShardSpec]) -> int:
+    """Remove what an earlier (killed, or differently configured) run left that this plan does not produce:
+    temporary files of interrupted writes, and shard files beyond this plan. Returns the shards removed."""
+    planned, removed = {s.file for s in specs}, 0
     for p in out.iterdir():
-        stale_shard = SHARD_NAME.match(p.name) and p.name not in planned
+        stale_shard = bool(SHARD_NAME.match(p.name)) and p.name not in planned
         leftover_tmp = p.name.startswith(".") and p.name.endswith(".tmp")
         if stale_shard or leftover_tmp:
             p.unlink()
+            removed += stale_shard
+    return removed
 
 
 def run(cfg: PrepConfig, progress: bool = True) -> PrepResult:
@@ -200,7 +205,7 @@ def run(cfg: PrepConfig, progress: bool = True) -> PrepResult:
         out.mkdir(parents=True, exist_ok=True)
         (out / contract.MANIFEST).unlink(missing_ok=True)   # written last again: its presence means "complete"
     specs = plan_shards(listing, cfg.shard_size)
-    _clean(out, specs)
+    removed = _clean(out, specs)
     centers = in_gamut_centers()
     fp = fingerprint_of(cfg, centers)
     todo = [s for s in specs if not shard_is_complete(out / s.file, s, fp)]
@@ -213,7 +218,7 @@ def run(cfg: PrepConfig, progress: bool = True) -> PrepResult:
             for name in imap_unordered(process_shard, todo, ctx, cfg.workers, cfg.backend, cfg.scheduler):
                 bar.update(sizes[name])
     result = assemble(out, specs, cfg, listing, centers)
-    result.reused, result.seconds = len(specs) - len(todo), time.perf_counter() - t0
+    result.reused, result.removed, result.seconds = len(specs) - len(todo), removed, time.perf_counter() - t0
     return result
 
 

@@ -29,6 +29,7 @@ def test_folder_is_recursive_sorted_and_split_by_hash(tmp_path):
     _touch(tmp_path / "notes.txt")
     _touch(tmp_path / ".hidden" / "x.jpg")
     _touch(tmp_path / "d0" / ".x.jpg")
+    (tmp_path / "d1" / "loop").symlink_to(tmp_path, target_is_directory=True)   # a cycle must not hang
     listing = list_dataset("folder", str(tmp_path), test_fraction=0.25)
     keys = [k for k, _ in listing.items]
     assert len(keys) == 40 and all(k.startswith("d") and k.endswith(".JPG") for k in keys)

@@ -121,6 +121,12 @@ def test_jobs_backend_and_resume_do_not_change_the_result(tmp_path):
     with contract.open_shard(sorted((tmp_path / "two").glob("train-*.h5"))[0]) as sh:
         assert sh.knn == 3
 
+    # fewer inputs (one split only): the other split's shards go, and the folder stays consistent
+    only_test = run(_cfg(root, tmp_path / "two", knn=3, split="test"), progress=False)
+    assert only_test.removed > 0 and "removed" in only_test.summary()
+    assert not list((tmp_path / "two").glob("train-*.h5")) and "uniform prior" in only_test.prior_note
+    assert contract.verify_folder(tmp_path / "two") == []
+
 
 def test_a_shard_whose_inputs_were_all_skipped_is_recorded(tmp_path):
     root = tmp_path / "data"

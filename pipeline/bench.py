@@ -115,7 +115,10 @@ def bench_preprocess(dataset: str | None, root: str, images: int, jobs: int, siz
             dataset, root = "folder", str(synth_jpegs(tmp / "images", images))
         base = PrepConfig(dataset=dataset, root=root, size=size, jobs=jobs, shard_size=BENCH_SHARD)
         workers = base.workers
-        run(PrepConfig(**{**base.as_dict(), "limit": 2 * workers, "out_dir": str(tmp / "warmup")}), progress=False)
+        # warm-up: one-image tasks, several per worker, so that every worker has imported its modules and
+        # loaded numba's compiled kernel before anything is timed
+        run(PrepConfig(**{**base.as_dict(), "limit": 4 * workers, "shard_size": 1, "out_dir": str(tmp / "warmup")}),
+            progress=False)
         figures = {"dataset": dataset, "size": size, "jobs": workers}
         for tag, n in (("small", images // 2), ("large", images)):
             listing = list_dataset(dataset, root, base.partition, base.test_fraction, "all", n)

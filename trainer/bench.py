@@ -34,7 +34,7 @@ def _folder(stack: ExitStack, data: str | None, n: int, size: int) -> Path:
     if data:
         return Path(data)
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="colorfast-bench-")))
-    return write_synthetic_shards(tmp / "shards", n=n, size=size, per_shard=max(n // 2, 1))
+    return write_synthetic_shards(tmp / "shards", n=n, size=size, per_shard=min(256, max(n // 2, 1)))
 
 
 def _knn_batch(batch: dict, centers: np.ndarray, k: int, sigma: float) -> dict:

@@ -23,8 +23,12 @@ def gamut_centers(grid: float = 10.0) -> np.ndarray:
     return (cells * grid).astype(np.float32)
 
 
-def soft_encode(ab: np.ndarray, centers: np.ndarray, k: int, sigma: float = 5.0):
-    """ab (P, 2) -> idx (P, k) uint16 nearest first, w (P, k) float16 Gaussian weights summing to 1."""
+def soft_encode(ab: np.ndarray, centers: np.ndarray, k: int, sigma: float = 5.0, chunk: int = 1 << 16):
+    """ab (P, 2) -> idx (P, k) uint16 nearest first, w (P, k) float16 Gaussian weights summing to 1.
+    Brute force over all bins, `chunk` pixels at a time so the (chunk, Q) distance matrix stays small."""
+    if len(ab) > chunk:
+        parts = [soft_encode(ab[i:i + chunk], centers, k, sigma, chunk) for i in range(0, len(ab), chunk)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     ab = ab.astype(np.float32)
     d2 = (ab ** 2).sum(1, keepdims=True) - 2 * ab @ centers.T + (centers ** 2).sum(1)     # (P, Q)
     idx = np.argpartition(d2, k - 1, axis=1)[:, :k]

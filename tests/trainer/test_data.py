@@ -102,3 +102,8 @@ def test_each_file_is_opened_once_per_process(coded, monkeypatch):
 def test_crop_larger_than_the_shards_is_refused(coded):
     with pytest.raises(contract.ShardFormatError, match="crop 40 is larger than the stored size 32"):
         ShardDataset(coded, crop=40)
+
+
+def test_synthetic_shards_used_by_tests_and_benches_pass_verification(shards):
+    assert contract.verify_folder(shards, deep=True) == []
+    assert len(ShardDataset(shards, "train", crop=32)) == 48 and len(ShardDataset(shards, "test", crop=32)) == 8

@@ -30,6 +30,10 @@ PRIOR = "prior.npz"
 DATASETS = ("L", "ab", "nn_idx", "nn_w", "key")
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)                           # read once: os.umask can only be read by setting it
+
+
 class ShardFormatError(ValueError):
     """A shard folder or file that does not follow this contract (missing, truncated, other version)."""
 
@@ -42,6 +46,7 @@ def atomic_write(path):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)          # mkstemp makes 0600; shards are shared, like any file we write
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as f:

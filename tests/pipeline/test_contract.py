@@ -65,3 +65,9 @@ def test_prior_roundtrip_and_manifest_version(tmp_path):
 def test_l_roundtrip_within_half_a_step():
     L = np.linspace(0, 100, 1001, dtype=np.float32)
     assert np.abs(contract.uint8_to_l(contract.l_to_uint8(L)) - L).max() <= contract.L_SCALE / 2 + 1e-5
+
+
+def test_written_files_follow_the_umask_not_mkstemp(tmp_path):
+    path = tmp_path / "a.h5"
+    contract.write_shard(path, **_arrays())
+    assert path.stat().st_mode & 0o777 == 0o666 & ~contract._UMASK     # e.g. 0644: others can read shards

@@ -27,3 +27,8 @@ test: install
 
 clean:
 	rm -rf artifacts/shards artifacts/runs artifacts/*.png
+
+# The loss study (l2 vs ce vs focal, equal budgets) on the bundled sample; report in artifacts/study/report.md.
+.PHONY: study
+study: install
+	$(BIN)/python cli.py study

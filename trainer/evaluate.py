@@ -97,7 +97,7 @@ def shard_samples(folder, split: str = "test", limit: int = 0):
                 n += 1
 
 
-def image_samples(folder, size: int, limit: int = 0, skipped: list | None = None):
+def image_samples(folder, size: int, limit: int, skipped: list):
     """Yield Samples of the colour photos under a folder; (path, reason) of the others go to `skipped`."""
     pairs, _, _ = list_inputs([folder])
     n = 0
@@ -107,10 +107,10 @@ def image_samples(folder, size: int, limit: int = 0, skipped: list | None = None
         try:
             rgb = resize_center_crop(load_rgb(path), size)
         except (ImageError, OSError) as e:
-            skipped is not None and skipped.append((str(path), str(e)))
+            skipped.append((str(path), str(e)))
             continue
         if is_grayscale(rgb):
-            skipped is not None and skipped.append((str(path), "grayscale: no colour truth"))
+            skipped.append((str(path), "grayscale: no colour truth"))
             continue
         lab = rgb_to_lab(rgb)
         yield Sample(str(Path(path).relative_to(folder)), lab[..., 0], lab[..., 1:].transpose(2, 0, 1), rgb)
@@ -137,13 +137,9 @@ def load_models(checkpoints, device: str = "auto") -> list[Model]:
 
 
 def model_prior(colorizer):
-    """(centers, prob) of the shards a model was trained on, or None."""
-    prior = getattr(colorizer, "prior", None)
-    if prior is None:
-        return None
-    centers, prob = (prior.centers, prior.prob) if hasattr(prior, "prob") else (prior["centers"], prior["prob"])
-    as_np = lambda t: t.detach().cpu().numpy() if torch.is_tensor(t) else np.asarray(t)   # noqa: E731
-    return as_np(centers), as_np(prob)
+    """(centers (Q, 2), prob (Q,)) of the shards a model was trained on, or None (released weights)."""
+    prior = colorizer.prior                    # {"centers", "prob", "weights"} numpy arrays, or None
+    return None if prior is None else (np.asarray(prior["centers"]), np.asarray(prior["prob"]))
 
 
 # ---- evaluation -----------------------------------------------------------------------------------------

@@ -29,6 +29,9 @@ STRIDE = contract.TARGET_STRIDE
 
 
 class ShardDataset(Dataset):
+    """The samples of one split of a shard folder. Batches come from __getitems__ already stacked, so load it
+    with make_loader (or a DataLoader whose collate_fn passes the batch through)."""
+
     def __init__(self, folder, split: str = "train", crop: int = 176, flip: bool = True, seed: int = 0):
         self.folder, self.crop, self.flip, self.seed = Path(folder), crop, flip, seed
         self.epoch = 0                               # set by the loop before each epoch's iterator is made
@@ -80,8 +83,12 @@ class ShardDataset(Dataset):
         sh = self._shard(s)
         y, x, flip = self.placement(i, epoch)
         c, t, ty, tx = self.crop, self.crop // STRIDE, y // STRIDE, x // STRIDE
-        L = sh.L[r][y:y + c, x:x + c]                                  # one chunk read per array
-        tg = [a[r][:, ty:ty + t, tx:tx + t] for a in (sh.ab, sh.nn_idx, sh.nn_w)]
+        try:                                                           # one chunk read per array
+            L = sh.L[r][y:y + c, x:x + c]
+            tg = [a[r][:, ty:ty + t, tx:tx + t] for a in (sh.ab, sh.nn_idx, sh.nn_w)]
+        except OSError as e:                                           # e.g. a fletcher32 mismatch: a rotten chunk
+            raise contract.ShardFormatError(f"{sh.path}: sample {r} ({self._keys[s][r]}) is unreadable ({e}); "
+                                            f"run `cli.py verify {self.folder}`") from None
         if flip:
             L, tg = L[:, ::-1], [a[..., ::-1] for a in tg]
         return (L, *tg, self._keys[s][r], i)

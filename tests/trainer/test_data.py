@@ -1,4 +1,6 @@
 """Crops and flips keep L and its 1/4-resolution targets aligned; sampling works with DistributedSampler."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -107,3 +109,18 @@ def test_crop_larger_than_the_shards_is_refused(coded):
 def test_synthetic_shards_used_by_tests_and_benches_pass_verification(shards):
     assert contract.verify_folder(shards, deep=True) == []
     assert len(ShardDataset(shards, "train", crop=32)) == 48 and len(ShardDataset(shards, "test", crop=32)) == 8
+
+
+def test_a_rotten_chunk_is_reported_with_its_file_and_key(coded, tmp_path):
+    import shutil
+    folder = Path(shutil.copytree(coded, tmp_path / "rot"))
+    path = folder / "train-00000.h5"
+    with contract.open_shard(path) as sh:
+        offset = sh.L.id.get_chunk_info(3).byte_offset               # the chunk of sample 3's L
+    raw = bytearray(path.read_bytes())
+    raw[offset + 100] ^= 0xFF                                        # one flipped byte: fletcher32 catches it
+    path.write_bytes(bytes(raw))
+    ds = ShardDataset(folder, crop=24)
+    ds[2]                                                            # neighbours still read
+    with pytest.raises(contract.ShardFormatError, match=r"train-00000.h5: sample 3 \(img3.png\) is unreadable"):
+        ds[3]

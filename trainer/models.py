@@ -20,9 +20,9 @@ from registry import Registry
 L_CENT, L_NORM, AB_NORM = 50.0, 100.0, 110.0     # BaseColor constants of the released model
 MODELS = Registry("model")
 
-# (out channels, convs, dilation, stride of the last conv, batchnorm) of model1..model7
-_ECCV16_BLOCKS = ((64, 2, 1, 2), (128, 2, 1, 2), (256, 3, 1, 2), (512, 3, 1, 1),
-                  (512, 3, 2, 1), (512, 3, 2, 1), (512, 3, 1, 1))
+# (convs, dilation, stride of the last conv) of model1..model7; each block ends in a BatchNorm.
+# Three stride-2 blocks take the side to 1/8; model8's transposed conv brings it back to 1/4.
+_BLOCKS = ((2, 1, 2), (2, 1, 2), (3, 1, 2), (3, 1, 1), (3, 2, 1), (3, 2, 1), (3, 1, 1))
 
 
 class ColorNet(nn.Module):
@@ -32,7 +32,7 @@ class ColorNet(nn.Module):
         super().__init__()
         assert len(widths) == 8, widths
         c_in = 1
-        for b, ((_, n, dil, stride), c) in enumerate(zip(_ECCV16_BLOCKS, widths[:7]), start=1):
+        for b, ((n, dil, stride), c) in enumerate(zip(_BLOCKS, widths[:7]), start=1):
             layers: list[nn.Module] = []
             for i in range(n):
                 s = stride if i == n - 1 else 1

@@ -1,0 +1,31 @@
+"""`bench scale` helpers: the synthetic images are reproducible colour photos, and bad --n is a usage error."""
+import numpy as np
+from click.testing import CliRunner
+
+from pipeline.bench_scale import PeakRSS, make_images
+from pipeline.images import is_gray_ab, load_rgb, rgb_to_lab
+
+
+def test_synthetic_images_are_reproducible_and_coloured(tmp_path):
+    a = make_images(tmp_path / "a", 6, px=64, seed=3)
+    b = make_images(tmp_path / "b", 3, px=64, seed=3, start=3)           # a later batch continues the series
+    assert [p.read_bytes() for p in a[3:]] == [p.read_bytes() for p in b]
+    assert len({p.read_bytes() for p in a}) == 6
+    for p in a:
+        rgb = load_rgb(p)
+        assert rgb.shape[0] == 64 and 64 <= rgb.shape[1] <= 80
+        assert not is_gray_ab(rgb_to_lab(rgb)[..., 1:], 5.0)             # none would be skipped as grayscale
+
+
+def test_peak_rss_sees_memory_allocated_inside_the_block():
+    with PeakRSS(interval=0.01) as mem:
+        before = mem.peak
+        block = np.ones(64 * 2 ** 20, np.uint8)                           # 64 MiB, touched
+    assert mem.peak - before >= 50 * 2 ** 20
+    del block
+
+
+def test_bench_scale_rejects_a_tiny_n():
+    from cli import cli
+    r = CliRunner().invoke(cli, ["bench", "scale", "--n", "10"])
+    assert r.exit_code == 2 and "--n must be at least" in r.output

@@ -201,3 +201,18 @@ def test_real_enospc_on_a_small_tmpfs(cfg, reference, tmp_path):
         assert_same_output(out, reference)
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_read_only_output_is_a_clear_error(cfg, tmp_path):
+    """Unwritable output (root ignores chmod, so a read-only mount): a message naming the folder, no traceback."""
+    from cli import cli
+    disk = tmp_path / "ro"
+    if not _mount_tmpfs(disk, 1024):
+        pytest.skip("cannot mount a tmpfs here (needs root in a namespace that allows it)")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        r = CliRunner().invoke(cli, ["preprocess", "folder", "--root", cfg.root, "--out", str(disk / "shards")])
+        assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.exception
+        assert str(disk) in r.output and "Read-only file system" in r.output, r.output
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)

@@ -81,7 +81,9 @@ def verify(folder, shallow):
     if problems:
         for p in problems:
             click.echo(p, err=True)
-        raise click.ClickException(f"{folder}: {len(problems)} problem(s); preprocess again into a fresh folder")
+        raise click.ClickException(f"{folder}: {len(problems)} problem(s). Delete the shard files named above and "
+                                   "rerun the same `preprocess` command (it rebuilds only those and the manifest), "
+                                   "or preprocess into a fresh folder")
     click.echo(f"ok: {contract.describe_folder(folder)}, "
                f"{'metadata only' if shallow else 'every chunk checksummed'}")
 

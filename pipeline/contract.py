@@ -212,7 +212,8 @@ def verify_folder(folder, deep: bool = True, progress: bool = False) -> list[str
     with the contract's datasets, shapes and dtypes, no unlisted *.h5 sits in the folder, keys are unique,
     and prior.npz is self-consistent. With `deep`, every chunk of every dataset is read, which makes HDF5
     check its fletcher32 checksum, and the values are checked: finite ab, nn_w >= 0 summing to 1 over K,
-    nn_idx < Q, and the prior's counts equal the histogram of the train shards' nearest bins (nn_idx[:, 0]). Reads stream VERIFY_BLOCK samples at a time, so memory stays flat however big the folder."""
+    nn_idx < Q, and the prior's counts equal the histogram of the train shards' nearest bins (nn_idx[:, 0]).
+    Reads stream VERIFY_BLOCK samples at a time, so memory stays flat however big the folder."""
     folder = Path(folder)
     try:
         manifest = read_manifest(folder)
@@ -240,11 +241,13 @@ def verify_folder(folder, deep: bool = True, progress: bool = False) -> list[str
         path = folder / entry["file"]
         if not path.is_file():
             problems.append(f"{path}: listed in {MANIFEST} but missing")
+            counts_complete = False
             continue
         try:
             shard = Shard(path)
         except ShardFormatError as e:
             problems.append(str(e))
+            counts_complete = False
             continue
         with shard:
             shard_problems = _shard_layout_problems(shard, entry, config)

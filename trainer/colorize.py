@@ -59,7 +59,7 @@ def _in_gamut(lab_pts: np.ndarray, tol: float) -> np.ndarray:
     return np.abs(back - img).reshape(-1, 3).max(1) <= tol
 
 
-def fit_gamut(L: np.ndarray, ab: np.ndarray, iters: int = 8, tol: float = 1.0) -> np.ndarray:
+def fit_gamut(L: np.ndarray, ab: np.ndarray, iters: int = 8, tol: float = 0.25) -> np.ndarray:
     """Scale each out-of-gamut pixel's ab towards 0 (same L, same hue) until its colour is displayable.
     L (H, W), ab (H, W, 2) float32 -> ab (H, W, 2); per-pixel bisection on the scale in [0, 1]."""
     lab = np.dstack([L, ab]).reshape(-1, 3)

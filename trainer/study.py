@@ -76,7 +76,8 @@ def heldout_photos(shards: Path, dest: Path) -> list[str]:
 
 
 def train(cfg: StudyConfig, shards: Path, loss: str) -> tuple[Path, float, dict]:
-    """Train one loss; reuses a finished run of the same config. Returns (checkpoint, seconds, last log row)."""
+    """Train one loss; reuses a finished run of the same config. Returns (checkpoint, wall seconds or None when
+    reused, last log row)."""
     from trainer.loop import fit
     run_dir = Path(cfg.out) / "runs" / loss
     fc = FitConfig(data=str(shards), out=str(run_dir), model=cfg.model, loss=loss, lr=cfg.lr,
@@ -84,13 +85,14 @@ def train(cfg: StudyConfig, shards: Path, loss: str) -> tuple[Path, float, dict]
                    save_every=cfg.steps, workers=0, device="cpu")
     done = run_dir / "last.pt"
     t0 = time.perf_counter()
-    if done.exists() and json.loads((run_dir / "config.json").read_text()) == fc.to_dict():
+    reused = done.exists() and json.loads((run_dir / "config.json").read_text()) == fc.to_dict()
+    if reused:
         print(f"{loss}: reusing the finished run in {run_dir}")
     else:
         shutil.rmtree(run_dir, ignore_errors=True)
         print(f"training {cfg.model} with {loss} for {cfg.steps} steps")
         fit(fc)
-    seconds = time.perf_counter() - t0
+    seconds = None if reused else time.perf_counter() - t0
     rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
     return done, seconds, rows[-1]
 
@@ -114,7 +116,8 @@ def verdict(held: dict) -> list[str]:
 
 def write_report(cfg: StudyConfig, out: Path, runs: dict, held: dict, seen: dict, keys: list, seconds: float) -> Path:
     md = ["# Loss study: l2 vs ce vs focal on the bundled sample\n",
-          f"`python cli.py study --steps {cfg.steps} --seed {cfg.seed}` ({seconds / 60:.1f} min in all, "
+          f"`python cli.py study --steps {cfg.steps} --seed {cfg.seed}` ({seconds / 60:.1f} min in all"
+          f"{', finished runs reused' if any(r['seconds'] is None for r in runs.values()) else ''}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads).\n",
           f"Model `{cfg.model}`, {cfg.steps} steps per loss, batch {cfg.batch_size}, {cfg.crop} px random crops "
           f"with flips, Adam lr {cfg.lr}, seed {cfg.seed}; CE/focal decoded with the annealed mean at "
@@ -122,8 +125,9 @@ def write_report(cfg: StudyConfig, out: Path, runs: dict, held: dict, seen: dict
           f"Held out ({len(keys)} photos, never trained on): {', '.join(keys)}. See the module docstring of "
           f"trainer/study.py for how they were chosen.\n",
           "| loss | wall s (with start-up) | loop s | s/step | final loss |", "|---|---|---|---|---|"]
-    md += [f"| {k} | {r['seconds']:.0f} | {r['last']['elapsed_s']:.0f} | {r['last']['elapsed_s'] / cfg.steps:.3f} "
-           f"| {r['last']['loss']:.4f} |" for k, r in runs.items()]
+    for k, r in runs.items():
+        wall, loop = "reused" if r["seconds"] is None else f"{r['seconds']:.0f}", r["last"]["elapsed_s"]
+        md.append(f"| {k} | {wall} | {loop:.0f} | {loop / cfg.steps:.3f} | {r['last']['loss']:.4f} |")
     md.append("\nStep times are wall-clock on a shared machine; other jobs may have run at the same time.")
     md += ["\n## Held-out photos (test shards, AuC at 1/4 resolution)\n", metrics.markdown_table(held),
            "## Training photos (seen in training; what each loss reproduces)\n", metrics.markdown_table(seen),

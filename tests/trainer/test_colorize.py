@@ -57,7 +57,7 @@ def test_output_keeps_size_and_lightness_for_awkward_inputs(tmp_path, ckpt):
         rgb_out = load_rgb((out / "in" / name).with_suffix(".png"))
         assert rgb_out.shape == rgb_in.shape, name
         dL = np.abs(rgb_to_lab(rgb_out)[..., 0] - rgb_to_lab(rgb_in)[..., 0])
-        assert dL.max() < 1.0, (name, dL.max())          # 8-bit rounding only (~0.5 measured)
+        assert dL.max() < 1.0, (name, dL.max())          # gamut tolerance + 8-bit rounding (<= 0.4 measured)
 
 
 def test_gray_scan_gets_colour_from_the_network(tmp_path, ckpt):

@@ -242,18 +242,19 @@ def compare(checkpoints, **opts):
 
 
 @cli.command()
-@click.option("--steps", default=600, callback=_positive,
-              help="Training steps per loss (same for l2, ce, focal).")
-@click.option("--out", default="artifacts/study", type=click.Path(file_okay=False))
-@click.option("--data", default="artifacts/shards/sample", type=click.Path(file_okay=False),
-              help="Sample shard folder; preprocessed first when missing.")
+@click.option("--steps", default=600, callback=_positive, help="Training steps per loss (the same for l2, ce, focal).")
+@click.option("--out", default="artifacts/study", type=click.Path(file_okay=False),
+              help="Shards, runs, evaluations, panels and report.md go here; finished parts are reused.")
 @click.option("--seed", default=0)
+@click.option("--lr", default=1e-3, callback=_positive)
+@click.option("--batch-size", default=6, callback=_positive)
 def study(**opts):
     """Loss study on the bundled sample: train `tiny` with l2, ce, focal for equal steps; evaluate and compare."""
+    from trainer.config import FitError
     from trainer.study import StudyConfig, run
     try:
         report = run(StudyConfig(**opts))
-    except _user_errors() as e:
+    except (*_user_errors(), FitError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"-> {report}")
 

@@ -118,6 +118,7 @@ def list_inputs(inputs, exclude: Path | None = None) -> tuple[list[tuple[Path, P
     exclude = exclude.resolve() if exclude else None
     for item in map(Path, inputs):
         if item.is_dir():
+            item = Path(os.path.abspath(item))          # so that "." still names its folder in the output
             for dirpath, dirnames, filenames in os.walk(item):
                 here = Path(dirpath)
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")

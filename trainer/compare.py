@@ -7,6 +7,7 @@ index.html holds the metric table of `evaluate` on the same photos and all the p
 from __future__ import annotations
 
 import html
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,10 +123,10 @@ def run(cfg: CompareConfig, models: list[Model] | None = None) -> tuple[Path, li
             tqdm.write(f"error: {src}: {e}")
             failed.append((str(src), str(e)))
             continue
-        png = Path(*rel.parts[1:]).with_suffix(".png") if len(rel.parts) > 1 else rel
+        png = Path(*rel.parts[1:])             # rel is "<folder name>/<sub path>.png" (unique names)
         (out / png).parent.mkdir(parents=True, exist_ok=True)
         compare_one(models, rgb, cfg).save(out / png)
-        items.append((str(Path(*rel.parts[1:]) if len(rel.parts) > 1 else rel), png.as_posix()))
+        items.append((Path(os.path.relpath(src, cfg.images)).as_posix(), png.as_posix()))
     report = None
     try:
         report = run_evaluate(EvalConfig(checkpoints=cfg.checkpoints, images=cfg.images, out=str(out),

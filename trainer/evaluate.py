@@ -17,6 +17,7 @@ evaluated shards' prior; metrics.json records which was used.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -113,7 +114,7 @@ def image_samples(folder, size: int, limit: int, skipped: list):
             skipped.append((str(path), "grayscale: no colour truth"))
             continue
         lab = rgb_to_lab(rgb)
-        yield Sample(str(Path(path).relative_to(folder)), lab[..., 0], lab[..., 1:].transpose(2, 0, 1), rgb)
+        yield Sample(Path(os.path.relpath(path, folder)).as_posix(), lab[..., 0], lab[..., 1:].transpose(2, 0, 1), rgb)
         n += 1
 
 

@@ -193,7 +193,8 @@ def evaluate(models: list[Model], samples, cfg: EvalConfig, explicit_prior=None,
     return {"config": asdict(cfg),
             "models": {name: {"checkpoint": by_name[name].checkpoint if name in by_name else None,
                               "loss": getattr(by_name[name].colorizer, "loss", None) if name in by_name else None,
-                              "prior": priors[name][1] if priors[name] else None, "summary": t.summary(), "per_image": t.per_image}
+                              "prior": priors[name][1] if priors[name] else None,
+                              "summary": t.summary(), "per_image": t.per_image}
                        for name, t in totals.items()}}
 
 
@@ -239,7 +240,8 @@ def run(cfg: EvalConfig, models: list[Model] | None = None) -> dict:
                else image_samples(cfg.images, cfg.size, cfg.limit, skipped))
     explicit = load_prior(cfg.prior, f"--prior {cfg.prior}") if cfg.prior else None
     data_prior = Path(cfg.data) / contract.PRIOR if cfg.data else None
-    evaluated = load_prior(data_prior, f"evaluated shards ({data_prior})") if data_prior and data_prior.exists() else None
+    evaluated = (load_prior(data_prior, f"evaluated shards ({data_prior})")
+                 if data_prior and data_prior.exists() else None)
     report = evaluate(models, samples, cfg, explicit, evaluated)
     report["skipped"] = skipped
     write_report(report, cfg.out)

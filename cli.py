@@ -70,7 +70,6 @@ def prior_plot(data, out):
     click.echo(f"-> {plot_prior(prior, out, title=data)}")
 
 
-
 @cli.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @click.option("--shallow", is_flag=True, help="Metadata, counts and prior only; skip reading every chunk.")
@@ -300,7 +299,6 @@ def bench_preprocess(dataset, root, images, jobs, size):
         raise click.BadParameter(f"dataset {dataset!r} needs --root DIR", param_hint="--root")
     figures = measure(dataset, root or "", images, jobs, size, echo=click.echo)
     click.echo(json.dumps(figures))
-
 
 
 @bench.command("step")

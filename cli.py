@@ -288,16 +288,18 @@ def bench_scale(**opts):
 @click.argument("dataset", required=False, type=click.Choice(["folder", "sun_objects", "sun_scenes"]))
 @click.option("--root", default=None, type=click.Path(exists=True, file_okay=False))
 @click.option("--images", default=600, type=click.IntRange(min=20),
-              help="Images timed (generated 640x480 JPEGs when no DATASET is given); half of them for the small size.")
+              help="Images timed (generated JPEGs when no DATASET is given); half of them for the small size.")
 @click.option("--jobs", default=0, type=click.IntRange(min=0), help="Workers for both measurements (0: one per core).")
 @click.option("--size", default=256, callback=_size)
-def bench_preprocess(dataset, root, images, jobs, size):
+@click.option("--photo", default=(1024, 768), type=(click.IntRange(min=64), click.IntRange(min=64)),
+              help="Width and height of the generated JPEGs (no DATASET); SUN397 averages ~340 KB a JPEG, ~1 MP.")
+def bench_preprocess(dataset, root, images, jobs, size, photo):
     """Full pipeline vs decode-only images/s on the same files, and peak memory at two dataset sizes."""
     import json
     from pipeline.bench import bench_preprocess as measure
     if dataset and not root:
         raise click.BadParameter(f"dataset {dataset!r} needs --root DIR", param_hint="--root")
-    figures = measure(dataset, root or "", images, jobs, size, echo=click.echo)
+    figures = measure(dataset, root or "", images, jobs, size, photo=photo, echo=click.echo)
     click.echo(json.dumps(figures))
 
 

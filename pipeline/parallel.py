@@ -7,20 +7,30 @@ come back as they finish; the caller must not depend on their order. Two backend
 - dask: the same tasks on a dask.distributed cluster (`scheduler` address), or on a LocalCluster of worker
   processes. Workers write their shard files themselves, so a remote cluster needs the output folder on a
   shared filesystem and this project importable on every worker.
-Each worker runs `worker_init` once: one thread each for OpenCV, numba, faiss and OpenMP, since the
-parallelism is across processes and nested thread pools only oversubscribe the cores.
+Each worker runs `worker_init` once: one thread each for OpenCV, faiss and OpenMP, since the parallelism is
+across processes and nested thread pools only oversubscribe the cores. numba is left alone: the soft-encoding
+kernel is serial, so its thread pool never starts, and changing NUMBA_NUM_THREADS after numba is imported makes
+its next compile raise (which a fresh clone, with no compiled-kernel cache yet, does hit).
+A serial run (jobs = 1) stays in the calling process and does not cap its threads: that process may go on to
+train, and torch reads OMP_NUM_THREADS.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
 
-_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _initialised = False
 
 
+def quiet_decoders() -> None:
+    """Bad files are reported as skips with their reasons; OpenCV's own warnings about them are noise."""
+    import cv2
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 def worker_init() -> None:
-    """Cap every thread pool of this process at one thread; idempotent, cheap after the first call."""
+    """Cap the thread pools of this worker process at one thread; idempotent, cheap after the first call."""
     global _initialised
     if _initialised:
         return
@@ -30,10 +40,7 @@ def worker_init() -> None:
 
     import cv2
     cv2.setNumThreads(1)
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)    # bad files are reported as skips
-    if "numba" in sys.modules:
-        import numba
-        numba.set_num_threads(1)
+    quiet_decoders()
     if "faiss" in sys.modules:
         sys.modules["faiss"].omp_set_num_threads(1)
     _initialised = True
@@ -53,8 +60,9 @@ def imap_unordered(fn: Callable, tasks: Sequence, shared=None, jobs: int = 1, ba
     if scheduler or backend == "dask":
         yield from _dask_map(fn, tasks, shared, jobs, scheduler)
     elif jobs == 1:
+        quiet_decoders()
         for task in tasks:
-            yield _call(fn, task, shared)
+            yield fn(task, shared)
     else:
         from joblib import Parallel, delayed, parallel_config
         with parallel_config(backend="loky", n_jobs=jobs, inner_max_num_threads=1):

@@ -18,9 +18,9 @@ install: $(STAMP)
 demo: install
 	$(BIN)/python cli.py preprocess sample
 	$(BIN)/python cli.py prior-plot
-# ~3 minutes on a 2-core CPU: the tiny network, CE, on the sample shards; rerunning resumes (a no-op when done)
+# ~3 minutes on a quiet 2-core CPU: the tiny network, CE, on the sample shards; rerunning resumes (a no-op when done)
 	$(BIN)/python cli.py fit --data artifacts/shards/sample --out artifacts/runs/demo --model tiny --loss ce \
-		--batch-size 5 --steps 300 --lr 1e-3 --save-every 100 $(if $(wildcard artifacts/runs/demo/last.pt),--resume)
+		--batch-size 5 --steps 1500 --lr 1e-3 --save-every 500 $(if $(wildcard artifacts/runs/demo/last.pt),--resume)
 
 test: install
 	$(BIN)/python -m pytest -q

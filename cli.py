@@ -206,7 +206,7 @@ def colorize(inputs, **opts):
 def evaluate(checkpoints, **opts):
     """AuC, rebalanced AuC, PSNR, SSIM, colourfulness per model and for a gray baseline -> metrics.json/.md."""
     from trainer import metrics
-    from trainer.evaluate import EvalConfig, run
+    from trainer.evaluate import EvalConfig, run, summaries
     if bool(opts["data"]) == bool(opts["images"]):
         raise click.UsageError("give exactly one of --data SHARD_DIR or --images DIR")
     try:
@@ -214,7 +214,7 @@ def evaluate(checkpoints, **opts):
                                 **{**opts, **{k: opts[k] or "" for k in ("data", "images", "prior")}}))
     except _user_errors() as e:
         raise click.ClickException(str(e)) from None
-    click.echo(metrics.markdown_table({n: m["summary"] for n, m in report["models"].items()}))
+    click.echo(metrics.markdown_table(summaries(report)))
     click.echo(f"-> {opts['out']}/metrics.json, metrics.md")
 
 

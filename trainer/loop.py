@@ -239,14 +239,13 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
             for batch in loader:
                 res = forward_loss(net, loss_fn, batch, device, rebal, remap)
                 apply_step(opt, res["loss"], guard=lambda loss: _finite_or_stop(loss, batch, step, info, device))
-                value = res["loss"].item()
                 step, epoch_step = step + 1, epoch_step + 1
                 if log is not None:
                     row = {"step": step, "epoch": epoch, **{k: float(v.detach()) for k, v in res.items()},
                            "lr": cfg.lr, "samples": step * cfg.batch_size * info.world_size,
                            "elapsed_s": round(time.perf_counter() - t0, 3)}
                     log.write(json.dumps(row) + "\n")
-                    bar.set_postfix(loss=f"{value:.4f}", epoch=epoch)
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", epoch=epoch)
                 bar.update()
                 if info.is_primary and (step % cfg.save_every == 0 or step == total):
                     save()

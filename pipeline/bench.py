@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from pipeline.bench_scale import PeakRSS
 from pipeline.config import PrepConfig
 from pipeline.datasets import list_dataset
 from pipeline.images import load_rgb
@@ -76,37 +76,6 @@ def cpu_seconds() -> float:
     return total
 
 
-class PeakRSS:
-    """Peak resident set size (MB) of this process plus all its children while the block runs."""
-
-    def __enter__(self):
-        import psutil
-        self.proc, self.peak, self._stop = psutil.Process(), 0, threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self):
-        import psutil
-        while not self._stop.is_set():
-            total = 0
-            for p in [self.proc, *self.proc.children(recursive=True)]:
-                try:
-                    total += p.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
-            self._stop.wait(0.02)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def mb(self) -> float:
-        return round(self.peak / 2 ** 20, 1)
-
-
 def bench_preprocess(dataset: str | None, root: str, images: int, jobs: int, size: int,
                      photo: tuple[int, int] = (640, 480), echo=print) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench_preprocess_"))
@@ -124,11 +93,11 @@ def bench_preprocess(dataset: str | None, root: str, images: int, jobs: int, siz
         for tag, n in (("small", images // 2), ("large", images)):
             listing = list_dataset(dataset, root, base.partition, base.test_fraction, "all", n)
             specs = plan_shards(listing, BENCH_SHARD)
-            with PeakRSS() as mem_decode:
+            with PeakRSS(interval=0.02) as mem_decode:
                 t0, c0 = time.perf_counter(), cpu_seconds()
                 done = sum(imap_unordered(_decode_shard, specs, str(listing.root), workers))
                 t_decode, c_decode = time.perf_counter() - t0, cpu_seconds() - c0
-            with PeakRSS() as mem_pipe:
+            with PeakRSS(interval=0.02) as mem_pipe:
                 t0, c0 = time.perf_counter(), cpu_seconds()
                 result = run(PrepConfig(**{**base.as_dict(), "limit": n, "out_dir": str(tmp / f"out_{tag}")}),
                              progress=False)
@@ -138,9 +107,9 @@ def bench_preprocess(dataset: str | None, root: str, images: int, jobs: int, siz
             echo(f"{tag:5s} N={result.seen:5d}: decode-only {decode_s:7.1f} img/s, pipeline {pipe_s:7.1f} img/s "
                  f"(ratio {pipe_s / decode_s:.2f}; CPU ms/img {1e3 * c_decode / done:.2f} vs "
                  f"{1e3 * c_pipe / result.seen:.2f}, ratio {c_decode / c_pipe:.2f}; {result.written} written), "
-                 f"peak RSS {mem_pipe.mb:.0f} MB (decode-only {mem_decode.mb:.0f} MB)")
+                 f"peak RSS {mem_pipe.peak_mb:.0f} MB (decode-only {mem_decode.peak_mb:.0f} MB)")
             figures.update({f"n_{tag}": result.seen, f"decode_img_s_{tag}": round(decode_s, 1),
-                            f"pipeline_img_s_{tag}": round(pipe_s, 1), f"peak_rss_mb_{tag}": mem_pipe.mb,
+                            f"pipeline_img_s_{tag}": round(pipe_s, 1), f"peak_rss_mb_{tag}": mem_pipe.peak_mb,
                             f"cpu_ratio_{tag}": round(c_decode / c_pipe, 3)})
             shutil.rmtree(tmp / f"out_{tag}", ignore_errors=True)
         figures.update(pipeline_img_s=figures["pipeline_img_s_large"], decode_img_s=figures["decode_img_s_large"],

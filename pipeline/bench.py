@@ -15,6 +15,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -87,8 +88,7 @@ def bench_preprocess(dataset: str | None, root: str, images: int, jobs: int, siz
         workers = base.workers
         # warm-up: one-image tasks, several per worker, so that every worker has imported its modules and
         # loaded numba's compiled kernel before anything is timed
-        run(PrepConfig(**{**base.as_dict(), "limit": 4 * workers, "shard_size": 1, "out_dir": str(tmp / "warmup")}),
-            progress=False)
+        run(replace(base, limit=4 * workers, shard_size=1, out_dir=str(tmp / "warmup")), progress=False)
         figures = {"dataset": dataset, "size": size, "jobs": workers}
         for tag, n in (("small", images // 2), ("large", images)):
             listing = list_dataset(dataset, root, base.partition, base.test_fraction, "all", n)
@@ -99,8 +99,7 @@ def bench_preprocess(dataset: str | None, root: str, images: int, jobs: int, siz
                 t_decode, c_decode = time.perf_counter() - t0, cpu_seconds() - c0
             with PeakRSS(interval=0.02) as mem_pipe:
                 t0, c0 = time.perf_counter(), cpu_seconds()
-                result = run(PrepConfig(**{**base.as_dict(), "limit": n, "out_dir": str(tmp / f"out_{tag}")}),
-                             progress=False)
+                result = run(replace(base, limit=n, out_dir=str(tmp / f"out_{tag}")), progress=False)
                 t_pipe, c_pipe = time.perf_counter() - t0, cpu_seconds() - c0
             assert done == result.seen == len(listing.items), (done, result.seen)
             decode_s, pipe_s = done / t_decode, result.seen / t_pipe

@@ -93,11 +93,15 @@ def predict_ab_full(colorizer, L: np.ndarray, size: int, temperature: float) -> 
     return cv2.resize(ab, (L.shape[1], L.shape[0]), interpolation=cv2.INTER_CUBIC)
 
 
+def lab_to_rgb_in_gamut(L: np.ndarray, ab: np.ndarray) -> np.ndarray:
+    """L (H, W), ab (H, W, 2) float32 -> (H, W, 3) uint8, chroma pulled into gamut so L is kept."""
+    return lab_to_rgb(np.dstack([L, fit_gamut(L, ab)]).astype(np.float32))
+
+
 def colorize_rgb(colorizer, rgb: np.ndarray, size: int = 256, temperature: float = 0.38) -> np.ndarray:
     """(H, W, 3) uint8 -> (H, W, 3) uint8 with the input's lightness and the network's colours."""
     L = rgb_to_lab(rgb)[..., 0]
-    ab = fit_gamut(L, predict_ab_full(colorizer, L, size, temperature))
-    return lab_to_rgb(np.dstack([L, ab]).astype(np.float32))
+    return lab_to_rgb_in_gamut(L, predict_ab_full(colorizer, L, size, temperature))
 
 
 def save_png(path: Path, rgb: np.ndarray) -> None:

@@ -27,9 +27,9 @@ import torch
 from tqdm import tqdm
 
 from pipeline import contract
-from pipeline.images import ImageError, is_grayscale, lab_to_rgb, load_rgb, resize_center_crop, rgb_to_lab
+from pipeline.images import ImageError, is_grayscale, load_rgb, resize_center_crop, rgb_to_lab
 from trainer import metrics
-from trainer.colorize import fit_gamut, list_inputs, resolve_device
+from trainer.colorize import lab_to_rgb_in_gamut, list_inputs, resolve_device
 
 GRAY = "gray (ab = 0)"
 
@@ -76,8 +76,7 @@ def upsample_ab(ab: np.ndarray, side: int) -> np.ndarray:
 
 def to_rgb(L: np.ndarray, ab_full: np.ndarray) -> np.ndarray:
     """L (S, S), ab (2, S, S) -> (S, S, 3) uint8, chroma pulled into gamut so L is kept."""
-    ab = fit_gamut(L, np.ascontiguousarray(ab_full.transpose(1, 2, 0), dtype=np.float32))
-    return lab_to_rgb(np.dstack([L, ab]).astype(np.float32))
+    return lab_to_rgb_in_gamut(L, np.ascontiguousarray(ab_full.transpose(1, 2, 0), dtype=np.float32))
 
 
 def shard_samples(folder, split: str = "test", limit: int = 0):

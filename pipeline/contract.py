@@ -363,10 +363,10 @@ def _shard_layout_problems(shard: Shard, entry: dict, config: dict) -> list[str]
         problems.append(f"key has shape {shard.h5['key'].shape}, expected ({N},)")
     if entry.get("count") != N:
         problems.append(f"holds {N} samples but {MANIFEST} lists {entry.get('count')}")
-    if "count" in shard.attrs and int(shard.attrs["count"]) != N:
-        problems.append(f"attrs count {shard.attrs['count']} != {N} samples stored")
-    for name in ("size", "knn"):
-        value = {"size": S, "knn": K}[name]
+    count = shard.h5.attrs.get("count")
+    if count is not None and int(count) != N:
+        problems.append(f"attrs count {count} != {N} samples stored")
+    for name, value in (("size", S), ("knn", K)):
         if name in config and config[name] != value:
             problems.append(f"{name} {value} differs from the manifest config's {config[name]}")
     for name in ("L", "ab", "nn_idx", "nn_w"):

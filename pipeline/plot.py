@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.bins import GRID
 from pipeline.contract import Prior
 
 EXTENT = 120                     # the plane shown: a, b in [-EXTENT, EXTENT]
@@ -17,10 +18,10 @@ EXTENT = 120                     # the plane shown: a, b in [-EXTENT, EXTENT]
 
 def _grid(centers: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Values of the bins -> an image of the ab plane, rows = b (top = +b), columns = a; NaN off-gamut."""
-    n = 2 * EXTENT // 10 + 1
+    n = int(2 * EXTENT // GRID) + 1
     img = np.full((n, n) + values.shape[1:], np.nan)
-    ia = np.rint((centers[:, 0] + EXTENT) / 10).astype(int)
-    ib = np.rint((EXTENT - centers[:, 1]) / 10).astype(int)
+    ia = np.rint((centers[:, 0] + EXTENT) / GRID).astype(int)
+    ib = np.rint((EXTENT - centers[:, 1]) / GRID).astype(int)
     img[ib, ia] = values
     return img
 

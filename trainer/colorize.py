@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline.images import ImageError, lab_to_rgb, load_rgb, rgb_to_lab
+from trainer.decode import DEFAULT_TEMPERATURE
 
 # Suffixes picked up when a folder is given; a file named explicitly is always tried, whatever its name.
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".jp2",
@@ -36,7 +37,7 @@ class ColorizeConfig:
     checkpoint: str = ""             # our checkpoint (last.pt) or a released ECCV16 state dict
     out: str = "artifacts/colorized"
     size: int = 256                  # side of the square L the network sees
-    temperature: float = 0.38        # annealed mean for CE/focal models; ignored by L2 models
+    temperature: float = DEFAULT_TEMPERATURE  # annealed mean for CE/focal models; ignored by L2 models
     device: str = "auto"             # auto | cpu | cuda
 
 
@@ -98,7 +99,7 @@ def lab_to_rgb_in_gamut(L: np.ndarray, ab: np.ndarray) -> np.ndarray:
     return lab_to_rgb(np.dstack([L, fit_gamut(L, ab)]).astype(np.float32))
 
 
-def colorize_rgb(colorizer, rgb: np.ndarray, size: int = 256, temperature: float = 0.38) -> np.ndarray:
+def colorize_rgb(colorizer, rgb: np.ndarray, size: int = 256, temperature: float = DEFAULT_TEMPERATURE) -> np.ndarray:
     """(H, W, 3) uint8 -> (H, W, 3) uint8 with the input's lightness and the network's colours."""
     L = rgb_to_lab(rgb)[..., 0]
     return lab_to_rgb_in_gamut(L, predict_ab_full(colorizer, L, size, temperature))

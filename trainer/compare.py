@@ -20,6 +20,7 @@ from pipeline import contract
 from pipeline.images import ImageError, is_grayscale, lab_to_rgb, load_rgb, rgb_to_lab
 from trainer import metrics
 from trainer.colorize import colorize_rgb, list_inputs
+from trainer.decode import DEFAULT_TEMPERATURE
 from trainer.evaluate import GRAY, EvalConfig, EvalError, Model, load_models, summaries
 from trainer.evaluate import run as run_evaluate
 
@@ -34,7 +35,7 @@ class CompareConfig:
     out: str = "artifacts/compare"
     size: int = 256                  # side of the square L the network sees
     panel: int = 256                 # panel height in px; larger inputs are shrunk to it, smaller kept
-    temperature: float = 0.38
+    temperature: float = DEFAULT_TEMPERATURE
     prior: str = ""
     limit: int = 0
     device: str = "auto"

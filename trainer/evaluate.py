@@ -30,6 +30,7 @@ from pipeline import contract
 from pipeline.images import ImageError, is_grayscale, load_rgb, resize_center_crop, rgb_to_lab
 from trainer import metrics
 from trainer.colorize import lab_to_rgb_in_gamut, list_inputs, resolve_device
+from trainer.decode import DEFAULT_TEMPERATURE
 
 GRAY = "gray (ab = 0)"
 
@@ -46,7 +47,7 @@ class EvalConfig:
     out: str = "artifacts/eval"
     split: str = "test"
     size: int = 256                  # side of the squares evaluated with --images
-    temperature: float = 0.38
+    temperature: float = DEFAULT_TEMPERATURE
     prior: str = ""                  # prior.npz for models that carry none and for the gray baseline
     limit: int = 0                   # evaluate at most this many images (0: all)
     batch_size: int = 8

@@ -28,6 +28,7 @@ from trainer import metrics
 from trainer.compare import CompareConfig
 from trainer.compare import run as run_compare
 from trainer.config import FitConfig
+from trainer.decode import DEFAULT_TEMPERATURE
 from trainer.evaluate import GRAY, EvalConfig, Model, load_models, summaries
 from trainer.evaluate import run as run_evaluate
 
@@ -43,7 +44,7 @@ class StudyConfig:
     crop: int = 176                  # random crops of the 256 px shards, offsets multiples of 4, with flips
     lr: float = 1e-3                 # Adam; higher than the reference 3e-5 because the run is short and small
     test_fraction: float = 0.6       # hash split of the sample for the study (module docstring)
-    temperature: float = 0.38
+    temperature: float = DEFAULT_TEMPERATURE
     model: str = "tiny"
 
 

@@ -32,9 +32,11 @@ import h5py
 import numpy as np
 
 from pipeline import contract
+from pipeline.bins import fingerprint, in_gamut_centers
 from pipeline.config import PrepConfig
 from pipeline.datasets import Listing, list_dataset
 from pipeline.images import ImageError, is_gray_ab, load_rgb, resize_center_crop, rgb_to_lab
+from pipeline.prior import build_prior
 
 SHARD_NAME = re.compile(r"^(train|test)-\d{5}\.h5$")
 
@@ -144,13 +146,11 @@ def shard_is_complete(path: Path, spec: ShardSpec, fingerprint: str) -> bool:
 @functools.lru_cache(maxsize=4)
 def _encoder(knn: int, sigma: float):
     """The soft encoder over the in-gamut bins; building its lookup table takes ~1 s, so once per process."""
-    from pipeline.bins import in_gamut_centers
-    from pipeline.soft_encode import SoftEncoder
+    from pipeline.soft_encode import SoftEncoder     # numba and faiss load only when a shard needs encoding
     return SoftEncoder(in_gamut_centers(), knn, sigma)
 
 
 def fingerprint_of(cfg: PrepConfig, centers: np.ndarray) -> str:
-    from pipeline.bins import fingerprint
     blob = json.dumps(cfg.encoding(), sort_keys=True) + fingerprint(centers)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
@@ -195,7 +195,6 @@ def _clean(out: Path, specs: list[ShardSpec]) -> int:
 
 def run(cfg: PrepConfig, progress: bool = True) -> PrepResult:
     """Preprocess `cfg.dataset` into `cfg.out`; see the module docstring. Raises DatasetError on a bad root."""
-    from pipeline.bins import in_gamut_centers
     from pipeline.parallel import imap_unordered
 
     t0 = time.perf_counter()
@@ -224,8 +223,6 @@ def run(cfg: PrepConfig, progress: bool = True) -> PrepResult:
 
 def assemble(out: Path, specs: list[ShardSpec], cfg: PrepConfig, listing: Listing, centers) -> PrepResult:
     """manifest.json and prior.npz from the shard files' attrs alone (identical for fresh and resumed runs)."""
-    from pipeline.prior import build_prior
-
     shards, skipped, counts = [], [], np.zeros(len(centers), np.int64)
     seen = written = 0
     for spec in specs:

@@ -3,6 +3,9 @@ Heavy imports (torch, faiss, numba) happen inside the commands, so `--help` is i
 Multi-GPU training launches this same file: `torchrun --nproc-per-node=4 cli.py fit ...`."""
 import click
 
+from pipeline.config import BACKENDS, SPLITS, PrepConfig   # both stdlib-only: --help stays instant
+from pipeline.datasets import DATASETS, DatasetError
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 def cli():
@@ -17,30 +20,35 @@ def _size(ctx, param, value):
 
 
 @cli.command()
-@click.argument("dataset", type=click.Choice(["sample", "folder", "sun_objects", "sun_scenes"]))
+@click.argument("dataset", type=click.Choice(list(DATASETS)))
 @click.option("--root", default=None, type=click.Path(exists=True, file_okay=False),
               help="Dataset root (not for `sample`, which uses scikit-image's bundled photos).")
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Output folder  [default: artifacts/shards/DATASET]")
-@click.option("--size", default=256, callback=_size, help="Images are resized and centre-cropped to SIZE x SIZE.")
-@click.option("--knn", default=5, type=click.IntRange(1, 64), help="Nearest ab bins per target pixel.")
-@click.option("--sigma", default=5.0, type=click.FloatRange(min=0, min_open=True),
+@click.option("--size", default=PrepConfig.size, callback=_size,
+              help="Images are resized and centre-cropped to SIZE x SIZE.")
+@click.option("--knn", default=PrepConfig.knn, type=click.IntRange(1, 64), help="Nearest ab bins per target pixel.")
+@click.option("--sigma", default=PrepConfig.sigma, type=click.FloatRange(min=0, min_open=True),
               help="Gaussian width (ab units) of the soft targets and of the prior smoothing.")
-@click.option("--lam", default=0.5, type=click.FloatRange(0, 1), help="Prior mixed with uniform for the weights.")
-@click.option("--shard-size", default=256, type=click.IntRange(min=1), help="Inputs per shard file.")
-@click.option("--jobs", default=0, type=click.IntRange(min=0), help="Worker processes (0: one per CPU core).")
-@click.option("--limit", default=0, type=click.IntRange(min=0), help="At most this many inputs, a stable subset (0: all).")
-@click.option("--split", default="all", type=click.Choice(["all", "train", "test"]))
-@click.option("--backend", default="loky", type=click.Choice(["loky", "dask"]),
+@click.option("--lam", default=PrepConfig.lam, type=click.FloatRange(0, 1),
+              help="Prior mixed with uniform for the weights.")
+@click.option("--shard-size", default=PrepConfig.shard_size, type=click.IntRange(min=1), help="Inputs per shard file.")
+@click.option("--jobs", default=PrepConfig.jobs, type=click.IntRange(min=0),
+              help="Worker processes (0: one per CPU core).")
+@click.option("--limit", default=PrepConfig.limit, type=click.IntRange(min=0),
+              help="At most this many inputs, a stable subset (0: all).")
+@click.option("--split", default=PrepConfig.split, type=click.Choice(SPLITS))
+@click.option("--backend", default=PrepConfig.backend, type=click.Choice(BACKENDS),
               help="loky: processes on this machine; dask: a LocalCluster, or the cluster at --scheduler.")
-@click.option("--scheduler", default="", help="Address of a running dask scheduler (implies --backend dask).")
-@click.option("--partition", default=1, type=click.IntRange(1, 10), help="sun_scenes: Training_NN/Testing_NN list.")
-@click.option("--min-side", default=64, type=click.IntRange(min=1), help="Skip images whose shorter side is smaller.")
+@click.option("--scheduler", default=PrepConfig.scheduler,
+              help="Address of a running dask scheduler (implies --backend dask).")
+@click.option("--partition", default=PrepConfig.partition, type=click.IntRange(1, 10),
+              help="sun_scenes: Training_NN/Testing_NN list.")
+@click.option("--min-side", default=PrepConfig.min_side, type=click.IntRange(min=1),
+              help="Skip images whose shorter side is smaller.")
 def preprocess(**opts):
     """Images -> Lab -> soft-encoded ab targets -> HDF5 shards, manifest.json and prior.npz.
     Rerunning the same command keeps the shards already complete."""
-    from pipeline.config import PrepConfig
-    from pipeline.datasets import DatasetError
     from pipeline.preprocess import OutputError, run  # faiss/numba load only when this command runs
     opts = {**opts, "root": opts["root"] or "", "out_dir": opts["out_dir"] or "",
             "backend": "dask" if opts["scheduler"] else opts["backend"]}
@@ -285,12 +293,12 @@ def bench_scale(**opts):
 
 
 @bench.command("preprocess")
-@click.argument("dataset", required=False, type=click.Choice(["folder", "sun_objects", "sun_scenes"]))
+@click.argument("dataset", required=False, type=click.Choice([d for d in DATASETS if d != "sample"]))
 @click.option("--root", default=None, type=click.Path(exists=True, file_okay=False))
 @click.option("--images", default=600, type=click.IntRange(min=20),
               help="Images timed (generated JPEGs when no DATASET is given); half of them for the small size.")
 @click.option("--jobs", default=0, type=click.IntRange(min=0), help="Workers for both measurements (0: one per core).")
-@click.option("--size", default=256, callback=_size)
+@click.option("--size", default=PrepConfig.size, callback=_size)
 @click.option("--photo", default=(1024, 768), type=(click.IntRange(min=64), click.IntRange(min=64)),
               help="Width and height of the generated JPEGs (no DATASET); SUN397 averages ~340 KB a JPEG, ~1 MP.")
 def bench_preprocess(dataset, root, images, jobs, size, photo):

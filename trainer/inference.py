@@ -30,10 +30,6 @@ class Colorizer:
         """(Q, 2) ab bin centres the logits refer to; None for an l2 model."""
         return self.model.centers
 
-    @property
-    def head(self) -> str:
-        return self.model.head
-
     @torch.no_grad()
     def predict_ab(self, L: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE) -> torch.Tensor:
         """L (B, 1, H, W) float L* in 0..100 -> ab (B, 2, H // 4, W // 4) float32 in ab units, on L's device.

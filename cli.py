@@ -282,7 +282,7 @@ def bench():
 @click.option("--workdir", default="", type=click.Path(file_okay=False),
               help="Where the temporary images and shards go (deleted afterwards); default: the system temp dir.")
 def bench_scale(**opts):
-    """Preprocess + one loader epoch at N/4 and N images: throughput per image and peak RSS at both."""
+    """Preprocess, deep verify and the shard loader at N/4 and N images: rate per image and peak RSS at both."""
     import json
     from pipeline.bench_scale import run_scale
     try:

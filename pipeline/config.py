@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 BACKENDS = ("loky", "dask")
 SPLITS = ("all", "train", "test")
@@ -59,8 +59,8 @@ class PrepConfig:
     def encoding(self) -> dict:
         """The fields that decide a shard's content. Stored in each shard and compared on a rerun; the run-only
         fields (jobs, backend, scheduler, out_dir) are left out, so results do not depend on them."""
-        keep = ("dataset", "size", "knn", "sigma", "min_side", "gray_chroma", "decode_slack")
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in keep}
+        keep = ("dataset", "size", "knn", "sigma", "min_side", "gray_chroma", "decode_slack")   # in field order
+        return {name: getattr(self, name) for name in keep}
 
     def as_dict(self) -> dict:
         return asdict(self)

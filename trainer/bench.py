@@ -23,10 +23,11 @@ import numpy as np
 import torch
 
 from pipeline import contract
+from trainer.config import FitConfig
 from trainer.data import EpochSampler, ShardDataset, make_loader
+from trainer.loop import apply_step, build_model, create_optimizer, forward_loss, pick_device
 from trainer.losses import create_loss
-from trainer.loop import apply_step, forward_loss, pick_device
-from trainer.models import count_params, create_model
+from trainer.models import count_params
 from trainer.synthetic import soft_encode, write_synthetic_shards
 
 
@@ -66,12 +67,11 @@ def bench_step(model: str = "eccv16", data: str | None = None, batch_size: int =
     centers = torch.from_numpy(prior.centers)
     rebal = torch.as_tensor(prior.weights, dtype=torch.float32, device=dev)
     runs = {}
-    for name, loss in (("ce", "ce"), ("l2", "l2")):
-        torch.manual_seed(0)
-        net = create_model(model, len(centers), centers) if loss == "ce" else create_model(model, 2)
+    for loss in ("ce", "l2"):
+        cfg = FitConfig(model=model, loss=loss)       # fit's network, init seed and Adam settings
+        net = build_model(cfg, prior)
         net = net.to(dev, memory_format=torch.channels_last if dev.type == "cuda" else torch.contiguous_format)
-        opt = torch.optim.Adam(net.parameters(), lr=3e-5, betas=(0.9, 0.99), weight_decay=1e-3)
-        runs[name] = (net.train(), opt, create_loss(loss, centers=centers))
+        runs[loss] = (net.train(), create_optimizer(net, cfg), create_loss(loss, centers=centers))
     runs["knn"] = runs["ce"]                          # same network and loss; only the data path differs
     knn, sigma = ds.knn, float(prior.sigma)
     times = {k: [] for k in runs}
@@ -147,7 +147,6 @@ def bench_epoch(data: str | None = None, n: int = 3000, model: str = "eccv16", b
                 progress=print) -> dict:
     """One epoch of `fit` per loss on the same shards (bf16 + channels-last on CUDA): wall seconds per epoch
     from the run's own log, and the same without the first step (start-up, cudnn autotuning)."""
-    from trainer.config import FitConfig
     from trainer.loop import fit
     out = {"model": model, "batch_size": batch_size, "crop": crop, "workers": workers,
            "device": str(pick_device(device))}

@@ -75,6 +75,11 @@ def build_model(cfg: FitConfig, prior: contract.Prior) -> ColorNet:
     return model
 
 
+def create_optimizer(model: ColorNet, cfg: FitConfig) -> torch.optim.Optimizer:
+    """Adam with the reference recipe's betas (0.9, 0.99)."""
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+
+
 def bin_remap(model: ColorNet, prior: contract.Prior) -> torch.Tensor | None:
     """(Q_shards,) index of each shard bin among the model's bins, or None when they are the same list.
     Needed when the model's bins come from --init (the released 313) rather than from the shards."""
@@ -185,7 +190,7 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
                           block_size=cfg.block_size, centers=model.centers)
     cuda = device.type == "cuda"
     model.to(device, memory_format=torch.channels_last if cuda else torch.contiguous_format)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    opt = create_optimizer(model, cfg)
 
     step = epoch = epoch_step = 0
     if cfg.resume:

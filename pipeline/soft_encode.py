@@ -69,6 +69,7 @@ def candidate_table(centers: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray
     import faiss                                        # only the builder needs faiss; workers get the table
 
     G, Q = _grid_n(), len(centers)
+    r = CELL * math.sqrt(0.5)                                            # half-diagonal of a cell
     ticks = GRID_LO + CELL * (np.arange(G) + 0.5)
     cell_centres = np.stack(np.meshgrid(ticks, ticks, indexing="ij"), -1).reshape(-1, 2)     # (G*G, 2)
     index = faiss.IndexFlatL2(2)
@@ -80,7 +81,7 @@ def candidate_table(centers: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray
     order = np.argsort(d, axis=1, kind="stable")
     d, I = np.take_along_axis(d, order, axis=1), np.take_along_axis(I, order, axis=1)
     margin = 1e-6 * (1 + d[:, -1])                                        # float rounding of the bound itself
-    bound = d[:, k - 1] + 2 * (CELL * math.sqrt(0.5)) + margin           # D_K(c) + 2r
+    bound = d[:, k - 1] + 2 * r + margin                                 # D_K(c) + 2r
     certified = (d[:, -1] > bound) | (kk == Q)                           # faiss's kk reach past the bound
     rows = []
     for g in range(G * G):
@@ -89,7 +90,7 @@ def candidate_table(centers: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray
         else:                                                            # far outside the gamut: exact numpy
             dg = np.sqrt(((centers - cell_centres[g]) ** 2).sum(-1))
             order = np.argsort(dg, kind="stable")
-            rows.append(order[dg[order] <= dg[order[k - 1]] + 2 * CELL * math.sqrt(0.5) + 1e-6 * (1 + dg.max())])
+            rows.append(order[dg[order] <= dg[order[k - 1]] + 2 * r + 1e-6 * (1 + dg.max())])
     offsets = np.zeros(G * G + 1, np.int64)
     offsets[1:] = np.cumsum([len(r) for r in rows])
     return offsets, np.concatenate(rows).astype(np.int16)

@@ -8,22 +8,11 @@ from PIL import Image
 from cli import cli
 from pipeline.images import load_rgb, rgb_to_lab
 from trainer.colorize import fit_gamut, list_inputs
-from trainer.config import FitConfig
-from trainer.loop import fit
-from trainer.synthetic import write_synthetic_shards
-
-
-def train_tiny(folder, loss: str):
-    """A real checkpoint in seconds: 2 steps of the tiny model on a synthetic shard folder."""
-    data = write_synthetic_shards(folder / "shards", n=8, size=64, test_every=4)
-    run = fit(FitConfig(data=str(data), out=str(folder / loss), model="tiny", loss=loss, steps=2, batch_size=4,
-                        crop=32, workers=0, device="cpu", lr=1e-3))
-    return run / "last.pt"
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return train_tiny(tmp_path_factory.mktemp("ck"), "ce")
+def ckpt(tiny_runs):
+    return tiny_runs[1]["ce"]
 
 
 def smooth_rgb(h, w, seed):

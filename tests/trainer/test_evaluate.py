@@ -8,20 +8,14 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli import cli
-from trainer.config import FitConfig
 from trainer.evaluate import GRAY
-from trainer.loop import fit
-from trainer.synthetic import write_synthetic_shards
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """Synthetic shards (2 of 8 images in the test split) and a ce and an l2 checkpoint trained on them."""
-    root = tmp_path_factory.mktemp("eval")
-    data = write_synthetic_shards(root / "shards", n=8, size=64, test_every=4)
-    cks = [fit(FitConfig(data=str(data), out=str(root / loss), model="tiny", loss=loss, steps=2, batch_size=4,
-                         crop=32, workers=0, device="cpu", lr=1e-3)) / "last.pt" for loss in ("ce", "l2")]
-    photos = root / "photos"
+def setup(tiny_runs, tmp_path_factory):
+    """The shared tiny shards, their ce and l2 checkpoints, and a folder of photos (one gray, one broken)."""
+    data, cks = tiny_runs
+    photos = tmp_path_factory.mktemp("eval") / "photos"
     photos.mkdir()
     rng = np.random.default_rng(0)
     for i, (h, w) in enumerate([(48, 80), (90, 40), (64, 64)]):
@@ -29,7 +23,7 @@ def setup(tmp_path_factory):
         Image.fromarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)).save(photos / f"p{i}.png")
     Image.fromarray(np.full((50, 50), 90, np.uint8)).save(photos / "gray.png")          # no colour truth
     (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 10)               # truncated PNG
-    return data, cks, photos
+    return data, [cks["ce"], cks["l2"]], photos
 
 
 def invoke(*args):

@@ -1,6 +1,6 @@
 """The loss study (`cli.py study`): is class-rebalanced CE more colourful than L2 under an equal budget?
 
-One command, from a fresh clone, on a 2-core CPU in about ten minutes:
+One command, from a fresh clone, on a quiet 2-core CPU in about three minutes (docs/results.md):
   1. preprocess the bundled sample (scikit-image's colour photos) into OUT/shards, unless already there;
   2. train the `tiny` model with `l2`, `ce` and `focal`: same steps, seed, batch, crop and learning rate;
   3. evaluate all three beside the gray baseline on the held-out photos (metrics from the test shards) and

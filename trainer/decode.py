@@ -14,7 +14,8 @@ DEFAULT_TEMPERATURE = 0.38
 
 
 def annealed_mean(logits: torch.Tensor, centers: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE) -> torch.Tensor:
-    """logits (B, Q, h, w), centers (Q, 2) in ab units -> ab (B, 2, h, w) float32."""
+    """logits (B, Q, h, w), centers (Q, 2) -> (B, 2, h, w) float32 in the centres' units (ab units here; the
+    block loss passes them / AB_NORM). Differentiable."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     p = torch.softmax(logits.float() / temperature, dim=1)                       # (B, Q, h, w)

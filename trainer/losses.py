@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from registry import Registry
+from trainer.decode import annealed_mean
 from trainer.models import AB_NORM
 
 LOSSES = Registry("loss")
@@ -106,7 +107,7 @@ class WithBlock(Loss):
         if self.head == "ab":
             ab_hat = out.float()
         else:
-            ab_hat = torch.einsum("bqhw,qc->bchw", out.float().softmax(1), self.centers.to(out.device))
+            ab_hat = annealed_mean(out, self.centers, temperature=1.0)         # centres already / AB_NORM
         k = self.size
         blk = 0.5 * (F.avg_pool2d(ab_hat, k, ceil_mode=True) -
                      F.avg_pool2d(tg.ab / AB_NORM, k, ceil_mode=True)).pow(2).sum(1).mean()

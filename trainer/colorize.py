@@ -149,17 +149,11 @@ def list_inputs(inputs, exclude: Path | None = None) -> tuple[list[tuple[Path, P
     return unique, ignored, missing
 
 
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def run(cfg: ColorizeConfig, colorizer=None) -> ColorizeResult:
     """Colorize every input into cfg.out. `colorizer` is loaded from cfg.checkpoint unless given."""
     if colorizer is None:
         from trainer.inference import load_colorizer
-        colorizer = load_colorizer(cfg.checkpoint, device=resolve_device(cfg.device))
+        colorizer = load_colorizer(cfg.checkpoint, device=cfg.device)
     out_dir = Path(cfg.out)
     pairs, ignored, missing = list_inputs(cfg.inputs, exclude=out_dir)
     result = ColorizeResult(ignored=ignored)

@@ -47,8 +47,10 @@ class Colorizer:
 
 
 def load_colorizer(path, device="cpu") -> Colorizer:
-    """Our checkpoint or a released-layout ECCV16 state dict -> Colorizer on `device`.
+    """Our checkpoint or a released-layout ECCV16 state dict -> Colorizer on `device` ("auto": CUDA if visible).
     Raises checkpoint.CheckpointError naming the file when it cannot or must not be loaded."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
     raw = checkpoint.load_any(path)
     if raw.get("format") == checkpoint.FORMAT:

@@ -146,7 +146,6 @@ def fit(**opts):
     click.echo(f"run: {run_dir}  (log {run_dir / 'log.jsonl'}, checkpoint {run_dir / 'last.pt'})")
 
 
-
 # ---- checkpoints -> colours and numbers -----------------------------------------------------------------
 def _net_size(ctx, param, value):
     if value < 8 or value % 8:

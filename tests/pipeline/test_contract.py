@@ -71,3 +71,13 @@ def test_written_files_follow_the_umask_not_mkstemp(tmp_path):
     path = tmp_path / "a.h5"
     contract.write_shard(path, **_arrays())
     assert path.stat().st_mode & 0o777 == 0o666 & ~contract._UMASK     # e.g. 0644: others can read shards
+
+
+def test_open_shard_holds_no_chunk_cache_and_a_small_metadata_cache(tmp_path):
+    """Loader workers keep every shard they read open: per-handle caches are what grows with the dataset."""
+    contract.write_shard(tmp_path / "a.h5", **_arrays())
+    with contract.open_shard(tmp_path / "a.h5") as sh:
+        fapl = sh.h5.id.get_access_plist()
+        assert fapl.get_cache()[2] == 0                          # chunk cache bytes
+        assert fapl.get_mdc_config().max_size <= 64 * 1024      # HDF5's default grows to 32 MiB
+        np.testing.assert_array_equal(sh.read(1)["L"], _arrays()["L"][1])

@@ -160,6 +160,15 @@ def open_shard(path) -> Shard:
     return Shard(path)
 
 
+def rebalancing_weights(prob: np.ndarray, lam: float) -> np.ndarray:
+    """prob (Q,) -> weights (Q,) = ((1 - lam) prob + lam / Q)^-1, scaled so that sum(prob * weights) = 1: rare
+    colours weigh more, common ones less. Part of the contract: the pipeline writes it, verification checks it."""
+    if not 0 <= lam <= 1:
+        raise ValueError(f"lam must be in [0, 1], got {lam}")
+    w = 1.0 / ((1 - lam) * prob + lam / len(prob))
+    return w / (prob * w).sum()
+
+
 @dataclass(frozen=True)
 class Prior:
     """Empirical class prior over the ab bins and its rebalancing weights (DESIGN.md, "The recipe")."""
@@ -354,8 +363,7 @@ def _prior_problems(p: Prior) -> list[str]:
     if not 0 <= p.lam <= 1:
         problems.append(f"lam = {p.lam} outside [0, 1]")
     else:
-        ref = 1.0 / ((1 - p.lam) * p.prob + p.lam / Q)
-        ref /= (p.prob * ref).sum()
+        ref = rebalancing_weights(p.prob, p.lam)
         err = np.abs(ref - p.weights).max() / ref.max()
         if err > 1e-4:
             problems.append(f"weights differ from ((1 - lam) prob + lam / Q)^-1 normalised by {err:.2e} "

@@ -96,12 +96,15 @@ def verify(folder, shallow):
 
 
 # ---- trainer: shards -> checkpoints ---------------------------------------------------------------------
-def _fit_errors():
-    """Exceptions of fit that mean bad input (options, shards, checkpoints): a message, no traceback."""
+def _user_errors():
+    """Exceptions of the trainer's commands that mean bad input (options, shards, checkpoints, an empty
+    folder): a message, no traceback. Called only while an exception is being handled, so the imports cost
+    nothing on success."""
     from pipeline.contract import ShardFormatError
     from trainer.checkpoint import CheckpointError
     from trainer.config import FitError
-    return FitError, CheckpointError, ShardFormatError
+    from trainer.evaluate import EvalError
+    return FitError, CheckpointError, ShardFormatError, EvalError
 
 
 @cli.command()
@@ -141,7 +144,7 @@ def fit(**opts):
     from trainer.loop import fit as run_fit
     try:
         run_dir = run_fit(FitConfig(**{**opts, "init": opts["init"] or ""}))
-    except _fit_errors() as e:
+    except _user_errors() as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"run: {run_dir}  (log {run_dir / 'log.jsonl'}, checkpoint {run_dir / 'last.pt'})")
 
@@ -158,13 +161,6 @@ def _positive(ctx, param, value):
         raise click.BadParameter(f"{value}: must be > 0")
     return value
 
-
-def _user_errors():
-    """Exceptions that mean bad input (a wrong checkpoint, shards, an empty folder): message, no traceback."""
-    from pipeline.contract import ShardFormatError
-    from trainer.checkpoint import CheckpointError
-    from trainer.evaluate import EvalError
-    return CheckpointError, ShardFormatError, EvalError
 
 
 _checkpoint_opt = click.option("--checkpoint", "checkpoints", multiple=True, required=True,
@@ -256,11 +252,10 @@ def compare(checkpoints, **opts):
 @click.option("--batch-size", default=6, callback=_positive)
 def study(**opts):
     """Loss study on the bundled sample: train `tiny` with l2, ce, focal for equal steps; evaluate and compare."""
-    from trainer.config import FitError
     from trainer.study import StudyConfig, run
     try:
         report = run(StudyConfig(**opts))
-    except (*_user_errors(), FitError) as e:
+    except _user_errors() as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"-> {report}")
 
@@ -327,7 +322,7 @@ def bench_step(**opts):
         raise click.BadParameter(f"{opts['crop']}: must be a multiple of 8", param_hint="--crop")
     try:
         figures = measure(**opts, progress=click.echo)
-    except _fit_errors() as e:
+    except _user_errors() as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(figures))
 
@@ -349,7 +344,7 @@ def bench_loader(workers, **opts):
         raise click.BadParameter(f"{workers!r}: expected integers like 0,1,2", param_hint="--workers") from None
     try:
         figures = measure(**opts, workers=counts, progress=click.echo)
-    except (*_fit_errors(), ValueError) as e:
+    except (*_user_errors(), ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(figures))
 
@@ -369,7 +364,7 @@ def bench_epoch(**opts):
     from trainer.bench import bench_epoch as measure
     try:
         figures = measure(**opts, progress=click.echo)
-    except _fit_errors() as e:
+    except _user_errors() as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(figures))
 

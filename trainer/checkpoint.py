@@ -38,6 +38,12 @@ def load_any(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip (PK..) or, in its legacy format, a pickle (protocol byte 0x80). Anything else (an
+    # image, a text file) would reach the unpickler and be reported as refused pickled code, which misleads.
+    if not (head.startswith(b"PK") or head.startswith(b"\x80")):
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (it starts with {head!r}, not a zip or pickle)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

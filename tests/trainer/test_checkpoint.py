@@ -32,6 +32,13 @@ def test_pickled_code_is_refused_and_not_run(tmp_path):
     assert not marker.exists()
 
 
+def test_a_file_that_is_no_checkpoint_is_named_as_such_not_as_pickled_code(tmp_path):
+    text = tmp_path / "notes.pt"
+    text.write_text("# not a checkpoint\n")
+    with pytest.raises(checkpoint.CheckpointError, match="notes.pt: not a PyTorch checkpoint"):
+        checkpoint.load_any(text)
+
+
 @pytest.fixture()
 def good(tmp_path):
     return checkpoint.save(tmp_path / "last.pt", {"model": {"w": torch.arange(50000.0)}, "step": 3})

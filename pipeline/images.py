@@ -161,22 +161,28 @@ def orient(rgb: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def resize_center_crop(rgb: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (size, size, 3): the centred square of side min(H, W), resized with INTER_AREA.
-    Same as resizing the shorter side to `size` and then centre-cropping, up to a sub-pixel crop offset,
-    and cheaper because the discarded margins are never resampled."""
+    """(H, W, 3) uint8 -> (size, size, 3): the centred square of side min(H, W), resized. Same as resizing the
+    shorter side to `size` and then centre-cropping, up to a sub-pixel crop offset, and cheaper because the
+    discarded margins are never resampled.
+    Shrinking by 2x or more uses INTER_AREA, which averages every input pixel (no aliasing). A smaller factor,
+    which is what a JPEG decoded at reduced scale leaves (libjpeg's DCT scaling has already low-passed it), uses
+    bilinear: against an area resize of the full-resolution decode it is as close or closer (1024x768 photos:
+    48.5 vs 45.2 dB PSNR; 640x480: 40.6 both), and OpenCV's INTER_AREA by a non-integer factor under 2 costs
+    4-7x more (0.5-0.8 ms at 256 px)."""
     h, w = rgb.shape[:2]
     s = min(h, w)
     y0, x0 = (h - s) // 2, (w - s) // 2
     square = rgb[y0:y0 + s, x0:x0 + s]
     if s == size:
         return np.ascontiguousarray(square)
-    return cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA)
+    interpolation = cv2.INTER_AREA if s >= 2 * size else cv2.INTER_LINEAR
+    return cv2.resize(square, (size, size), interpolation=interpolation)
 
 
 def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 sRGB -> (H, W, 3) float32 CIE Lab (D65; L in 0..100, a and b about -110..110),
     through OpenCV's float path (the 8-bit path quantizes a and b to whole units)."""
-    return cv2.cvtColor(rgb.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2Lab)
+    return cv2.cvtColor(np.multiply(rgb, np.float32(1 / 255), dtype=np.float32), cv2.COLOR_RGB2Lab)
 
 
 def lab_to_rgb(lab: np.ndarray) -> np.ndarray:

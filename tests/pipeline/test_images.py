@@ -104,6 +104,14 @@ def test_resize_center_crop_keeps_the_centre():
     assert resize_center_crop(photo(h=20, w=30), 32).shape == (32, 32, 3)   # small images are enlarged
 
 
+def test_resize_center_crop_averages_when_shrinking_a_lot():
+    """A 1-px checkerboard shrunk 2.56x must come out about flat grey (every pixel averaged), not in aliased
+    stripes (bilinear sampling would leave values up to 118 away from grey)."""
+    board = ((np.indices((256, 256)).sum(0) % 2) * 255).astype(np.uint8)
+    out = resize_center_crop(np.repeat(board[..., None], 3, axis=2), 100)
+    assert np.abs(out.astype(int) - 128).max() <= 10
+
+
 def test_lab_agrees_with_skimage_and_round_trips():
     rgb = photo("chelsea", 48, 64)
     lab = rgb_to_lab(rgb)

@@ -59,7 +59,9 @@ def atomic_write(path):
 
 
 def l_to_uint8(L: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(np.asarray(L, np.float32) / L_SCALE), 0, 255).astype(np.uint8)
+    """L* -> stored uint8: round(L* / L_SCALE), half to even, saturated (float32 multiply, as OpenCV's
+    convertScaleAbs does it, so that the pipeline's fast path gives the same bytes)."""
+    return np.clip(np.rint(np.asarray(L, np.float32) * np.float32(1 / L_SCALE)), 0, 255).astype(np.uint8)
 
 
 def uint8_to_l(u: np.ndarray) -> np.ndarray:

@@ -106,7 +106,13 @@ def encode_image(path: Path, cfg: PrepConfig):
     ab = cv2.resize(lab, (T, T), interpolation=cv2.INTER_AREA)[..., 1:]        # exact 4x4 box mean, (T, T, 2)
     if is_gray_ab(ab, cfg.gray_chroma):                                        # by chroma, not by file mode
         return "grayscale: no ab signal"
-    return contract.l_to_uint8(cv2.extractChannel(lab, 0)), ab.transpose(2, 0, 1).astype(np.float16)
+    return l_uint8(lab), ab.transpose(2, 0, 1).astype(np.float16)
+
+
+def l_uint8(lab: np.ndarray) -> np.ndarray:
+    """(S, S, 3) float32 Lab -> (S, S) uint8 stored L: contract.l_to_uint8 in one OpenCV pass (~5x faster); its
+    abs changes nothing, as L >= 0."""
+    return cv2.convertScaleAbs(cv2.extractChannel(lab, 0), alpha=1 / contract.L_SCALE)
 
 
 def process_shard(spec: ShardSpec, ctx: ShardContext) -> str:

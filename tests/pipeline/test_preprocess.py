@@ -152,3 +152,15 @@ def test_sun_scenes_end_to_end_with_a_listed_but_missing_file(tmp_path):
     assert (result.splits, result.by_reason) == ({"train": 2, "test": 1}, {"missing": 1})
     manifest = contract.read_manifest(tmp_path / "out")
     assert manifest["root"] == str(root.resolve()) and manifest["dataset"] == "sun_scenes"
+
+
+def test_fast_stored_l_is_the_contract_l_to_uint8_to_the_byte():
+    """The pipeline quantizes L with one OpenCV pass; readers rely on contract.l_to_uint8's rounding (half to
+    even, saturated), so the two must agree everywhere, exact half steps included."""
+    from pipeline.preprocess import l_uint8
+    sweep = np.arange(0, 101, 1e-3, dtype=np.float64).astype(np.float32)
+    ties = ((np.arange(256) + 0.5) * np.float32(contract.L_SCALE)).astype(np.float32)
+    L = np.concatenate([sweep, ties, np.nextafter(ties, 0), np.nextafter(ties, 200)])
+    lab = np.zeros((1, L.size, 3), np.float32)
+    lab[0, :, 0] = L
+    assert np.array_equal(l_uint8(lab)[0], contract.l_to_uint8(L))

@@ -47,11 +47,12 @@ def _block_reference(name, out, tg, centers, size=4):
     return 0.5 * ((pool(ab_hat) - pool(tg.ab / AB_NORM)) ** 2).sum(1).mean()
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])   # channels-last: CUDA's
 @pytest.mark.parametrize("name", sorted(LOSSES))
-def test_loss_and_gradient_match_dense_reference(name):
+def test_loss_and_gradient_match_dense_reference(name, layout):
     tg, centers, g = _inputs()
     C = 2 if LOSSES[name].head == "ab" else Q
-    out = torch.randn(B, C, T, T, generator=g, requires_grad=True)
+    out = torch.randn(B, C, T, T, generator=g).contiguous(memory_format=layout).requires_grad_(True)
     got = create_loss(name)(out, tg)["loss"]
     (grad,) = torch.autograd.grad(got, out)
     ref_out = out.detach().clone().requires_grad_(True)
@@ -92,3 +93,20 @@ def test_focal_options_reach_the_loss_and_unknown_names_are_refused():
     assert b["loss"] < a["loss"]
     with pytest.raises(ValueError, match="unknown loss 'hinge'"):
         create_loss("hinge")
+
+
+@pytest.mark.parametrize("name", ["ce", "focal", "focal-exact"])
+def test_bf16_channels_last_logits_as_on_cuda(name):
+    """Under CUDA autocast the head's logits are bf16 and channels-last: the loss is float32, equal to the
+    reference on the same (rounded) logits, and the gradient comes back in the logits' dtype and layout."""
+    tg, centers, g = _inputs()
+    out = torch.randn(B, Q, T, T, generator=g).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    out.requires_grad_(True)
+    got = create_loss(name)(out, tg)["loss"]
+    (grad,) = torch.autograd.grad(got, out)
+    ref_out = out.detach().float().requires_grad_(True)
+    ref = _reference(name, ref_out, tg, centers)
+    (ref_grad,) = torch.autograd.grad(ref, ref_out)
+    assert got.dtype == torch.float32 and grad.dtype == torch.bfloat16
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad.float(), ref_grad, rtol=1e-2, atol=1e-5)

@@ -33,13 +33,13 @@ class Targets:
     w: torch.Tensor
 
 
-def _class_last(logits: torch.Tensor, *per_pixel: torch.Tensor) -> tuple[int, list[torch.Tensor]]:
-    """The dimension to reduce over the Q classes, and the tensors viewed to match. On CUDA the network is
-    channels-last, so a pixel's Q logits lie side by side: reducing over the last dim of a (B, t, t, Q) view is
-    a contiguous reduction, where dim 1 of that layout is a strided one (2.8x slower fwd+bwd on an H100)."""
+def _classes_last(logits: torch.Tensor, idx: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """The dimension to reduce over the Q classes, with logits and indices viewed to match. On CUDA the network
+    is channels-last, so a pixel's Q logits lie side by side: reducing over the last dim of a (B, t, t, Q) view
+    is a contiguous reduction, where dim 1 of that layout is a strided one (2.8x slower fwd+bwd on an H100)."""
     if logits.dim() == 4 and not logits.is_contiguous() and logits.is_contiguous(memory_format=torch.channels_last):
-        return -1, [t.permute(0, 2, 3, 1) for t in (logits, *per_pixel)]
-    return 1, [logits, *per_pixel]
+        return -1, logits.permute(0, 2, 3, 1), idx.permute(0, 2, 3, 1)
+    return 1, logits, idx
 
 
 def soft_ce_pixels(logits: torch.Tensor, tg: Targets) -> torch.Tensor:
@@ -51,7 +51,7 @@ def soft_ce_pixels(logits: torch.Tensor, tg: Targets) -> torch.Tensor:
 
 def target_log_probs(logits: torch.Tensor, tg: Targets) -> torch.Tensor:
     """Log-probabilities of each pixel's K target bins (B, K, t, t), float32, for losses that need them."""
-    dim, (x, idx) = _class_last(logits, tg.nn_idx)
+    dim, x, idx = _classes_last(logits, tg.nn_idx)
     logp_k = F.log_softmax(x.float(), dim=dim).gather(dim, idx)
     return logp_k if dim == 1 else logp_k.permute(0, 3, 1, 2)
 

@@ -6,16 +6,19 @@ In one run, on the same files, with the same worker processes (pipeline.parallel
   prior), into a fresh folder;
 at two dataset sizes (N/2 and N), sampling the resident memory of this process and all its children every
 20 ms. Besides wall-clock images/s, the CPU time of the processes involved is compared (cpu_ratio): on a
-machine shared with other jobs, that is the steadier measure of the work each side does. A warm-up on a few images first starts the workers and loads numba's compiled kernel, so both
-measurements are steady-state. Without a dataset, N realistic JPEGs (1024x768, about a SUN397 photo, unless `photo` says otherwise) are generated from the
+machine shared with other jobs, that is the steadier measure of the work each side does; the larger size's
+user and system time, page faults and the machine's I/O wait per side say where a gap comes from (the code,
+the kernel's memory and page-cache work, or the disk). A warm-up on a few images first starts the workers
+and loads numba's compiled kernel, so both measurements are steady-state. Without a dataset, N realistic JPEGs (1024x768, about a SUN397 photo, unless `photo` says otherwise) are generated from the
 scikit-image colour photos (random crops, scales, flips and exposure jitter, quality 90).
 """
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -63,18 +66,62 @@ def _decode_shard(spec: ShardSpec, root: str) -> int:
     return len(spec.keys)
 
 
-def cpu_seconds() -> float:
-    """User + system CPU time of this process and its live children (the persistent loky workers): the
-    CPU cost of a measurement, which other jobs sharing the machine inflate much less than wall time."""
-    import psutil
-    total = 0.0
-    for p in [psutil.Process(), *psutil.Process().children(recursive=True)]:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.Error:
-            pass
-    return total
+@dataclass(frozen=True)
+class Usage:
+    """CPU use of this process and its live children (the persistent loky workers), and the machine's I/O wait:
+    what a measurement cost besides its wall time. On a machine shared with other jobs the CPU time is the
+    steadier measure of the work each side does; user vs system time and page faults say whether that work is
+    the code's or the kernel's (memory, page cache), and I/O wait whether the disk held the run back."""
+    user: float                  # seconds
+    system: float                # seconds
+    minor_faults: int            # Linux only (/proc/PID/stat), else 0
+    iowait: float                # seconds, summed over all CPUs; Linux only, else 0
+
+    @classmethod
+    def now(cls) -> "Usage":
+        import psutil
+        user = system = 0.0
+        faults = 0
+        for p in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                user, system, faults = user + t.user, system + t.system, faults + _minor_faults(p.pid)
+            except psutil.Error:
+                pass
+        return cls(user, system, faults, getattr(psutil.cpu_times(), "iowait", 0.0))
+
+    def __sub__(self, other: "Usage") -> "Usage":
+        return Usage(self.user - other.user, self.system - other.system, self.minor_faults - other.minor_faults,
+                     self.iowait - other.iowait)
+
+    @property
+    def cpu(self) -> float:
+        return self.user + self.system
+
+
+def _minor_faults(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[7])          # field 10, minflt; the name in (...) may hold spaces
+
+
+def _measure(fn) -> tuple[object, float, Usage, float]:
+    """fn() -> (its result, wall seconds, Usage spent, peak RSS MB of this process and its children)."""
+    with PeakRSS(interval=0.02) as mem:
+        t0, u0 = time.perf_counter(), Usage.now()
+        result = fn()
+        wall, used = time.perf_counter() - t0, Usage.now() - u0
+    return result, wall, used, mem.peak_mb
+
+
+def _per_image(tag: str, n: int, wall: float, used: Usage) -> dict:
+    cores = os.cpu_count() or 1
+    return {f"{tag}_img_s": round(n / wall, 1), f"{tag}_cpu_ms": round(1e3 * used.cpu / n, 3),
+            f"{tag}_user_ms": round(1e3 * used.user / n, 3), f"{tag}_sys_ms": round(1e3 * used.system / n, 3),
+            f"{tag}_faults": round(used.minor_faults / n, 1),
+            f"{tag}_iowait_share": round(used.iowait / (wall * cores), 3)}
 
 
 def bench_preprocess(dataset: str | None, root: str, images: int, jobs: int, size: int,
@@ -93,23 +140,25 @@ def bench_preprocess(dataset: str | None, root: str, images: int, jobs: int, siz
         for tag, n in (("small", images // 2), ("large", images)):
             listing = list_dataset(dataset, root, base.partition, base.test_fraction, "all", n)
             specs = plan_shards(listing, BENCH_SHARD)
-            with PeakRSS(interval=0.02) as mem_decode:
-                t0, c0 = time.perf_counter(), cpu_seconds()
-                done = sum(imap_unordered(_decode_shard, specs, str(listing.root), workers))
-                t_decode, c_decode = time.perf_counter() - t0, cpu_seconds() - c0
-            with PeakRSS(interval=0.02) as mem_pipe:
-                t0, c0 = time.perf_counter(), cpu_seconds()
-                result = run(replace(base, limit=n, out_dir=str(tmp / f"out_{tag}")), progress=False)
-                t_pipe, c_pipe = time.perf_counter() - t0, cpu_seconds() - c0
+            done, t_dec, u_dec, mem_dec = _measure(
+                lambda: sum(imap_unordered(_decode_shard, specs, str(listing.root), workers)))
+            result, t_pipe, u_pipe, mem_pipe = _measure(
+                lambda: run(replace(base, limit=n, out_dir=str(tmp / f"out_{tag}")), progress=False))
             assert done == result.seen == len(listing.items), (done, result.seen)
-            decode_s, pipe_s = done / t_decode, result.seen / t_pipe
-            echo(f"{tag:5s} N={result.seen:5d}: decode-only {decode_s:7.1f} img/s, pipeline {pipe_s:7.1f} img/s "
-                 f"(ratio {pipe_s / decode_s:.2f}; CPU ms/img {1e3 * c_decode / done:.2f} vs "
-                 f"{1e3 * c_pipe / result.seen:.2f}, ratio {c_decode / c_pipe:.2f}; {result.written} written), "
-                 f"peak RSS {mem_pipe.peak_mb:.0f} MB (decode-only {mem_decode.peak_mb:.0f} MB)")
-            figures.update({f"n_{tag}": result.seen, f"decode_img_s_{tag}": round(decode_s, 1),
-                            f"pipeline_img_s_{tag}": round(pipe_s, 1), f"peak_rss_mb_{tag}": mem_pipe.peak_mb,
-                            f"cpu_ratio_{tag}": round(c_decode / c_pipe, 3)})
+            dec, pipe = _per_image("decode", done, t_dec, u_dec), _per_image("pipeline", result.seen, t_pipe, u_pipe)
+            echo(f"{tag:5s} N={result.seen:5d}: decode-only {dec['decode_img_s']:7.1f} img/s, pipeline "
+                 f"{pipe['pipeline_img_s']:7.1f} img/s (ratio {pipe['pipeline_img_s'] / dec['decode_img_s']:.2f}; "
+                 f"CPU ms/img {dec['decode_cpu_ms']:.2f} vs {pipe['pipeline_cpu_ms']:.2f}, ratio "
+                 f"{u_dec.cpu / u_pipe.cpu:.2f}; {result.written} written), peak RSS {mem_pipe:.0f} MB "
+                 f"(decode-only {mem_dec:.0f} MB)\n"
+                 f"      system ms/img {dec['decode_sys_ms']:.2f} vs {pipe['pipeline_sys_ms']:.2f}, page faults/img "
+                 f"{dec['decode_faults']:.0f} vs {pipe['pipeline_faults']:.0f}, I/O wait "
+                 f"{100 * dec['decode_iowait_share']:.0f}% vs {100 * pipe['pipeline_iowait_share']:.0f}% of the cores")
+            figures.update({f"n_{tag}": result.seen, f"decode_img_s_{tag}": dec["decode_img_s"],
+                            f"pipeline_img_s_{tag}": pipe["pipeline_img_s"], f"peak_rss_mb_{tag}": mem_pipe,
+                            f"cpu_ratio_{tag}": round(u_dec.cpu / u_pipe.cpu, 3)})
+            if tag == "large":                                     # the steady state: its breakdown too
+                figures.update({k: v for k, v in {**dec, **pipe}.items() if not k.endswith("_img_s")})
             shutil.rmtree(tmp / f"out_{tag}", ignore_errors=True)
         figures.update(pipeline_img_s=figures["pipeline_img_s_large"], decode_img_s=figures["decode_img_s_large"],
                        ratio=round(figures["pipeline_img_s_large"] / figures["decode_img_s_large"], 3),

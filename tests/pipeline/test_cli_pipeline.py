@@ -43,3 +43,18 @@ def test_bad_input_is_a_message_not_a_traceback(tmp_path, args, message):
     result = CliRunner().invoke(cli.cli, [a.replace("{tmp}", str(tmp_path)) for a in args])
     assert result.exit_code != 0 and message in result.output, result.output
     assert "Traceback" not in result.output and not isinstance(result.exception, (TypeError, KeyError))
+
+
+def test_bench_preprocess_ends_with_its_figures_as_json():
+    """The JSON last line carries what the issue asks for, and the breakdown that explains a gap."""
+    import json
+    result = CliRunner().invoke(cli.cli, ["bench", "preprocess", "--images", "20", "--photo", "160", "120",
+                                          "--size", "32", "--jobs", "1"])
+    assert result.exit_code == 0, result.output
+    fig = json.loads(result.output.strip().splitlines()[-1])
+    assert fig["n_small"] == 10 and fig["n_large"] == 20 and fig["jobs"] == 1
+    assert fig["pipeline_img_s"] > 0 and fig["decode_img_s"] > 0 and fig["peak_rss_mb"] > 0
+    assert fig["ratio"] == round(fig["pipeline_img_s"] / fig["decode_img_s"], 3)
+    for side in ("decode", "pipeline"):
+        assert fig[f"{side}_cpu_ms"] >= 0 and fig[f"{side}_sys_ms"] >= 0 and fig[f"{side}_faults"] >= 0
+        assert 0 <= fig[f"{side}_iowait_share"] <= 1

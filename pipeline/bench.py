@@ -9,8 +9,9 @@ at two dataset sizes (N/2 and N), sampling the resident memory of this process a
 machine shared with other jobs, that is the steadier measure of the work each side does; the larger size's
 user and system time, page faults and the machine's I/O wait per side say where a gap comes from (the code,
 the kernel's memory and page-cache work, or the disk). A warm-up on a few images first starts the workers
-and loads numba's compiled kernel, so both measurements are steady-state. Without a dataset, N realistic JPEGs (1024x768, about a SUN397 photo, unless `photo` says otherwise) are generated from the
-scikit-image colour photos (random crops, scales, flips and exposure jitter, quality 90).
+and loads numba's compiled kernel, so both measurements are steady-state. Without a dataset, N realistic JPEGs
+(1024x768, about a SUN397 photo, unless `photo` says otherwise) are generated from the scikit-image colour
+photos (random crops, scales, flips and exposure jitter, quality 90).
 """
 from __future__ import annotations
 

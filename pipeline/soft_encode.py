@@ -14,7 +14,9 @@ neighbours from the stored `ab` gets the same indices.
 """
 from __future__ import annotations
 
+import hashlib
 import math
+import zlib
 
 import numba
 import numpy as np
@@ -41,6 +43,19 @@ class SoftEncoder:
     def Q(self) -> int:
         return len(self.centers)
 
+    def __reduce__(self):
+        """Pickle as ~140 KB instead of ~1.3 MB, and unpickle to the same object once per process. The encoder
+        rides along with every shard task, and on 16 cores shipping 1.3 MB per task through loky's one feeder
+        thread held workers idle between tasks (7-11 ms mean gaps, 20-34 ms max) and delayed the first tasks
+        (tools/many_core/timeline.py). The lookup table is very redundant (neighbouring cells share candidates),
+        so zlib at level 1 shrinks it ~10x; the digest lets a worker skip even the decompression after its
+        first task."""
+        if not hasattr(self, "_packed"):              # cell sizes fit uint16: nn_idx is uint16, so Q < 65536
+            table = np.diff(self.offsets).astype(np.uint16).tobytes() + self.cand.tobytes()
+            digest = hashlib.sha1(table + self.centers.tobytes() + f"{self.k} {self.sigma}".encode()).hexdigest()
+            self._packed = (digest, self.centers, self.k, self.sigma, zlib.compress(table, 1))
+        return _unpack, self._packed
+
     def encode(self, ab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """ab (N, 2, H, W) (float16 as stored) -> nn_idx (N, K, H, W) uint16, nn_w (N, K, H, W) float16,
         neighbours nearest first, weights exp(-d^2 / 2 sigma^2) normalised to sum 1 over K."""
@@ -61,6 +76,23 @@ class SoftEncoder:
         """ab (P, 2) -> idx (P, K) uint16, w (P, K) float16; for tests and one-off use."""
         idx, w = self.encode(np.asarray(ab, np.float64).T.reshape(1, 2, 1, -1))
         return idx[0, :, 0].T, w[0, :, 0].T
+
+
+_UNPACKED: dict[str, SoftEncoder] = {}          # digest -> encoder, this process's copies (see __reduce__)
+
+
+def _unpack(digest: str, centers: np.ndarray, k: int, sigma: float, packed: bytes) -> SoftEncoder:
+    if digest not in _UNPACKED:
+        table = zlib.decompress(packed)
+        n_cells = _grid_n() ** 2
+        enc = SoftEncoder.__new__(SoftEncoder)
+        enc.centers, enc.k, enc.sigma = centers, k, sigma
+        enc.offsets = np.zeros(n_cells + 1, np.int64)
+        np.cumsum(np.frombuffer(table, np.uint16, n_cells), out=enc.offsets[1:])
+        enc.cand = np.frombuffer(table, np.int16, offset=2 * n_cells).copy()
+        _UNPACKED.clear()                            # one encoder per run: keep only the latest
+        _UNPACKED[digest] = enc
+    return _UNPACKED[digest]
 
 
 def _grid_n() -> int:

@@ -61,3 +61,23 @@ def test_rejects_impossible_settings(centers):
         SoftEncoder(centers, len(centers) + 1, 5.0)
     with pytest.raises(ValueError, match="sigma"):
         SoftEncoder(centers, 5, 0.0)
+
+
+def test_pickles_small_and_once_per_process(centers):
+    """The encoder rides along with every shard task: it must pickle to a fraction of its tables, come back
+    encoding exactly the same, and unpickle to one shared object per process (no per-task rebuild)."""
+    import pickle
+
+    from pipeline import soft_encode
+    enc = SoftEncoder(centers, 5, 5.0)
+    blob = pickle.dumps(enc)
+    assert len(blob) < (enc.offsets.nbytes + enc.cand.nbytes) / 4
+    soft_encode._UNPACKED.clear()                     # as in a fresh worker
+    first, again = pickle.loads(blob), pickle.loads(pickle.dumps(enc))
+    assert first is again and first is not enc
+    assert np.array_equal(first.offsets, enc.offsets) and np.array_equal(first.cand, enc.cand)
+    ab = np.random.default_rng(2).uniform(-120, 120, (2, 2, 16, 16)).astype(np.float16)
+    for mine, theirs in zip(enc.encode(ab), first.encode(ab)):
+        assert np.array_equal(mine, theirs)
+    other = pickle.loads(pickle.dumps(SoftEncoder(centers, 3, 5.0)))   # other settings: another encoder
+    assert other.k == 3 and other is not first

@@ -68,17 +68,21 @@ def _need_root(name: str, root: str) -> Path:
 
 
 def _image_files(root: Path) -> list[str]:
-    keys, seen = [], set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    """Keys of the image files under root, by name. String operations rather than pathlib: a folder of SUN397's
+    108k photos is listed in the main process before any worker starts, and pathlib's parsing made that
+    ~50 us a file on the 16-core machine (0.12-0.21 s for 2,400)."""
+    keys, seen, top = [], set(), os.fspath(root)
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in seen:                          # a symlink cycle: do not walk a folder twice
             dirnames[:] = []
             continue
         seen.add(real)
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for f in filenames:
-            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES:
-                keys.append(Path(dirpath, f).relative_to(root).as_posix())
+        rel = os.path.relpath(dirpath, top)
+        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        keys += [prefix + f for f in filenames
+                 if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES]
     return keys
 
 

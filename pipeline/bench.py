@@ -77,23 +77,32 @@ class Usage:
     system: float                # seconds
     minor_faults: int            # Linux only (/proc/PID/stat), else 0
     iowait: float                # seconds, summed over all CPUs; Linux only, else 0
+    per_process: tuple = ()      # ((pid, user, system, faults), ...): what a difference is taken over
 
     @classmethod
     def now(cls) -> "Usage":
         import psutil
-        user = system = 0.0
-        faults = 0
+        rows = []
         for p in [psutil.Process(), *psutil.Process().children(recursive=True)]:
             try:
                 t = p.cpu_times()
-                user, system, faults = user + t.user, system + t.system, faults + _minor_faults(p.pid)
+                rows.append((p.pid, t.user, t.system, _minor_faults(p.pid)))
             except psutil.Error:
                 pass
-        return cls(user, system, faults, getattr(psutil.cpu_times(), "iowait", 0.0))
+        return cls(sum(r[1] for r in rows), sum(r[2] for r in rows), sum(r[3] for r in rows),
+                   getattr(psutil.cpu_times(), "iowait", 0.0), tuple(rows))
 
     def __sub__(self, other: "Usage") -> "Usage":
-        return Usage(self.user - other.user, self.system - other.system, self.minor_faults - other.minor_faults,
-                     self.iowait - other.iowait)
+        """Over the processes alive at the end: one that started in between counts whole, one that ended in
+        between (an idle worker of an earlier pool timing out) is left out rather than made negative. The
+        kernel's iowait counter can step back, hence the floor at 0."""
+        before = {pid: (u, s, f) for pid, u, s, f in other.per_process}
+        user = system = 0.0
+        faults = 0
+        for pid, u, s, f in self.per_process:
+            u0, s0, f0 = before.get(pid, (0.0, 0.0, 0))
+            user, system, faults = user + u - u0, system + s - s0, faults + f - f0
+        return Usage(user, system, faults, max(0.0, self.iowait - other.iowait))
 
     @property
     def cpu(self) -> float:
@@ -101,11 +110,10 @@ class Usage:
 
 
 def _minor_faults(pid: int) -> int:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    try:                                 # field 10, minflt; the name in (...) may hold spaces
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+    except (OSError, IndexError, ValueError):            # gone, or exiting as we read (an idle pool worker)
         return 0
-    return int(stat.rsplit(")", 1)[1].split()[7])          # field 10, minflt; the name in (...) may hold spaces
 
 
 def _measure(fn) -> tuple[object, float, Usage, float]:

@@ -155,17 +155,19 @@ def bench_preprocess(dataset: str | None, root: str, images: int, jobs: int, siz
                 lambda: run(replace(base, limit=n, out_dir=str(tmp / f"out_{tag}")), progress=False))
             assert done == result.seen == len(listing.items), (done, result.seen)
             dec, pipe = _per_image("decode", done, t_dec, u_dec), _per_image("pipeline", result.seen, t_pipe, u_pipe)
+            # CPU times tick in 10 ms steps: a tiny run (the tests') can show none at all on one side
+            cpu_ratio = round(u_dec.cpu / u_pipe.cpu, 3) if u_pipe.cpu > 0 else None
             echo(f"{tag:5s} N={result.seen:5d}: decode-only {dec['decode_img_s']:7.1f} img/s, pipeline "
                  f"{pipe['pipeline_img_s']:7.1f} img/s (ratio {pipe['pipeline_img_s'] / dec['decode_img_s']:.2f}; "
                  f"CPU ms/img {dec['decode_cpu_ms']:.2f} vs {pipe['pipeline_cpu_ms']:.2f}, ratio "
-                 f"{u_dec.cpu / u_pipe.cpu:.2f}; {result.written} written), peak RSS {mem_pipe:.0f} MB "
+                 f"{'n/a' if cpu_ratio is None else f'{cpu_ratio:.2f}'}; {result.written} written), peak RSS {mem_pipe:.0f} MB "
                  f"(decode-only {mem_dec:.0f} MB)\n"
                  f"      system ms/img {dec['decode_sys_ms']:.2f} vs {pipe['pipeline_sys_ms']:.2f}, page faults/img "
                  f"{dec['decode_faults']:.0f} vs {pipe['pipeline_faults']:.0f}, I/O wait "
                  f"{100 * dec['decode_iowait_share']:.0f}% vs {100 * pipe['pipeline_iowait_share']:.0f}% of the cores")
             figures.update({f"n_{tag}": result.seen, f"decode_img_s_{tag}": dec["decode_img_s"],
                             f"pipeline_img_s_{tag}": pipe["pipeline_img_s"], f"peak_rss_mb_{tag}": mem_pipe,
-                            f"cpu_ratio_{tag}": round(u_dec.cpu / u_pipe.cpu, 3)})
+                            f"cpu_ratio_{tag}": cpu_ratio})
             if tag == "large":                                     # the steady state: its breakdown too
                 figures.update({k: v for k, v in {**dec, **pipe}.items() if not k.endswith("_img_s")})
             shutil.rmtree(tmp / f"out_{tag}", ignore_errors=True)

@@ -58,3 +58,18 @@ def test_bench_preprocess_ends_with_its_figures_as_json():
     for side in ("decode", "pipeline"):
         assert fig[f"{side}_cpu_ms"] >= 0 and fig[f"{side}_sys_ms"] >= 0 and fig[f"{side}_faults"] >= 0
         assert 0 <= fig[f"{side}_iowait_share"] <= 1
+
+
+def test_bench_preprocess_survives_a_side_with_no_cpu_tick(monkeypatch):
+    """CPU times tick in 10 ms steps, so a tiny run can measure none: the bench reports the ratio as unknown
+    instead of dividing by zero (it did, now and then, in this test suite)."""
+    import json
+
+    from pipeline import bench
+    frozen = bench.Usage(1.0, 0.5, 10, 0.0, ((1, 1.0, 0.5, 10),))
+    monkeypatch.setattr(bench.Usage, "now", classmethod(lambda cls: frozen))
+    result = CliRunner().invoke(cli.cli, ["bench", "preprocess", "--images", "20", "--photo", "160", "120",
+                                          "--size", "32", "--jobs", "1"])
+    assert result.exit_code == 0, result.output
+    fig = json.loads(result.output.strip().splitlines()[-1])
+    assert fig["cpu_ratio_large"] is None and fig["pipeline_cpu_ms"] == 0 and fig["ratio"] > 0

@@ -157,10 +157,11 @@ def bench_preprocess(dataset: str | None, root: str, images: int, jobs: int, siz
             dec, pipe = _per_image("decode", done, t_dec, u_dec), _per_image("pipeline", result.seen, t_pipe, u_pipe)
             # CPU times tick in 10 ms steps: a tiny run (the tests') can show none at all on one side
             cpu_ratio = round(u_dec.cpu / u_pipe.cpu, 3) if u_pipe.cpu > 0 else None
+            cpu_ratio_text = "n/a" if cpu_ratio is None else f"{cpu_ratio:.2f}"
             echo(f"{tag:5s} N={result.seen:5d}: decode-only {dec['decode_img_s']:7.1f} img/s, pipeline "
                  f"{pipe['pipeline_img_s']:7.1f} img/s (ratio {pipe['pipeline_img_s'] / dec['decode_img_s']:.2f}; "
                  f"CPU ms/img {dec['decode_cpu_ms']:.2f} vs {pipe['pipeline_cpu_ms']:.2f}, ratio "
-                 f"{'n/a' if cpu_ratio is None else f'{cpu_ratio:.2f}'}; {result.written} written), peak RSS {mem_pipe:.0f} MB "
+                 f"{cpu_ratio_text}; {result.written} written), peak RSS {mem_pipe:.0f} MB "
                  f"(decode-only {mem_dec:.0f} MB)\n"
                  f"      system ms/img {dec['decode_sys_ms']:.2f} vs {pipe['pipeline_sys_ms']:.2f}, page faults/img "
                  f"{dec['decode_faults']:.0f} vs {pipe['pipeline_faults']:.0f}, I/O wait "

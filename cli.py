@@ -103,7 +103,7 @@ def _user_errors():
     from pipeline.contract import ShardFormatError
     from trainer.checkpoint import CheckpointError
     from trainer.config import FitError
-    from trainer.evaluate import EvalError
+    from inference.evaluate import EvalError
     return FitError, CheckpointError, ShardFormatError, EvalError
 
 
@@ -184,7 +184,7 @@ _prior_opt = click.option("--prior", default=None, type=click.Path(exists=True, 
 @_device_opt
 def colorize(inputs, **opts):
     """Colorize INPUTS (image files or folders) at full resolution; PNGs with the input's size and lightness."""
-    from trainer.colorize import ColorizeConfig, run
+    from inference.colorize import ColorizeConfig, run
     try:
         result = run(ColorizeConfig(inputs=tuple(inputs), **opts))
     except _user_errors() as e:
@@ -209,7 +209,7 @@ def colorize(inputs, **opts):
 def evaluate(checkpoints, **opts):
     """AuC, rebalanced AuC, PSNR, SSIM, colourfulness per model and for a gray baseline -> metrics.json/.md."""
     from trainer import metrics
-    from trainer.evaluate import EvalConfig, run, summaries
+    from inference.evaluate import EvalConfig, run, summaries
     if bool(opts["data"]) == bool(opts["images"]):
         raise click.UsageError("give exactly one of --data SHARD_DIR or --images DIR")
     try:
@@ -233,7 +233,7 @@ def evaluate(checkpoints, **opts):
 @_device_opt
 def compare(checkpoints, **opts):
     """One PNG per photo: gray | each model | ground truth, labelled; index.html with the metric table."""
-    from trainer.compare import CompareConfig, run
+    from inference.compare import CompareConfig, run
     try:
         index, failed = run(CompareConfig(checkpoints=tuple(checkpoints), **{**opts, "prior": opts["prior"] or ""}))
     except _user_errors() as e:
@@ -252,7 +252,7 @@ def compare(checkpoints, **opts):
 @click.option("--batch-size", default=6, callback=_positive)
 def study(**opts):
     """Loss study on the bundled sample: train `tiny` with l2, ce, focal for equal steps; evaluate and compare."""
-    from trainer.study import StudyConfig, run
+    from inference.study import StudyConfig, run
     try:
         report = run(StudyConfig(**opts))
     except _user_errors() as e:

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from registry import Registry
+from pipeline.registry import Registry
 
 DATASETS = Registry("dataset")
 SAMPLE_TEST_FRACTION = 0.25

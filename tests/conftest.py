@@ -1,6 +1,22 @@
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory):
+    """Synthetic shards (2 of 8 images in the test split) and real checkpoints in seconds: {"ce", "l2"} ->
+    RUN_DIR/last.pt of the tiny model after 2 steps on them."""
+    from trainer.config import FitConfig
+    from trainer.loop import fit
+    from trainer.synthetic import write_synthetic_shards
+    root = tmp_path_factory.mktemp("tiny_runs")
+    data = write_synthetic_shards(root / "shards", n=8, size=64, test_every=4)
+    cks = {loss: fit(FitConfig(data=str(data), out=str(root / loss), model="tiny", loss=loss, steps=2, batch_size=4,
+                               crop=32, workers=0, device="cpu", lr=1e-3)) / "last.pt" for loss in ("ce", "l2")}
+    return data, cks

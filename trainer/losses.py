@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from registry import Registry
+from pipeline.registry import Registry
 from trainer.decode import annealed_mean
 from trainer.models import AB_NORM
 

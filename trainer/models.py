@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from registry import Registry
+from pipeline.registry import Registry
 
 L_CENT, L_NORM, AB_NORM = 50.0, 100.0, 110.0     # BaseColor constants of the released model
 MODELS = Registry("model")

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from cli import cli
 from trainer import checkpoint
-from trainer.inference import load_colorizer
+from inference.colorizer import load_colorizer
 
 
 class _Payload:

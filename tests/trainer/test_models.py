@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainer.inference import load_colorizer
+from inference.colorizer import load_colorizer
 from trainer.models import MODELS, count_params, create_model
 
 REF = Path(__file__).resolve().parents[3] / "shared" / "reference" / "pts_in_hull.npy"

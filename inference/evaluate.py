@@ -29,7 +29,7 @@ from tqdm import tqdm
 from pipeline import contract
 from pipeline.images import ImageError, is_grayscale, load_rgb, resize_center_crop, rgb_to_lab
 from trainer import metrics
-from trainer.colorize import lab_to_rgb_in_gamut, list_inputs
+from inference.colorize import lab_to_rgb_in_gamut, list_inputs
 from trainer.decode import DEFAULT_TEMPERATURE
 
 GRAY = "gray (ab = 0)"
@@ -131,7 +131,7 @@ def model_name(checkpoint: str, taken: set) -> str:
 
 
 def load_models(checkpoints, device: str = "auto") -> list[Model]:
-    from trainer.inference import load_colorizer
+    from inference.colorizer import load_colorizer
     taken: set = set()
     return [Model(model_name(c, taken), str(c), load_colorizer(c, device=device))
             for c in checkpoints]

@@ -19,10 +19,10 @@ from tqdm import tqdm
 from pipeline import contract
 from pipeline.images import ImageError, is_grayscale, lab_to_rgb, load_rgb, rgb_to_lab
 from trainer import metrics
-from trainer.colorize import colorize_rgb, list_inputs
+from inference.colorize import colorize_rgb, list_inputs
 from trainer.decode import DEFAULT_TEMPERATURE
-from trainer.evaluate import GRAY, EvalConfig, EvalError, Model, load_models, summaries
-from trainer.evaluate import run as run_evaluate
+from inference.evaluate import GRAY, EvalConfig, EvalError, Model, load_models, summaries
+from inference.evaluate import run as run_evaluate
 
 LABEL_H = 30                     # px of the label strip above each panel
 GAP = 6                          # px of white between panels

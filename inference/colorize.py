@@ -152,7 +152,7 @@ def list_inputs(inputs, exclude: Path | None = None) -> tuple[list[tuple[Path, P
 def run(cfg: ColorizeConfig, colorizer=None) -> ColorizeResult:
     """Colorize every input into cfg.out. `colorizer` is loaded from cfg.checkpoint unless given."""
     if colorizer is None:
-        from trainer.inference import load_colorizer
+        from inference.colorizer import load_colorizer
         colorizer = load_colorizer(cfg.checkpoint, device=cfg.device)
     out_dir = Path(cfg.out)
     pairs, ignored, missing = list_inputs(cfg.inputs, exclude=out_dir)

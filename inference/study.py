@@ -25,12 +25,12 @@ import torch
 
 from pipeline import contract
 from trainer import metrics
-from trainer.compare import CompareConfig
-from trainer.compare import run as run_compare
+from inference.compare import CompareConfig
+from inference.compare import run as run_compare
 from trainer.config import FitConfig
 from trainer.decode import DEFAULT_TEMPERATURE
-from trainer.evaluate import GRAY, EvalConfig, Model, load_models, summaries
-from trainer.evaluate import run as run_evaluate
+from inference.evaluate import GRAY, EvalConfig, Model, load_models, summaries
+from inference.evaluate import run as run_evaluate
 
 LOSSES = ("l2", "ce", "focal")
 
@@ -124,7 +124,7 @@ def write_report(cfg: StudyConfig, out: Path, runs: dict, held: dict, seen: dict
           f"with flips, Adam lr {cfg.lr}, seed {cfg.seed}; CE/focal decoded with the annealed mean at "
           f"T = {cfg.temperature}.\n",
           f"Held out ({len(keys)} photos, never trained on): {', '.join(keys)}. See the module docstring of "
-          f"trainer/study.py for how they were chosen.\n",
+          f"inference/study.py for how they were chosen.\n",
           "| loss | wall s (with start-up) | loop s | s/step | final loss |", "|---|---|---|---|---|"]
     for k, r in runs.items():
         wall, loop = "reused" if r["seconds"] is None else f"{r['seconds']:.0f}", r["last"]["elapsed_s"]

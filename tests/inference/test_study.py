@@ -1,8 +1,8 @@
 """The loss study end to end, at 2 steps per loss: preprocess the sample, train 3 losses, evaluate, compare."""
 import json
 
-from trainer.evaluate import GRAY
-from trainer.study import StudyConfig, run
+from inference.evaluate import GRAY
+from inference.study import StudyConfig, run
 
 
 def test_study_runs_end_to_end_and_reports_every_loss(tmp_path):

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli import cli
-from trainer.evaluate import GRAY
+from inference.evaluate import GRAY
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ Heavy imports (torch, faiss, numba) happen inside the commands, so `--help` is i
 Multi-GPU training launches this same file: `torchrun --nproc-per-node=4 cli.py fit ...`."""
 import click
 
-from pipeline.config import BACKENDS, SPLITS, PrepConfig   # both stdlib-only: --help stays instant
+from pipeline.config import BACKENDS, SPLITS, SUBSETS, PrepConfig   # both stdlib-only: --help stays instant
 from pipeline.datasets import DATASETS, DatasetError
 
 
@@ -37,7 +37,10 @@ def _size(ctx, param, value):
               help="Worker processes (0: one per CPU core).")
 @click.option("--limit", default=PrepConfig.limit, type=click.IntRange(min=0),
               help="At most this many inputs, a stable subset (0: all).")
-@click.option("--split", default=PrepConfig.split, type=click.Choice(SPLITS))
+@click.option("--split", default=PrepConfig.split, type=click.Choice(SPLITS),
+              help="val is the held-out split's usual name (ImageNet, Places365, COCO); shards call it test.")
+@click.option("--subset", default=None, type=click.Choice(SUBSETS[1:]),
+              help="imagenet: first10k (first 10,000 val images) or ctest10k (colorization-pytorch's test set).")
 @click.option("--backend", default=PrepConfig.backend, type=click.Choice(BACKENDS),
               help="loky: processes on this machine; dask: a LocalCluster, or the cluster at --scheduler.")
 @click.option("--scheduler", default=PrepConfig.scheduler,
@@ -50,14 +53,14 @@ def preprocess(**opts):
     """Images -> Lab -> soft-encoded ab targets -> HDF5 shards, manifest.json and prior.npz.
     Rerunning the same command keeps the shards already complete."""
     from pipeline.preprocess import OutputError, run  # faiss/numba load only when this command runs
-    opts = {**opts, "root": opts["root"] or "", "out_dir": opts["out_dir"] or "",
+    opts = {**opts, "root": opts["root"] or "", "out_dir": opts["out_dir"] or "", "subset": opts["subset"] or "",
             "backend": "dask" if opts["scheduler"] else opts["backend"]}
     if opts["dataset"] != "sample" and not opts["root"]:
         raise click.BadParameter(f"dataset {opts['dataset']!r} needs --root DIR", param_hint="--root")
     try:
         result = run(PrepConfig(**opts))
     except DatasetError as e:
-        raise click.BadParameter(str(e), param_hint="--root / --partition") from None
+        raise click.BadParameter(str(e), param_hint="--root / --partition / --subset") from None
     except OutputError as e:                        # disk full, read-only: complete shards stay for the rerun
         raise click.ClickException(str(e)) from None
     click.echo(result.summary())

@@ -5,7 +5,9 @@ import os
 from dataclasses import asdict, dataclass
 
 BACKENDS = ("loky", "dask")
-SPLITS = ("all", "train", "test")
+SPLITS = ("all", "train", "test", "val")   # val: ImageNet's, Places365's and COCO's name for the held-out split,
+                                           # which shards store as "test" (what evaluate reads by default)
+SUBSETS = ("", "first10k", "ctest10k")     # ImageNet evaluation subsets (pipeline.subsets); "" = the whole split
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,8 @@ class PrepConfig:
     shard_size: int = 256        # inputs per shard (~40 MB of shard at size 256); also the unit of work
     jobs: int = 0                # worker processes; 0 = one per CPU core
     limit: int = 0               # process at most this many inputs (a stable, spread-out subset); 0 = all
-    split: str = "all"           # all | train | test
+    split: str = "all"           # all | train | test (= val)
+    subset: str = ""             # imagenet: first10k | ctest10k, validation images only (pipeline.subsets)
     backend: str = "loky"        # loky (processes on this machine) | dask (a LocalCluster, or --scheduler)
     scheduler: str = ""          # address of a running dask scheduler, e.g. tcp://10.0.0.1:8786
     partition: int = 1           # SUN397 partition: Training_NN.txt / Testing_NN.txt, NN = 01..10
@@ -41,6 +44,10 @@ class PrepConfig:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+        if self.split == "val":
+            object.__setattr__(self, "split", "test")       # one name per split in shards and manifests
+        if self.subset not in SUBSETS:
+            raise ValueError(f"subset must be one of {SUBSETS[1:]}, got {self.subset!r}")
         if not 0 <= self.lam <= 1 or self.sigma <= 0 or not 0 <= self.test_fraction < 1:
             raise ValueError("need 0 <= lam <= 1, sigma > 0 and 0 <= test_fraction < 1")
         if not 0 < self.decode_slack <= 1:

@@ -7,14 +7,27 @@ missing, empty or not an image is the preprocessor's business and ends up in the
     sun_objects  SUN2012 pascal layout: JPEGImages/ and ImageSets/Main/{train,test}.txt (ids, no extension)
     sun_scenes   SUN397: official Training_NN.txt / Testing_NN.txt lists (lines like /a/abbey/sun_x.jpg),
                  in the root, root/Partitions or a sibling Partitions/ folder
+    imagenet     ILSVRC2012: train/ and val/ folders or the tars as distributed; val is the test split;
+                 subsets first10k and ctest10k (pipeline/resources)
+    places365    Places365-Standard: the official lists with data_256/ (or data_large/) and val_256/ (val_large/),
+                 or their tars
+    coco         COCO 2017: train2017/ and val2017/ (the test split)
+    webdataset   WebDataset-style tar shards: one image member per sample
+
+Archives (pipeline.archives) are read in place: a listing's `members` maps a key to its bytes inside a tar, keyed
+as if the tar had been extracted where the distribution's instructions put it, so the tars and the extracted
+tree give the same keys, hence the same shards.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.archives import ArchiveError, Member, nested_tar_members, tar_members
 from pipeline.registry import Registry
 
 DATASETS = Registry("dataset")
@@ -31,6 +44,7 @@ class Listing:
     name: str
     root: Path
     items: tuple[tuple[str, str], ...]        # (key, split), sorted by split then key
+    members: Mapping[str, Member] = field(default_factory=dict)   # key -> its bytes in a tar; others: root/key
 
     def split(self, name: str) -> list[str]:
         return [k for k, s in self.items if s == name]
@@ -47,15 +61,22 @@ def _hash_order(key: str) -> bytes:
 
 
 def list_dataset(name: str, root: str = "", partition: int = 1, test_fraction: float = 0.1,
-                 split: str = "all", limit: int = 0) -> Listing:
-    """The inputs of one run. `limit` keeps a stable, spread-out subset (the keys with the smallest hash),
-    so a limited run on SUN397 is not just the first categories in alphabetical order."""
-    listing = DATASETS.build(name, root=root, partition=partition, test_fraction=test_fraction)
+                 split: str = "all", limit: int = 0, subset: str = "") -> Listing:
+    """The inputs of one run. `subset` names an evaluation subset (pipeline.subsets); `limit` keeps a stable,
+    spread-out subset (the keys with the smallest hash), so a limited run on SUN397 is not just the first
+    categories in alphabetical order."""
+    try:
+        listing = DATASETS.build(name, root=root, partition=partition, test_fraction=test_fraction)
+    except ArchiveError as e:
+        raise DatasetError(str(e)) from None
     items = [(k, s) for k, s in listing.items if split in ("all", s)]
+    if subset:
+        from pipeline.subsets import select_subset
+        items = select_subset(listing, subset, split)
     if limit:
         items = sorted(items, key=lambda it: _hash_order(it[0]))[:limit]
     order = {"train": 0, "test": 1}
-    return Listing(name, listing.root, tuple(sorted(items, key=lambda it: (order[it[1]], it[0]))))
+    return Listing(name, listing.root, tuple(sorted(items, key=lambda it: (order[it[1]], it[0]))), listing.members)
 
 
 def _need_root(name: str, root: str) -> Path:
@@ -155,3 +176,140 @@ def sun_scenes(root: str = "", partition: int = 1, test_fraction: float = 0.1) -
             if line.strip():
                 split_of.setdefault(line.strip().lstrip("/"), split)
     return Listing("sun_scenes", path, tuple(sorted(split_of.items())))
+
+
+def _is_image(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES and not os.path.basename(name).startswith(".")
+
+
+def _first_file(*candidates: Path) -> Path | None:
+    return next((c for c in candidates if c.is_file()), None)
+
+
+@DATASETS.register
+def imagenet(root: str = "", partition: int = 1, test_fraction: float = 0.1) -> Listing:
+    """ILSVRC2012 as distributed: `train/nXXXXXXXX/*.JPEG` or ILSVRC2012_img_train.tar (a tar of 1,000 per-class
+    tars, read in place as train/<wnid>/<file>), and `val/` flat (ILSVRC2012_val_NNNNNNNN.JPEG, the labels in
+    LOC_val_solution.csv or the devkit's ground-truth list), `val/nXXXXXXXX/` (after the usual valprep.sh), or
+    ILSVRC2012_img_val.tar (flat, read as val/<file>). Kaggle's copy (ILSVRC/Data/CLS-LOC/{train,val}) works
+    too. Colorization needs no labels, so none are read. val is the held-out split (stored as "test")."""
+    path = _need_root("imagenet", root)
+    base = path / "ILSVRC" / "Data" / "CLS-LOC" if (path / "ILSVRC" / "Data" / "CLS-LOC").is_dir() else path
+    items: list[tuple[str, str]] = []
+    members: dict[str, Member] = {}
+    if (base / "train").is_dir():
+        items += [("train/" + k, "train") for k in _image_files(base / "train")]
+    elif tar := _first_file(path / "ILSVRC2012_img_train.tar", base / "ILSVRC2012_img_train.tar"):
+        for inner, name, member in nested_tar_members(str(tar)):
+            if _is_image(name):             # as `tar xf nXXXXXXXX.tar -C train/nXXXXXXXX` would place it
+                key = f"train/{inner[:-len('.tar')]}/{name}"
+                members[key] = member
+                items.append((key, "train"))
+    if (base / "val").is_dir():
+        items += [("val/" + k, "test") for k in _image_files(base / "val")]
+    elif tar := _first_file(path / "ILSVRC2012_img_val.tar", base / "ILSVRC2012_img_val.tar"):
+        for name, member in tar_members(str(tar)):
+            if _is_image(name):
+                members["val/" + name] = member
+                items.append(("val/" + name, "test"))
+    if not items:
+        raise DatasetError(f"--root {root}: no ImageNet images: expected train/nXXXXXXXX/*.JPEG and/or val/ "
+                           "(flat or class folders), or ILSVRC2012_img_train.tar / ILSVRC2012_img_val.tar")
+    return Listing("imagenet", base, tuple(sorted(items)), members)
+
+
+PLACES_LISTS = {"train": "places365_train_standard.txt", "test": "places365_val.txt"}
+PLACES_DIRS = {"train": ("data_256", "train_256", "data_large", "train_large"), "test": ("val_256", "val_large")}
+PLACES_TARS = ("train_256_places365standard.tar", "train_large_places365standard.tar", "val_256.tar",
+               "val_large.tar")
+
+
+@DATASETS.register
+def places365(root: str = "", partition: int = 1, test_fraction: float = 0.1) -> Listing:
+    """Places365-Standard: the official lists places365_train_standard.txt (lines `/a/airfield/00000001.jpg 0`)
+    and places365_val.txt (`Places365_val_00000001.jpg 165`), in the root or its filelist_places365-standard/,
+    with the images of the 256x256 release (data_256/, val_256/) or the high-resolution one (data_large/,
+    val_large/), extracted or as their tars (train_256_places365standard.tar holds data_256/..., val_256.tar
+    val_256/...). The 256 folders win when both are there. The val list is the test split."""
+    path = _need_root("places365", root)
+    lists = {split: _first_file(path / name, path / "filelist_places365-standard" / name)
+             for split, name in PLACES_LISTS.items()}
+    if not any(lists.values()):
+        raise DatasetError(f"--root {root}: no Places365 lists ({', '.join(PLACES_LISTS.values())}) in it or in "
+                           "filelist_places365-standard/ (they come in filelist_places365-standard.tar)")
+    in_tars: dict[str, Member] = {}
+    for tar in (path / t for t in PLACES_TARS):
+        if tar.is_file():
+            in_tars.update(tar_members(str(tar)))
+    tops = {key.split("/", 1)[0] for key in in_tars}
+    items, members = [], {}
+    for split, file in lists.items():
+        if file is None:
+            continue
+        folder = next((d for d in PLACES_DIRS[split] if (path / d).is_dir()), None) or \
+            next((d for d in PLACES_DIRS[split] if d in tops), None)
+        if folder is None:
+            raise DatasetError(f"{file.name} lists images, but none of {', '.join(PLACES_DIRS[split])} is a folder "
+                               f"under --root {root} or inside {', '.join(PLACES_TARS)} there")
+        for line in file.read_text().split("\n"):
+            if line.split():
+                key = f"{folder}/{line.split()[0].lstrip('/')}"
+                items.append((key, split))
+                if key in in_tars and not (path / folder).is_dir():
+                    members[key] = in_tars[key]
+    return Listing("places365", path, tuple(sorted(set(items))), members)
+
+
+@DATASETS.register
+def coco(root: str = "", partition: int = 1, test_fraction: float = 0.1) -> Listing:
+    """COCO 2017 images: train2017/ and val2017/ (the test split), unzipped. Labels are not needed."""
+    path = _need_root("coco", root)
+    items = [(f"{folder}/{k}", split) for folder, split in (("train2017", "train"), ("val2017", "test"))
+             if (path / folder).is_dir() for k in _image_files(path / folder)]
+    if not items:
+        zips = [z for z in ("train2017.zip", "val2017.zip") if (path / z).is_file()]
+        hint = f" (unzip {' and '.join(zips)} there: zip archives are not read in place)" if zips else ""
+        raise DatasetError(f"--root {root}: no images in train2017/ or val2017/{hint}")
+    return Listing("coco", path, tuple(sorted(items)))
+
+
+def _split_of_tar(rel: str) -> str | None:
+    tokens = set(re.split(r"[^a-z0-9]+", rel.lower()))
+    if "train" in tokens:
+        return "train"
+    return "test" if tokens & {"val", "valid", "validation", "test"} else None
+
+
+@DATASETS.register
+def webdataset(root: str = "", partition: int = 1, test_fraction: float = 0.1) -> Listing:
+    """WebDataset-style shards: the .tar files under --root, read in place. A sample is the members sharing a
+    key (a name up to the first dot of its file name: 000123.jpg, 000123.cls); its input is the first member
+    whose extension is an image suffix (.jpg, .png, ...; 000123.seg.png is not one), keyed by its member name,
+    so the keys are those of the extracted files. Split: a tar whose path names train, or val / valid /
+    validation / test, gives that split; otherwise the hash split of the key, as for `folder` (which then gives
+    the same shards from the extracted tars)."""
+    path = _need_root("webdataset", root)
+    tars = sorted(k for k in _all_files(path) if k.endswith(".tar"))
+    if not tars:
+        raise DatasetError(f"--root {root}: no .tar shards under it")
+    items, members, origin = [], {}, {}
+    for rel in tars:
+        split = _split_of_tar(rel)
+        samples = set()
+        for name, member in tar_members(str(path / rel)):
+            directory, _, base = name.rpartition("/")
+            stem, _, ext = base.partition(".")
+            sample = f"{directory}/{stem}"
+            if sample in samples or "." in ext or not _is_image(name):
+                continue
+            if name in origin:
+                raise DatasetError(f"--root {root}: sample {name} is in both {origin[name]} and {rel}")
+            samples.add(sample)
+            origin[name], members[name] = rel, member
+            items.append((name, split or hash_split(name, test_fraction)))
+    return Listing("webdataset", path, tuple(sorted(items)), members)
+
+
+def _all_files(root: Path) -> list[str]:
+    return [os.path.relpath(os.path.join(d, f), root).replace(os.sep, "/")
+            for d, _, files in os.walk(root) for f in files if not f.startswith(".")]

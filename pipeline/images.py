@@ -48,13 +48,14 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def load_rgb(path, min_side: int | None = None) -> np.ndarray:
-    """Decode `path` by content into (H, W, 3) uint8 RGB, EXIF orientation applied.
+def load_rgb(path, min_side: int | None = None, data: bytes | None = None) -> np.ndarray:
+    """Decode `path` (or `data`, its bytes already read, e.g. from inside a tar) by content into (H, W, 3)
+    uint8 RGB, EXIF orientation applied.
     `min_side`: JPEGs whose shorter side is at least 2x (4x, 8x) this are decoded at 1/2 (1/4, 1/8) scale by
     libjpeg's DCT scaling, which low-passes like an area average and costs a fraction of a full decode."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = path.read_bytes() if data is None else data
     except FileNotFoundError:
         raise ImageError("missing", f"{path} does not exist") from None
     except IsADirectoryError:

@@ -32,6 +32,7 @@ import h5py
 import numpy as np
 
 from pipeline import contract
+from pipeline.archives import read_member
 from pipeline.bins import fingerprint, in_gamut_centers
 from pipeline.config import PrepConfig
 from pipeline.datasets import Listing, list_dataset
@@ -63,6 +64,7 @@ class ShardSpec:
     split: str
     index: int
     keys: tuple[str, ...]
+    members: tuple = ()           # per key, its archives.Member inside a tar, or None for the file root/key
 
     @property
     def file(self) -> str:
@@ -87,15 +89,18 @@ def plan_shards(listing: Listing, shard_size: int) -> list[ShardSpec]:
     specs = []
     for split in ("train", "test"):
         keys = listing.split(split)
-        specs += [ShardSpec(split, i // shard_size, tuple(keys[i:i + shard_size]))
+        specs += [ShardSpec(split, i // shard_size, tuple(keys[i:i + shard_size]),
+                            tuple(listing.members.get(k) for k in keys[i:i + shard_size]) if listing.members else ())
                   for i in range(0, len(keys), shard_size)]
     return specs
 
 
-def encode_image(path: Path, cfg: PrepConfig):
-    """One input -> (L (S, S) uint8, ab (2, T, T) float16), or a skip reason "kind: detail"."""
+def encode_image(path: Path, cfg: PrepConfig, member=None):
+    """One input (the file `path`, or an archives.Member: bytes inside a tar) -> (L (S, S) uint8,
+    ab (2, T, T) float16), or a skip reason "kind: detail"."""
     try:   # a reduced decode never goes below min_side, so "too small" is judged on the true size
-        rgb = load_rgb(path, min_side=max(cfg.min_side, math.ceil(cfg.decode_slack * cfg.size)))
+        data = None if member is None else read_member(member)
+        rgb = load_rgb(path, min_side=max(cfg.min_side, math.ceil(cfg.decode_slack * cfg.size)), data=data)
     except ImageError as e:                       # a bad file, not a bug: record it and move on
         return str(e)
     h, w = rgb.shape[:2]
@@ -120,8 +125,8 @@ def process_shard(spec: ShardSpec, ctx: ShardContext) -> tuple[str, dict]:
     attrs (`summary_of` of the file, without reading it back)."""
     S, T = ctx.cfg.size, ctx.cfg.size // contract.TARGET_STRIDE
     Ls, abs_, keys, skipped = [], [], [], []
-    for key in spec.keys:
-        out = encode_image(Path(ctx.root) / key, ctx.cfg)
+    for key, member in zip(spec.keys, spec.members or (None,) * len(spec.keys)):
+        out = encode_image(Path(ctx.root) / key, ctx.cfg, member)
         if isinstance(out, str):
             skipped.append({"key": key, "reason": out})
         else:
@@ -214,7 +219,8 @@ def run(cfg: PrepConfig, progress: bool = True) -> PrepResult:
     from pipeline.parallel import imap_unordered
 
     t0 = time.perf_counter()
-    listing = list_dataset(cfg.dataset, cfg.root, cfg.partition, cfg.test_fraction, cfg.split, cfg.limit)
+    listing = list_dataset(cfg.dataset, cfg.root, cfg.partition, cfg.test_fraction, cfg.split, cfg.limit,
+                           cfg.subset)
     out = Path(cfg.out)
     with _writing(out):
         out.mkdir(parents=True, exist_ok=True)

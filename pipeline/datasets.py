@@ -65,6 +65,9 @@ def list_dataset(name: str, root: str = "", partition: int = 1, test_fraction: f
     """The inputs of one run. `subset` names an evaluation subset (pipeline.subsets); `limit` keeps a stable,
     spread-out subset (the keys with the smallest hash), so a limited run on SUN397 is not just the first
     categories in alphabetical order."""
+    if subset:
+        from pipeline.subsets import check_subset
+        check_subset(name, subset, split)
     try:
         listing = DATASETS.build(name, root=root, partition=partition, test_fraction=test_fraction)
     except ArchiveError as e:

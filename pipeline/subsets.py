@@ -67,14 +67,22 @@ def subset_names(subset: str) -> list[str]:
     raise SubsetError(f"unknown subset {subset!r}; known: {', '.join(SUBSETS)}")
 
 
+def check_subset(dataset: str, subset: str, split: str) -> None:
+    """Raise DatasetError unless `subset` applies to this dataset and split (checked before any listing)."""
+    from pipeline.datasets import DatasetError
+    if dataset != "imagenet":
+        raise DatasetError(f"--subset {subset}: subsets are ImageNet validation images; dataset is {dataset}")
+    if split == "train":
+        raise DatasetError(f"--subset {subset} picks validation images: use --split val (or all), not train")
+    if subset not in SUBSETS:
+        raise DatasetError(f"unknown subset {subset!r}; known: {', '.join(SUBSETS)}")
+
+
 def select_subset(listing, subset: str, split: str) -> list[tuple[str, str]]:
     """The (key, "test") items of an imagenet Listing that a subset names; names not on disk keep the flat
     val/<name> key, so they are skipped as missing."""
     from pipeline.datasets import DatasetError
-    if listing.name != "imagenet":
-        raise DatasetError(f"--subset {subset}: subsets are ImageNet validation images; dataset is {listing.name}")
-    if split == "train":
-        raise DatasetError(f"--subset {subset} picks validation images: use --split val (or all), not train")
+    check_subset(listing.name, subset, split)
     try:
         names = subset_names(subset)
     except SubsetError as e:

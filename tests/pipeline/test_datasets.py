@@ -10,9 +10,10 @@ def _touch(path, payload=b"x"):
 
 
 def test_registry_knows_every_layout():
-    assert sorted(DATASETS) == ["folder", "sample", "sun_objects", "sun_scenes"]
-    with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
-        DATASETS.build("imagenet")
+    assert sorted(DATASETS) == ["coco", "folder", "imagenet", "places365", "sample", "sun_objects", "sun_scenes",
+                                "webdataset"]
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet21k'"):
+        DATASETS.build("imagenet21k")
 
 
 def test_sample_lists_skimage_photos_with_a_test_image():

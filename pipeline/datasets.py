@@ -203,18 +203,17 @@ def imagenet(root: str = "", partition: int = 1, test_fraction: float = 0.1) -> 
     if (base / "train").is_dir():
         items += [("train/" + k, "train") for k in _image_files(base / "train")]
     elif tar := _first_file(path / "ILSVRC2012_img_train.tar", base / "ILSVRC2012_img_train.tar"):
-        for inner, name, member in nested_tar_members(str(tar)):
-            if _is_image(name):             # as `tar xf nXXXXXXXX.tar -C train/nXXXXXXXX` would place it
-                key = f"train/{inner[:-len('.tar')]}/{name}"
-                members[key] = member
-                items.append((key, "train"))
+        # keyed where `tar xf nXXXXXXXX.tar -C train/nXXXXXXXX` puts each file; a name stored twice: the later wins
+        found = {f"train/{inner[:-len('.tar')]}/{name}": member
+                 for inner, name, member in nested_tar_members(str(tar)) if _is_image(name)}
+        members.update(found)
+        items += [(key, "train") for key in found]
     if (base / "val").is_dir():
         items += [("val/" + k, "test") for k in _image_files(base / "val")]
     elif tar := _first_file(path / "ILSVRC2012_img_val.tar", base / "ILSVRC2012_img_val.tar"):
-        for name, member in tar_members(str(tar)):
-            if _is_image(name):
-                members["val/" + name] = member
-                items.append(("val/" + name, "test"))
+        found = {"val/" + name: member for name, member in tar_members(str(tar)) if _is_image(name)}
+        members.update(found)
+        items += [(key, "test") for key in found]
     if not items:
         raise DatasetError(f"--root {root}: no ImageNet images: expected train/nXXXXXXXX/*.JPEG and/or val/ "
                            "(flat or class folders), or ILSVRC2012_img_train.tar / ILSVRC2012_img_val.tar")

@@ -163,6 +163,19 @@ def test_webdataset_split_follows_the_tar_names(tmp_path):
         list_dataset("webdataset", str(tmp_path / "empty"))
 
 
+def test_a_name_stored_twice_counts_once_with_its_later_bytes(tmp_path):
+    """tar appends: extracting keeps the later copy, and so does listing in place."""
+    import io
+    (tmp_path / "ILSVRC2012_img_val.tar").write_bytes(tar_bytes({"ILSVRC2012_val_00000001.JPEG": b"old"}))
+    with tarfile.open(tmp_path / "ILSVRC2012_img_val.tar", "a") as tar:
+        info = tarfile.TarInfo("ILSVRC2012_val_00000001.JPEG")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"new"))
+    listing = list_dataset("imagenet", str(tmp_path))
+    assert listing.items == (("val/ILSVRC2012_val_00000001.JPEG", "test"),)
+    assert read_member(listing.members["val/ILSVRC2012_val_00000001.JPEG"]) == b"new"
+
+
 def test_tar_members_skips_what_is_not_a_file(tmp_path):
     path = tmp_path / "x.tar"
     with tarfile.open(path, "w") as tar:

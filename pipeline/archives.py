@@ -56,22 +56,49 @@ def tar_members(path: str) -> Iterator[tuple[str, Member]]:
             raise ArchiveError(f"{path}: broken tar ({e})") from None
 
 
-def nested_tar_members(path: str) -> Iterator[tuple[str, str, Member]]:
+PARALLEL_LISTING_MIN = 64        # inner tars from which listing them is worth starting worker processes
+
+
+def nested_tar_members(path: str, jobs: int = 0) -> Iterator[tuple[str, str, Member]]:
     """(inner tar name, member name, Member) for every regular file of every .tar member of the tar at `path`
-    (the layout of ILSVRC2012_img_train.tar). Offsets are into the outer file."""
+    (the layout of ILSVRC2012_img_train.tar), in archive order; offsets are into the outer file. The inner tars
+    are listed by `jobs` processes (0: up to 8, when there are at least PARALLEL_LISTING_MIN of them): tarfile
+    parses a header in ~30-50 us of Python, ~1 min for ImageNet's 1.28 M on one core."""
     path = os.path.abspath(path)
     with _open(path) as outer:
         try:
-            for info in outer:
-                if not (info.isreg() and info.name.endswith(".tar")):
-                    continue
-                with tarfile.open(fileobj=outer.extractfile(info), mode="r:") as inner:
-                    for m in inner:
-                        if m.isreg() and not m.sparse:
-                            yield (_name(info.name), _name(m.name),
-                                   Member(path, info.offset_data + m.offset_data, m.size))
+            inners = [(_name(i.name), i.offset_data, i.size) for i in outer if i.isreg() and i.name.endswith(".tar")]
         except (tarfile.TarError, EOFError) as e:
             raise ArchiveError(f"{path}: broken tar ({e})") from None
+    if not jobs:
+        jobs = min(8, os.cpu_count() or 1) if len(inners) >= PARALLEL_LISTING_MIN else 1
+    from pipeline.parallel import imap_unordered
+    listed = dict(imap_unordered(_list_inner, inners, path, jobs))
+    for name, _, _ in inners:
+        for member_name, offset, size in listed[name]:
+            yield name, member_name, Member(path, offset, size)
+
+
+def _list_inner(inner: tuple[str, int, int], path: str) -> tuple[str, list[tuple[str, int, int]]]:
+    """(name, [(member name, offset, size)]) of one tar stored at `inner` = (name, offset, size) inside `path`.
+    tarfile reads from the file's current position and reports offsets from the file's start, so opening it
+    there gives offsets into the outer file directly; members must end within the inner tar's bytes."""
+    name, start, size = inner
+    end, found = start + size, []
+    with open(path, "rb") as f:
+        f.seek(start)
+        try:
+            with tarfile.open(fileobj=f, mode="r:") as tar:
+                for m in tar:
+                    if m.offset >= end:                     # no end-of-archive blocks: the outer tar's next header
+                        break
+                    if m.offset_data + m.size > end:
+                        raise ArchiveError(f"{path}: member {m.name} of {name} runs past the end of {name}")
+                    if m.isreg() and not m.sparse:
+                        found.append((_name(m.name), m.offset_data, m.size))
+        except (tarfile.TarError, EOFError) as e:
+            raise ArchiveError(f"{path}: {name} is a broken tar ({e})") from None
+    return name, found
 
 
 def _name(name: str) -> str:

@@ -85,6 +85,17 @@ def test_tars_and_tree_give_identical_shards_in_parallel_and_resume(imagenet_roo
     assert_same(contents, shard_contents(tmp_path / "tars"))
 
 
+def test_inner_tars_listed_in_worker_processes_or_without_end_blocks(imagenet_roots, tmp_path):
+    _, tars, files = imagenet_roots
+    path = str(tars / "ILSVRC2012_img_train.tar")
+    assert list(nested_tar_members(path, jobs=2)) == list(nested_tar_members(path, jobs=1))
+    first = tar_bytes({"a.JPEG": b"a" * 700, "b.JPEG": b"b" * 10})
+    first = first[:512 + 1024 + 512 + 512]                # both members, no end-of-archive blocks
+    (tmp_path / "outer.tar").write_bytes(tar_bytes({"n1.tar": first, "n2.tar": tar_bytes({"c.JPEG": b"c"})}))
+    listed = [(inner, name, read_member(m)) for inner, name, m in nested_tar_members(str(tmp_path / "outer.tar"))]
+    assert listed == [("n1.tar", "a.JPEG", b"a" * 700), ("n1.tar", "b.JPEG", b"b" * 10), ("n2.tar", "c.JPEG", b"c")]
+
+
 def test_shard_tasks_carry_offsets_not_image_bytes(imagenet_roots):
     _, tars, files = imagenet_roots
     specs = plan_shards(list_dataset("imagenet", str(tars)), shard_size=256)

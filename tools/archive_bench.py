@@ -3,9 +3,8 @@
     python tools/archive_bench.py [N_IMAGES] [JOBS]        (defaults 768 and 2)
 
 Writes N 500x375 JPEGs (pipeline.bench.synth_jpegs) as train/nXXXXXXXX/*.JPEG, the same as a nested
-ILSVRC2012_img_train.tar, preprocesses both (after a warm-up run that starts the worker pool; alternating, 3 times each, fresh output
-folders) and prints img/s of
-each and their ratio; then lists a nested tar of 50 classes x 1,300 members (the headers only) and prints the
+ILSVRC2012_img_train.tar, preprocesses both (after a warm-up run that starts the worker pool; alternating, 3 times
+each, fresh output folders) and prints img/s of each and their ratio; then lists a nested tar of 50 classes x 1,300 members (the headers only) and prints the
 microseconds per member, and what that makes for ImageNet's 1,281,167 training images. One JSON line at the end.
 """
 import io

@@ -106,7 +106,7 @@ def test_shard_tasks_carry_offsets_not_image_bytes(imagenet_roots):
 
 
 def test_a_broken_archive_is_a_skip_or_a_clear_error(imagenet_roots, tmp_path):
-    _, tars, files = imagenet_roots
+    _, tars, _ = imagenet_roots
     key, member = next(iter(list_dataset("imagenet", str(tars)).members.items()))
     with pytest.raises(ImageError, match="truncated"):
         read_member(member._replace(size=10 ** 9))

@@ -181,16 +181,22 @@ _prior_opt = click.option("--prior", default=None, type=click.Path(exists=True, 
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Our checkpoint (RUN_DIR/last.pt) or a released ECCV16 state dict.")
-@click.option("--out", default="artifacts/colorized", type=click.Path(file_okay=False))
+@click.option("--out", default="artifacts/colorized", type=click.Path(file_okay=False),
+              help="Output folder; folders given as INPUTS keep their layout under it. Never an input's place.")
+@click.option("--format", type=click.Choice(["png", "jpg", "webp"]), default="png", show_default=True,
+              help="png: lossless; jpg (quality 92) and webp (90) are smaller. PNG and WebP keep an input's alpha.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace existing files in --out that this job did not write (inputs are never replaced).")
 @_size_opt
 @_temp_opt
 @_device_opt
 def colorize(inputs, **opts):
-    """Colorize INPUTS (image files or folders) at full resolution; PNGs with the input's size and lightness."""
+    """Colorize INPUTS (image files or folders) at full resolution, with the input's size and lightness."""
     from inference.colorize import ColorizeConfig, run
+    from inference.outputs import OutputConflict
     try:
         result = run(ColorizeConfig(inputs=tuple(inputs), **opts))
-    except _user_errors() as e:
+    except (OutputConflict, *_user_errors()) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"{result.summary()} -> {opts['out']}")
     if result.failed:

@@ -2,18 +2,19 @@
 
 Per image (any size, colour or grayscale; an old scan is the main case):
 
-    rgb (H, W, 3) uint8 -> Lab; L (H, W) is kept as it is
-    L resized (whole image, no crop) to size x size -> network -> ab (2, size/4, size/4)
-    ab upsampled bicubically to (H, W) -> chroma pulled into the sRGB gamut -> Lab (H, W, 3) -> RGB, PNG
+    rgb (H, W, 3) uint8 -> L, strip by strip, resized (whole image, no crop) to size x size, each axis with
+    the filter its own factor calls for -> network -> ab (2, size/4, size/4)
+    -> inference.full_resolution.rebuild_rgb: ab upsampled bicubically to (H, W), chroma pulled into the
+    sRGB gamut, Lab -> RGB, in strips of bounded memory -> PNG (or JPEG/WebP), alpha kept
 
 so the output has the input's size and its lightness, and only the colour comes from the network, as in
-the reference demo (richzhang/colorization `postprocess_tens`). Pulling out-of-gamut colours towards gray
-(keeping L and hue) replaces the plain clipping of RGB, which would change the lightness of saturated
-pixels. One bad file is reported in one line and the others are still written.
+the reference demo (richzhang/colorization `postprocess_tens`). Memory: the decoded photo and its output
+(3 bytes a pixel each, the output written over the input in `run`) plus ~50 MB, whatever the size.
+One bad file is reported in one line and the others are still written; outputs never replace inputs or
+files of another job (inference/outputs.py).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,12 +23,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipeline.images import ImageError, lab_to_rgb, load_rgb, rgb_to_lab
+from pipeline.images import ImageError, load_rgb
 from trainer.decode import DEFAULT_TEMPERATURE
+from inference.full_resolution import (STRIP_PIXELS, fit_gamut, lab_to_rgb_in_gamut, lightness_strips,  # noqa: F401
+                                       rebuild_rgb, resize_width, upsample_ab_rows, widen_ab)
+from inference.inputs import list_inputs  # noqa: F401  (re-exported: evaluate and compare list inputs the same way)
+from inference.outputs import FORMATS, JobRecord, OutputConflict, check_outputs, load_alpha, write_image
 
-# Suffixes picked up when a folder is given; a file named explicitly is always tried, whatever its name.
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".jp2",
-                  ".pbm", ".pgm", ".ppm", ".pnm"}
 NET_STRIDE = 8                   # the network halves the side three times, so its input side is a multiple of 8
 
 
@@ -39,123 +41,111 @@ class ColorizeConfig:
     size: int = 256                  # side of the square L the network sees
     temperature: float = DEFAULT_TEMPERATURE  # annealed mean for CE/focal models; ignored by L2 models
     device: str = "auto"             # auto | cpu | cuda
+    format: str = "png"              # png | jpg | webp (inference.outputs.FORMATS)
+    overwrite: bool = False          # replace existing outputs this job did not write (never an input)
 
 
 @dataclass
 class ColorizeResult:
     written: list = field(default_factory=list)      # output paths
     failed: list = field(default_factory=list)       # (input path, one-line reason)
-    ignored: int = 0                                 # files in folders whose suffix is not an image's
+    ignored: int = 0                                 # files in folders that are not images
+    alpha_dropped: int = 0                           # inputs with transparency written in a format without it
 
     def summary(self) -> str:
         s = f"colorized {len(self.written)} image(s), {len(self.failed)} failed"
-        return s + (f", {self.ignored} non-image file(s) in folders ignored" if self.ignored else "")
+        s += f", {self.ignored} non-image file(s) in folders ignored" if self.ignored else ""
+        return s + (f", {self.alpha_dropped} lost their transparency (JPEG has none)" if self.alpha_dropped else "")
 
 
 # ---- the colour of one image --------------------------------------------------------------------------
-def _in_gamut(lab_pts: np.ndarray, tol: float) -> np.ndarray:
-    """(n, 3) Lab -> (n,) bool: converting to sRGB needs no clipping (OpenCV clips, so round-trip)."""
-    img = lab_pts.reshape(-1, 1, 3).astype(np.float32)
-    back = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_Lab2RGB), cv2.COLOR_RGB2Lab)
-    return np.abs(back - img).reshape(-1, 3).max(1) <= tol
+def axis_interpolation(src: int, dst: int) -> int:
+    """OpenCV filter for one axis resized from src to dst px: area when it shrinks 2x or more (every source
+    pixel counts: no aliasing), bilinear when it shrinks less (as pipeline.images.resize_center_crop),
+    bicubic when it grows."""
+    if src >= 2 * dst:
+        return cv2.INTER_AREA
+    return cv2.INTER_LINEAR if src > dst else cv2.INTER_CUBIC
 
 
-def fit_gamut(L: np.ndarray, ab: np.ndarray, iters: int = 8, tol: float = 0.25) -> np.ndarray:
-    """Scale each out-of-gamut pixel's ab towards 0 (same L, same hue) until its colour is displayable.
-    L (H, W), ab (H, W, 2) float32 -> ab (H, W, 2); per-pixel bisection on the scale in [0, 1]."""
-    lab = np.dstack([L, ab]).reshape(-1, 3)
-    bad = ~_in_gamut(lab, tol)
-    if not bad.any():
-        return ab
-    pts = lab[bad]
-    lo, hi = np.zeros(len(pts), np.float32), np.ones(len(pts), np.float32)    # ab = 0 (gray) is in gamut
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        ok = _in_gamut(np.column_stack([pts[:, 0], pts[:, 1:] * mid[:, None]]), tol)
-        lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
-    out = ab.reshape(-1, 2).copy()
-    out[bad] = pts[:, 1:] * lo[:, None]
-    return out.reshape(ab.shape)
+def _resize_width(L: np.ndarray, size: int) -> np.ndarray:
+    """(h, W) -> (h, size), the same bytes for a row whatever strip it is in (cv2's area filter is; its
+    bilinear and bicubic ones are not, hence full_resolution.resize_width)."""
+    interp = axis_interpolation(L.shape[1], size)
+    if interp == cv2.INTER_AREA:
+        return cv2.resize(L, (size, L.shape[0]), interpolation=interp)
+    return resize_width(L, size, cubic=interp == cv2.INTER_CUBIC)
 
 
-def net_input(L: np.ndarray, size: int) -> torch.Tensor:
-    """L (H, W) float32 in L* units -> (1, 1, size, size); area-averaged when shrinking."""
-    H, W = L.shape
-    interp = cv2.INTER_AREA if size <= min(H, W) else cv2.INTER_CUBIC
-    small = cv2.resize(L, (size, size), interpolation=interp)
+def _resize_height(L: np.ndarray, size: int) -> torch.Tensor:
+    small = cv2.resize(L, (L.shape[1], size), interpolation=axis_interpolation(L.shape[0], size))
     return torch.from_numpy(np.clip(small, 0, 100))[None, None]
 
 
+def net_input(L: np.ndarray, size: int) -> torch.Tensor:
+    """L (H, W) float32 in L* units -> (1, 1, size, size): the whole image, no crop. Width and height are
+    resized one after the other, each with its own filter, so a 200 x 2000 strip is area-averaged along its
+    long side even though its short side is enlarged (one filter for both would alias one of them)."""
+    return _resize_height(_resize_width(L, size), size)
+
+
+def net_input_rgb(rgb: np.ndarray, size: int, strip_pixels: int = STRIP_PIXELS) -> torch.Tensor:
+    """(H, W, 3) uint8 -> net_input of its L, the same tensor bit for bit, computed strip by strip so that no
+    full-size float copy of the image exists (the width pass is row by row)."""
+    rows = [_resize_width(L, size) for _, _, L in lightness_strips(rgb, strip_pixels)]
+    return _resize_height(np.concatenate(rows), size)
+
+
 @torch.no_grad()
+def predict_ab_small(colorizer, x: torch.Tensor, temperature: float) -> np.ndarray:
+    """(1, 1, size, size) L -> the network's ab (2, size/4, size/4) float32 on the CPU."""
+    return colorizer.predict_ab(x, temperature=temperature)[0].float().cpu().numpy()
+
+
 def predict_ab_full(colorizer, L: np.ndarray, size: int, temperature: float) -> np.ndarray:
-    """L (H, W) float32 -> ab (H, W, 2) float32 upsampled bicubically from the network's 1/4 output."""
-    ab = colorizer.predict_ab(net_input(L, size), temperature=temperature)     # (1, 2, size/4, size/4)
-    ab = ab[0].float().cpu().numpy().transpose(1, 2, 0)
-    return cv2.resize(ab, (L.shape[1], L.shape[0]), interpolation=cv2.INTER_CUBIC)
+    """L (H, W) float32 -> ab (H, W, 2) float32 upsampled bicubically from the network's 1/4 output.
+    Holds the whole ab in memory (8 bytes a pixel); colorize_rgb does not need it."""
+    ab = predict_ab_small(colorizer, net_input(L, size), temperature)
+    return upsample_ab_rows(widen_ab(ab, L.shape[1]), L.shape[0], 0, L.shape[0])
 
 
-def lab_to_rgb_in_gamut(L: np.ndarray, ab: np.ndarray) -> np.ndarray:
-    """L (H, W), ab (H, W, 2) float32 -> (H, W, 3) uint8, chroma pulled into gamut so L is kept."""
-    return lab_to_rgb(np.dstack([L, fit_gamut(L, ab)]).astype(np.float32))
-
-
-def colorize_rgb(colorizer, rgb: np.ndarray, size: int = 256, temperature: float = DEFAULT_TEMPERATURE) -> np.ndarray:
-    """(H, W, 3) uint8 -> (H, W, 3) uint8 with the input's lightness and the network's colours."""
-    L = rgb_to_lab(rgb)[..., 0]
-    return lab_to_rgb_in_gamut(L, predict_ab_full(colorizer, L, size, temperature))
+def colorize_rgb(colorizer, rgb: np.ndarray, size: int = 256, temperature: float = DEFAULT_TEMPERATURE, *,
+                 out: np.ndarray | None = None, strip_pixels: int = STRIP_PIXELS) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H, W, 3) uint8 with the input's lightness and the network's colours.
+    `out`: where to write it (may be `rgb` itself, or rgba[..., :3]); see full_resolution.rebuild_rgb."""
+    ab = predict_ab_small(colorizer, net_input_rgb(rgb, size, strip_pixels), temperature)
+    return rebuild_rgb(rgb, ab, out=out, strip_pixels=strip_pixels)
 
 
 def save_png(path: Path, rgb: np.ndarray) -> None:
-    """Lossless, so the saved lightness is the computed one up to 8-bit rounding."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write {path}")
+    """Lossless, so the saved lightness is the computed one up to 8-bit rounding. Atomic; `rgb` is kept."""
+    write_image(Path(path), rgb.copy(), "png")
 
 
 # ---- many images ----------------------------------------------------------------------------------------
-def list_inputs(inputs, exclude: Path | None = None) -> tuple[list[tuple[Path, Path]], int, list]:
-    """Expand files and folders into (input path, output path relative to --out) pairs.
-
-    Folders are walked recursively (hidden entries and `exclude`, the output folder, skipped) and keep
-    their relative layout; names that would collide get a numeric suffix. Returns the pairs, the count
-    of folder files ignored for their suffix, and (path, reason) for inputs that do not exist."""
-    pairs, ignored, missing = [], 0, []
-    exclude = exclude.resolve() if exclude else None
-    for item in map(Path, inputs):
-        if item.is_dir():
-            item = Path(os.path.abspath(item))          # so that "." still names its folder in the output
-            for dirpath, dirnames, filenames in os.walk(item):
-                here = Path(dirpath)
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                                     and (here / d).resolve() != exclude)
-                for name in sorted(filenames):
-                    if name.startswith("."):
-                        continue
-                    if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
-                        ignored += 1
-                        continue
-                    pairs.append((here / name, (here / name).relative_to(item.parent)))
-        elif item.is_file():
-            pairs.append((item, Path(item.name)))
-        else:
-            missing.append((item, "no such file or folder"))
-    seen, unique = set(), []
-    for src, rel in pairs:
-        out, n = rel.with_suffix(".png"), 1
-        while out in seen:
-            out, n = rel.with_name(f"{rel.stem}-{n}.png"), n + 1
-        seen.add(out)
-        unique.append((src, out))
-    return unique, ignored, missing
+def colorize_image(colorizer, rgb: np.ndarray, alpha: np.ndarray | None, cfg: ColorizeConfig) -> np.ndarray:
+    """Colorize over the decoded pixels (so one full-size array) and reattach alpha if the format keeps it.
+    rgb (H, W, 3) uint8 (consumed), alpha (H, W) uint8 or None -> (H, W, 3 or 4) uint8 RGB(A)."""
+    if alpha is not None and FORMATS[cfg.format][2]:
+        out = np.empty(rgb.shape[:2] + (4,), np.uint8)
+        out[..., 3] = alpha
+        colorize_rgb(colorizer, rgb, cfg.size, cfg.temperature, out=out[..., :3])
+        return out
+    # Pillow's arrays are read-only views of its bytes (their decode already peaked higher); OpenCV's are ours
+    return colorize_rgb(colorizer, rgb, cfg.size, cfg.temperature, out=rgb if rgb.flags.writeable else None)
 
 
 def run(cfg: ColorizeConfig, colorizer=None) -> ColorizeResult:
-    """Colorize every input into cfg.out. `colorizer` is loaded from cfg.checkpoint unless given."""
+    """Colorize every input into cfg.out. `colorizer` is loaded from cfg.checkpoint unless given.
+    Raises OutputConflict, before loading anything, when an output would replace an input or a foreign file."""
+    out_dir = Path(cfg.out)
+    suffix, _, keeps_alpha = FORMATS[cfg.format]
+    pairs, ignored, missing = list_inputs(cfg.inputs, exclude=out_dir, suffix=suffix)
+    record = JobRecord(out_dir)
+    check_outputs(pairs, out_dir, record, cfg.overwrite)
     if colorizer is None:
         from inference.colorizer import load_colorizer
         colorizer = load_colorizer(cfg.checkpoint, device=cfg.device)
-    out_dir = Path(cfg.out)
-    pairs, ignored, missing = list_inputs(cfg.inputs, exclude=out_dir)
     result = ColorizeResult(ignored=ignored)
     for path, reason in missing:
         tqdm.write(f"error: {path}: {reason}")
@@ -168,6 +158,11 @@ def run(cfg: ColorizeConfig, colorizer=None) -> ColorizeResult:
             tqdm.write(f"error: {src}: {reason}")
             result.failed.append((str(src), reason))
             continue
-        save_png(out_dir / rel, colorize_rgb(colorizer, rgb, cfg.size, cfg.temperature))
+        alpha = load_alpha(src, rgb.shape[:2])
+        result.alpha_dropped += alpha is not None and not keeps_alpha
+        img = colorize_image(colorizer, rgb, alpha, cfg)
+        del rgb                                          # img may be rgb itself; no second full-size copy
+        write_image(out_dir / rel, img, cfg.format, before_rename=lambda tmp: record.add(rel, src, tmp))
         result.written.append(out_dir / rel)
+        del img                                          # before the next image is decoded
     return result

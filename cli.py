@@ -218,7 +218,7 @@ def colorize(inputs, **opts):
 def evaluate(checkpoints, **opts):
     """AuC, rebalanced AuC, PSNR, SSIM, colourfulness per model and for a gray baseline -> metrics.json/.md."""
     from trainer import metrics
-    from inference.evaluate import EvalConfig, run, summaries
+    from inference.evaluate import EvalConfig, run, summaries, summary_line
     if bool(opts["data"]) == bool(opts["images"]):
         raise click.UsageError("give exactly one of --data SHARD_DIR or --images DIR")
     try:
@@ -227,7 +227,9 @@ def evaluate(checkpoints, **opts):
     except _user_errors() as e:
         raise click.ClickException(str(e)) from None
     click.echo(metrics.markdown_table(summaries(report)))
-    click.echo(f"-> {opts['out']}/metrics.json, metrics.md")
+    click.echo(f"{summary_line(report)} -> {opts['out']}/metrics.json, metrics.md")
+    if report["failed"]:
+        raise click.ClickException(f"{len(report['failed'])} input(s) could not be evaluated (listed above)")
 
 
 @cli.command()
@@ -242,12 +244,13 @@ def evaluate(checkpoints, **opts):
 @_device_opt
 def compare(checkpoints, **opts):
     """One PNG per photo: gray | each model | ground truth, labelled; index.html with the metric table."""
-    from inference.compare import CompareConfig, run
+    from inference.compare import CompareConfig, OutputConflict, run
     try:
-        index, failed = run(CompareConfig(checkpoints=tuple(checkpoints), **{**opts, "prior": opts["prior"] or ""}))
-    except _user_errors() as e:
+        index, compared, failed = run(CompareConfig(checkpoints=tuple(checkpoints),
+                                                    **{**opts, "prior": opts["prior"] or ""}))
+    except (OutputConflict, *_user_errors()) as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f"-> {index}")
+    click.echo(f"compared {compared} image(s), {len(failed)} failed -> {index}")
     if failed:
         raise click.ClickException(f"{len(failed)} input(s) could not be compared (listed above)")
 

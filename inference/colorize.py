@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipeline.images import ImageError, load_rgb
+from pipeline.images import load_rgb
 from trainer.decode import DEFAULT_TEMPERATURE
 from inference.full_resolution import (STRIP_PIXELS, fit_gamut, lab_to_rgb_in_gamut, lightness_strips,  # noqa: F401
                                        rebuild_rgb, resize_width, upsample_ab_rows, widen_ab)
-from inference.inputs import list_inputs  # noqa: F401  (re-exported: evaluate and compare list inputs the same way)
+from inference.inputs import READ_ERRORS, list_inputs, report_unreadable
 from inference.outputs import FORMATS, JobRecord, OutputConflict, check_outputs, load_alpha, write_image
 
 NET_STRIDE = 8                   # the network halves the side three times, so its input side is a multiple of 8
@@ -153,10 +153,8 @@ def run(cfg: ColorizeConfig, colorizer=None) -> ColorizeResult:
     for src, rel in tqdm(pairs, desc="colorize", unit="img", disable=len(pairs) < 2):
         try:
             rgb = load_rgb(src)
-        except (ImageError, OSError, ValueError) as e:   # a bad file, not a bug: report it and go on
-            reason = str(e) or type(e).__name__
-            tqdm.write(f"error: {src}: {reason}")
-            result.failed.append((str(src), reason))
+        except READ_ERRORS as e:                         # a bad file, not a bug: report it and go on
+            result.failed.append(report_unreadable(src, e))
             continue
         alpha = load_alpha(src, rgb.shape[:2])
         result.alpha_dropped += alpha is not None and not keeps_alpha

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import os
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +18,11 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
 from pipeline import contract
-from pipeline.images import ImageError, is_grayscale, lab_to_rgb, load_rgb, rgb_to_lab
+from pipeline.images import is_grayscale, lab_to_rgb, load_rgb, rgb_to_lab
 from trainer import metrics
-from inference.colorize import colorize_rgb, list_inputs
+from inference.colorize import colorize_rgb
+from inference.inputs import READ_ERRORS, list_inputs, report_unreadable
+from inference.outputs import OutputConflict, check_outputs  # noqa: F401  (OutputConflict: raised by run)
 from trainer.decode import DEFAULT_TEMPERATURE
 from inference.evaluate import GRAY, EvalConfig, EvalError, Model, load_models, summaries
 from inference.evaluate import run as run_evaluate
@@ -102,39 +105,43 @@ def index_html(report: dict | None, items: list[tuple[str, str]], failed: list, 
                      "by 1/prior of its ground-truth bin. Full numbers: <a href='metrics.json'>metrics.json</a>."
                      "</p>")
     for key, png in items:
-        parts.append(f"<h3>{html.escape(key)}</h3><img src='{html.escape(png)}' alt='{html.escape(key)}'>")
+        # a file name is a URL path here: '#', '?', '%' and spaces must be percent-encoded, then HTML-escaped
+        src = html.escape(urllib.parse.quote(png))
+        parts.append(f'<h3>{html.escape(key)}</h3><img src="{src}" alt="{html.escape(key)}">')
     if failed:
         parts.append("<h2>Not compared</h2><ul>"
                      + "".join(f"<li>{html.escape(p)}: {html.escape(r)}</li>" for p, r in failed) + "</ul>")
     return "\n".join(parts) + "\n"
 
 
-def run(cfg: CompareConfig, models: list[Model] | None = None) -> tuple[Path, list]:
-    """Write one panel PNG per input and index.html under cfg.out; returns (index path, failures)."""
+def run(cfg: CompareConfig, models: list[Model] | None = None) -> tuple[Path, int, list]:
+    """Write one panel PNG per input and index.html under cfg.out; returns (index path, panels written,
+    (path, reason) of the files that could not be decoded)."""
     out = Path(cfg.out)
     models = models if models is not None else load_models(cfg.checkpoints, cfg.device)
     pairs, _, _ = list_inputs([cfg.images], exclude=out)
     if cfg.limit:
         pairs = pairs[:cfg.limit]
+    pairs = [(src, Path(*rel.parts[1:])) for src, rel in pairs]    # rel is "<folder name>/<sub path>.png"
+    check_outputs(pairs, out, record=None, overwrite=True)         # --out inside --images: never over a photo
     items, failed = [], []
-    for src, rel in tqdm(pairs, desc="compare", unit="img"):
+    for src, png in tqdm(pairs, desc="compare", unit="img"):
         try:
             rgb = load_rgb(src)
-        except (ImageError, OSError) as e:
-            tqdm.write(f"error: {src}: {e}")
-            failed.append((str(src), str(e)))
+        except READ_ERRORS as e:
+            failed.append(report_unreadable(src, e))
             continue
-        png = Path(*rel.parts[1:])             # rel is "<folder name>/<sub path>.png" (unique names)
-        (out / png).parent.mkdir(parents=True, exist_ok=True)
-        compare_one(models, rgb, cfg).save(out / png)
+        with contract.atomic_write(out / png) as tmp:
+            compare_one(models, rgb, cfg).save(tmp, format="PNG")
         items.append((Path(os.path.relpath(src, cfg.images)).as_posix(), png.as_posix()))
     report = None
     try:
         report = run_evaluate(EvalConfig(checkpoints=cfg.checkpoints, images=cfg.images, out=str(out),
                                          size=cfg.size, temperature=cfg.temperature, prior=cfg.prior,
-                                         limit=cfg.limit, device=cfg.device), models=models)
+                                         limit=cfg.limit, device=cfg.device), models=models,
+                              echo=False)          # its unreadable files are the ones reported above
     except EvalError as e:             # no colour photo among the inputs: panels without a table
         tqdm.write(f"note: no metric table: {e}")
     with contract.atomic_write(out / "index.html") as tmp:
         tmp.write_text(index_html(report, items, failed, cfg))
-    return out / "index.html", failed
+    return out / "index.html", len(items), failed

@@ -27,9 +27,10 @@ import torch
 from tqdm import tqdm
 
 from pipeline import contract
-from pipeline.images import ImageError, is_grayscale, load_rgb, resize_center_crop, rgb_to_lab
+from pipeline.images import is_grayscale, load_rgb, resize_center_crop, rgb_to_lab
 from trainer import metrics
-from inference.colorize import lab_to_rgb_in_gamut, list_inputs
+from inference.full_resolution import lab_to_rgb_in_gamut
+from inference.inputs import READ_ERRORS, list_inputs, report_unreadable
 from trainer.decode import DEFAULT_TEMPERATURE
 
 GRAY = "gray (ab = 0)"
@@ -98,8 +99,10 @@ def shard_samples(folder, split: str = "test", limit: int = 0):
                 n += 1
 
 
-def image_samples(folder, size: int, limit: int, skipped: list):
-    """Yield Samples of the colour photos under a folder; (path, reason) of the others go to `skipped`."""
+def image_samples(folder, size: int, limit: int, skipped: list, failed: list, echo: bool = True):
+    """Yield Samples of the colour photos under a folder. (path, reason) of grayscale photos go to `skipped`
+    (no colour truth: not an error), of files that cannot be decoded to `failed` (printed unless `echo` is
+    False, the policy of inference/inputs.py)."""
     pairs, _, _ = list_inputs([folder])
     n = 0
     for path, _ in pairs:
@@ -107,8 +110,8 @@ def image_samples(folder, size: int, limit: int, skipped: list):
             return
         try:
             rgb = resize_center_crop(load_rgb(path), size)
-        except (ImageError, OSError) as e:
-            skipped.append((str(path), str(e)))
+        except READ_ERRORS as e:
+            failed.append(report_unreadable(path, e, echo))
             continue
         if is_grayscale(rgb):
             skipped.append((str(path), "grayscale: no colour truth"))
@@ -216,7 +219,9 @@ def write_report(report: dict, out) -> tuple[Path, Path]:
           "Prior used for rebalancing: " + "; ".join(f"{n}: {m['prior'] or 'none'}"
                                                      for n, m in report["models"].items()) + "\n"]
     if report.get("skipped"):
-        md.append(f"Skipped inputs: {len(report['skipped'])} (see metrics.json)\n")
+        md.append(f"Skipped inputs: {len(report['skipped'])} grayscale (see metrics.json)\n")
+    if report.get("failed"):
+        md.append(f"Unreadable inputs: {len(report['failed'])} (see metrics.json)\n")
     js, mdp = out / "metrics.json", out / "metrics.md"
     with contract.atomic_write(js) as tmp:
         tmp.write_text(json.dumps(report, indent=1))
@@ -225,24 +230,34 @@ def write_report(report: dict, out) -> tuple[Path, Path]:
     return js, mdp
 
 
+def summary_line(report: dict) -> str:
+    """One line of counts, in the words colorize and compare use."""
+    s = f"evaluated {report['models'][GRAY]['summary']['images']} image(s), {len(report.get('failed', []))} failed"
+    n_gray = len(report.get("skipped", []))
+    return s + (f", {n_gray} grayscale skipped (no colour truth)" if n_gray else "")
+
+
 def load_prior(path, description: str):
     p = contract.Prior.load(path)
     return (p.centers, p.prob), description
 
 
-def run(cfg: EvalConfig, models: list[Model] | None = None) -> dict:
-    """Evaluate and write the report; returns metrics.json's content."""
+def run(cfg: EvalConfig, models: list[Model] | None = None, echo: bool = True) -> dict:
+    """Evaluate and write the report; returns metrics.json's content, whose "failed" lists the files that could
+    not be decoded (printed as met unless `echo` is False) and "skipped" the grayscale photos."""
     if bool(cfg.data) == bool(cfg.images):
         raise EvalError("give exactly one of --data SHARD_DIR or --images DIR")
     models = models if models is not None else load_models(cfg.checkpoints, cfg.device)
     skipped: list = []
+    failed: list = []
     samples = (shard_samples(cfg.data, cfg.split, cfg.limit) if cfg.data
-               else image_samples(cfg.images, cfg.size, cfg.limit, skipped))
+               else image_samples(cfg.images, cfg.size, cfg.limit, skipped, failed, echo))
     explicit = load_prior(cfg.prior, f"--prior {cfg.prior}") if cfg.prior else None
     data_prior = Path(cfg.data) / contract.PRIOR if cfg.data else None
     evaluated = (load_prior(data_prior, f"evaluated shards ({data_prior})")
                  if data_prior and data_prior.exists() else None)
     report = evaluate(models, samples, cfg, explicit, evaluated)
     report["skipped"] = skipped
+    report["failed"] = failed
     write_report(report, cfg.out)
     return report

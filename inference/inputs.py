@@ -7,14 +7,22 @@ a file is an input when preprocessing would read it: its suffix is one of pipeli
 suffix or under an odd one is not passed over. A file with an image suffix whose content is no image is an
 input too: it is reported as a bad file rather than silently ignored, since its name says it is a photo.
 Everything else (notes, sidecar files) is counted as ignored.
+
+One policy for files that cannot be decoded, in colorize, evaluate and compare alike: each is printed in one
+line (`error: PATH: reason`) as it is met, the others are still done, the summary counts them, and the
+command exits with status 1 (report_unreadable below, and cli.py).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from tqdm import tqdm
+
 from pipeline.datasets import IMAGE_SUFFIXES
 from pipeline.images import sniff_format
+
+READ_ERRORS = (OSError, ValueError)      # what load_rgb raises for a bad file (ImageError is a ValueError)
 
 HEADER_BYTES = 16                # sniff_format needs the first 12
 
@@ -65,3 +73,11 @@ def list_inputs(inputs, exclude: Path | None = None, suffix: str = ".png") -> tu
         seen.add(out)
         unique.append((src, out))
     return unique, ignored, missing
+
+
+def report_unreadable(path, error: Exception, echo: bool = True) -> tuple[str, str]:
+    """Print `error: PATH: reason` (unless echo is False: the caller has already said it) -> (path, reason)."""
+    reason = str(error) or type(error).__name__
+    if echo:
+        tqdm.write(f"error: {path}: {reason}")
+    return str(path), reason

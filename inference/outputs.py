@@ -121,7 +121,7 @@ class JobRecord:
             os.fsync(f.fileno())
 
 
-def check_outputs(pairs: list[tuple[Path, Path]], out_dir: Path, record: JobRecord, overwrite: bool) -> None:
+def check_outputs(pairs: list[tuple[Path, Path]], out_dir: Path, record: JobRecord | None, overwrite: bool) -> None:
     """Raise OutputConflict (naming up to 5 files) when writing `pairs` under `out_dir` would replace an input,
     or an existing file that is not this job's own earlier output (unless `overwrite`)."""
     inputs = {}

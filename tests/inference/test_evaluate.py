@@ -54,14 +54,21 @@ def test_evaluate_on_shards_writes_json_and_table_with_gray_baseline(tmp_path, s
     assert "| ce | 2 |" in res.output
 
 
-def test_evaluate_on_images_skips_what_has_no_colour_truth(tmp_path, setup):
+def test_evaluate_on_images_skips_gray_and_reports_unreadable_files_like_colorize(tmp_path, setup):
+    """One policy for colorize, evaluate and compare: each unreadable file in one line, counts, exit 1 (the
+    others still evaluated and written). Grayscale photos are skipped by design, not an error."""
     _, (ce, _), photos = setup
     res = invoke("evaluate", "--checkpoint", ce, "--images", photos, "--out", tmp_path, "--size", "32")
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output
+    reason = json.loads((tmp_path / "metrics.json").read_text())["failed"][0][1]
+    assert res.output.count(f"error: {photos / 'broken.png'}: {reason}\n") == 1
+    assert "evaluated 3 image(s), 1 failed, 1 grayscale skipped" in res.output
+    assert "1 input(s) could not be evaluated" in res.output
     report = json.loads((tmp_path / "metrics.json").read_text())
     assert report["models"]["ce"]["summary"]["images"] == 3
-    reasons = {s[0].rsplit("/", 1)[-1]: s[1] for s in report["skipped"]}
-    assert set(reasons) == {"gray.png", "broken.png"} and "grayscale" in reasons["gray.png"]
+    assert [s[0].rsplit("/", 1)[-1] for s in report["skipped"]] == ["gray.png"]
+    assert "grayscale" in report["skipped"][0][1]
+    assert [s[0].rsplit("/", 1)[-1] for s in report["failed"]] == ["broken.png"]
     assert report["models"]["ce"]["prior"] == "training shards (checkpoint)"
 
 
@@ -76,7 +83,8 @@ def test_compare_writes_labelled_panels_and_an_index(tmp_path, setup):
     _, (ce, l2), photos = setup
     res = invoke("compare", "--checkpoint", ce, "--checkpoint", l2, "--images", photos, "--out", tmp_path,
                  "--size", "32", "--panel", "40")
-    assert res.exit_code == 1 and "broken.png" in res.output          # one bad file: reported, others done
+    assert res.exit_code == 1 and "compared 4 image(s), 1 failed" in res.output   # one bad file: reported, others done
+    assert res.output.count(f"error: {photos / 'broken.png'}:") == 1       # once, not once per stage
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert pngs == ["gray.png", "p0.png", "p1.png", "p2.png"]
     panel = np.asarray(Image.open(tmp_path / "p0.png"))                 # 48 x 80 shrunk to 40 x 67

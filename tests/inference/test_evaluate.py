@@ -1,5 +1,9 @@
 """`cli.py evaluate` and `cli.py compare` on real (tiny, 2-step) checkpoints and small data."""
 import json
+import urllib.parse
+import urllib.request
+from html.parser import HTMLParser
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -92,3 +96,40 @@ def test_compare_writes_labelled_panels_and_an_index(tmp_path, setup):
     page = (tmp_path / "index.html").read_text()
     for s in ("<table>", "gray (ab = 0)", ">ce<", ">l2<", "p1.png", "broken.png", "M(3)"):
         assert s in page, s
+
+
+class _Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.srcs = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.srcs.append(dict(attrs)["src"])
+
+
+def test_hostile_names_and_suffixes_in_compare_and_evaluate(tmp_path, setup):
+    """Names with '#', '?', '%', spaces, quotes and '<' must load in the page (a browser reads src as a URL:
+    '#' starts a fragment, '?' a query, '%' an escape). A .jfif and a file without a suffix are photos too."""
+    _, (ce, _), _ = setup
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(1)
+    names = ["it's #1 & <b>.png", "50% off?.png", 'say "cheese".png', "scan 2.jfif", "IMG_0001"]
+    for i, name in enumerate(names):
+        rgb = cv2.resize(rng.integers(0, 256, (3, 3, 3), dtype=np.uint8), (40, 30), interpolation=cv2.INTER_CUBIC)
+        Image.fromarray(rgb).save(photos / name, format="JPEG" if i >= 3 else "PNG")
+    out = tmp_path / "cmp"
+    res = invoke("compare", "--checkpoint", ce, "--images", photos, "--out", out, "--size", "32", "--panel", "30")
+    assert res.exit_code == 0, res.output
+    assert "compared 5 image(s), 0 failed" in res.output
+    parser = _Images()
+    parser.feed((out / "index.html").read_text())
+    assert len(parser.srcs) == 5
+    page_url = (out / "index.html").as_uri()
+    for src in parser.srcs:
+        url = urllib.parse.urlsplit(urllib.parse.urljoin(page_url, src))
+        assert not url.query and not url.fragment, src                   # nothing cut off the file name
+        assert Path(urllib.request.url2pathname(url.path)).is_file(), src
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["models"]["ce"]["summary"]["images"] == 5                # evaluate read the same five

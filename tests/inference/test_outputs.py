@@ -120,3 +120,29 @@ def test_folders_keep_their_layout_and_odd_names_are_read_by_content(tmp_path, c
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     assert written == ["a/deep/IMG_0001.png", "a/deep/er/x.png", "a/scan.png", "b/photo.png", "single.png"]
     assert os.path.exists(out / ".colorize-record.jsonl")
+
+
+def test_a_run_killed_right_after_a_rename_leaves_outputs_its_rerun_recognises(tmp_path, ckpt, monkeypatch):
+    """The record line is written before the rename, so no moment of a kill leaves an output that the rerun
+    would refuse as foreign (nor a partial file under the final name)."""
+    import inference.outputs as outputs
+    from inference.colorize import ColorizeConfig, run
+    from inference.colorizer import load_colorizer
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        Image.fromarray(smooth_rgb(20, 30, 20 + i)).save(src / f"p{i}.png")
+    cfg = ColorizeConfig(inputs=(str(src),), checkpoint=ckpt, out=str(tmp_path / "out"), size=32, device="cpu")
+    colorizer = load_colorizer(ckpt)
+    real_replace = os.replace
+
+    def replace_then_die(a, b):
+        real_replace(a, b)
+        raise KeyboardInterrupt                               # killed just after the first output is in place
+
+    monkeypatch.setattr(outputs.os, "replace", replace_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, colorizer)
+    monkeypatch.setattr(outputs.os, "replace", real_replace)
+    assert [p.name for p in (tmp_path / "out" / "in").iterdir()] == ["p0.png"]
+    assert len(run(cfg, colorizer).written) == 3              # the rerun replaces it and does the rest

@@ -8,8 +8,9 @@ Per image (any size, colour or grayscale; an old scan is the main case):
     sRGB gamut, Lab -> RGB, in strips of bounded memory -> PNG (or JPEG/WebP), alpha kept
 
 so the output has the input's size and its lightness, and only the colour comes from the network, as in
-the reference demo (richzhang/colorization `postprocess_tens`). Memory: the decoded photo and its output
-(3 bytes a pixel each, the output written over the input in `run`) plus ~50 MB, whatever the size.
+the reference demo (richzhang/colorization `postprocess_tens`). Memory: the decoded photo (3 bytes a pixel;
+`run` writes the output over it when it is writable, as OpenCV's JPEG decode is) plus ~50 MB of strips,
+whatever the size.
 One bad file is reported in one line and the others are still written; outputs never replace inputs or
 files of another job (inference/outputs.py).
 """
@@ -28,7 +29,7 @@ from trainer.decode import DEFAULT_TEMPERATURE
 from inference.full_resolution import (STRIP_PIXELS, fit_gamut, lab_to_rgb_in_gamut, lightness_strips,  # noqa: F401
                                        rebuild_rgb, resize_width, upsample_ab_rows, widen_ab)
 from inference.inputs import READ_ERRORS, list_inputs, report_unreadable
-from inference.outputs import FORMATS, JobRecord, OutputConflict, check_outputs, load_alpha, write_image
+from inference.outputs import FORMATS, JobRecord, check_outputs, load_alpha, write_image
 
 NET_STRIDE = 8                   # the network halves the side three times, so its input side is a multiple of 8
 

@@ -1,7 +1,7 @@
 """The network's low-resolution colours on a full-resolution photo, in horizontal strips of bounded memory.
 
-    rgb (H, W, 3) uint8 ──L per strip──┐
-    ab (2, h, w) float32 ──bicubic──> ab rows of the strip ──> chroma pulled into gamut ──> RGB rows (uint8)
+    rgb (H, W, 3) uint8          -> L of the strip's rows                    \
+    ab (2, h, w) float32 (network) -> bicubic ab of the strip's rows (4 taps) -> gamut fit -> RGB rows, uint8
 
 Only the photo itself (3 bytes a pixel, uint8) and the output (3 more, or none when written over the input)
 scale with the image; everything in float lives one strip at a time (STRIP_PIXELS pixels, ~50 MB), so a

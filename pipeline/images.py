@@ -9,7 +9,9 @@ Decoding is by content, never by extension (SUN397 names PNG, BMP and GIF files 
 - alpha is dropped, not composited: the colour under a transparent pixel is kept. That is what Pillow's
   `convert("RGB")` and torchvision's loader do, and what the outside checker decodes; compositing on white
   would teach the model that transparent regions are white;
-- 16-bit images are scaled to 8 bits (v / 257), CMYK through Pillow's conversion, palettes expanded.
+- deeper images are scaled to 8 bits by their bit depth, never by their values (16-bit: v / 257 for gray, the
+  high byte for colour and alpha images, as Pillow and OpenCV do; float: 0..1), so a dark 16-bit scan stays
+  dark; CMYK goes through Pillow's conversion, palettes are expanded.
 A file that cannot give a correct image raises ImageError with a reason a user can act on: missing, empty,
 truncated, unknown format, undecodable.
 """
@@ -142,14 +144,27 @@ def _pil_to_rgb(im: Image.Image) -> np.ndarray:
     if im.mode == "RGB":
         return np.asarray(im)
     if im.mode.startswith("I;16") or im.mode in ("I", "F"):  # 16-bit (or deeper) single channel
-        a = np.asarray(im, dtype=np.float32)
-        if im.mode != "F" and a.max(initial=0) > 255:
-            a = a / 257.0
-        g = np.clip(np.rint(a), 0, 255).astype(np.uint8)
-        return np.repeat(g[..., None], 3, axis=2)
+        g = np.clip(np.rint(np.asarray(im, dtype=np.float32) * np.float32(255 / _full_scale(im))), 0, 255)
+        return np.repeat(g.astype(np.uint8)[..., None], 3, axis=2)
     if im.mode in ("RGBA", "RGBa", "RGBX", "LA", "La", "PA", "P", "L", "1", "CMYK", "YCbCr", "LAB", "HSV"):
         return np.asarray(im.convert("RGB"))
     raise ImageError("undecodable", f"unsupported image mode {im.mode}")
+
+
+def _full_scale(im: Image.Image) -> float:
+    """The value that means white in a deep single-channel image, from its declared bit depth, never from its
+    pixels: a dark 16-bit scan holding 0..255 is near black (0..1 in 8 bits), not a full-range 8-bit image.
+    I;16*: 16 bits. I: 32-bit integers, unless the file says fewer bits (TIFF BitsPerSample, SampleFormat 2 =
+    signed) or cannot hold more (PNG, whose 16-bit gray older Pillow versions open as I). F: float, 0..1, the
+    convention of float images (OpenCV, scikit-image, GIMP's float TIFF)."""
+    if im.mode == "F":
+        return 1.0
+    if im.mode.startswith("I;16") or im.format == "PNG":
+        return 65535.0
+    tags = getattr(im, "tag_v2", None) or {}
+    bits, fmt = tags.get(258, 32), tags.get(339, 1)
+    bits, fmt = (v[0] if isinstance(v, tuple) else v for v in (bits, fmt))
+    return 2.0 ** (int(bits) - (int(fmt) == 2)) - 1
 
 
 def orient(rgb: np.ndarray, orientation: int) -> np.ndarray:

@@ -1,6 +1,8 @@
 """Fixture trees of hostile image files (DESIGN.md, "Real data on disk is hostile"), shared by the pipeline tests.
 Not a conftest.py: tests/conftest.py owns that module name; tests import what they need from here."""
 import io
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -57,6 +59,7 @@ def write_hostile(folder: Path, ext=".jpg") -> dict:
     put("rotated", jpeg_bytes(photo("astronaut", 96, 128), exif=exif_with_orientation(6)), "ok")
     gray = cv2.cvtColor(src, cv2.COLOR_RGB2GRAY)
     put("gray3", jpeg_bytes(np.dstack([gray] * 3)), "grayscale")
+    put("gray16", cv2.imencode(".png", gray.astype(np.uint16) * 257)[1].tobytes(), "grayscale")
     buf = io.BytesIO(); Image.fromarray(photo("coffee", 12, 16)).save(buf, "PNG"); put("tiny", buf.getvalue(), "too small")
     put("not_an_image", b"hello, I am a text file\n" * 4, "unknown format")
     return out
@@ -67,3 +70,45 @@ def hostile(tmp_path):
     """(folder, {name: outcome}) of the hostile set, names ending in .jpg."""
     folder = tmp_path / "hostile"
     return folder, write_hostile(folder)
+
+
+def png16_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes:
+    """A 16-bit gray+alpha PNG (colour type 4), written by hand: neither OpenCV nor Pillow writes one."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    h, w = gray.shape
+    pixels = np.dstack([gray, alpha]).astype(">u2")
+    rows = b"".join(b"\0" + pixels[y].tobytes() for y in range(h))          # filter 0 on every row
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 4, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def write_deep_gray(folder: Path) -> dict:
+    """Single-channel images deeper than 8 bits (and 16-bit ones with alpha), the depth each file declares being
+    what decides their 8-bit values; returns {name: expected (H, W) or (H, W, 3) uint8 decode}. The "dark" ones
+    hold 0..255 in 16 bits: almost black, which a decoder that looks at the values takes for a full-range image."""
+    folder.mkdir(parents=True, exist_ok=True)
+    v = cv2.cvtColor(photo("chelsea"), cv2.COLOR_RGB2GRAY)             # (96, 128) uint8, 8..255
+    ramp = np.tile(np.linspace(0, 65535, v.shape[1]).astype(np.uint16), (v.shape[0], 1))
+    dark = v.astype(np.uint16)                                          # 16-bit values 8..255
+    out = {}
+
+    def put(name, payload, expected):
+        (folder / name).write_bytes(payload)
+        out[name] = expected
+
+    put("dark16.png", cv2.imencode(".png", dark)[1].tobytes(), np.rint(dark / 257).astype(np.uint8))
+    put("gray16.png", cv2.imencode(".png", dark * 257)[1].tobytes(), v)
+    put("gray16.tif", cv2.imencode(".tiff", dark * 257)[1].tobytes(), v)
+    put("dark16.tif", cv2.imencode(".tiff", dark)[1].tobytes(), np.rint(dark / 257).astype(np.uint8))
+    put("gray16_alpha.png", png16_gray_alpha(dark * 257, ramp), v)
+    put("dark16_alpha.png", png16_gray_alpha(dark, ramp), np.zeros_like(v))   # 16 -> 8 bits keeps the high byte
+    rgba = np.dstack([photo("coffee")[..., ::-1].astype(np.uint16) * 257, ramp])  # OpenCV writes BGRA
+    put("rgba16.png", cv2.imencode(".png", rgba)[1].tobytes(), photo("coffee"))
+    buf = io.BytesIO()
+    Image.fromarray((v.astype(np.float64) * ((2 ** 31 - 1) / 255)).astype(np.int32), "I").save(buf, "TIFF")
+    put("int32.tif", buf.getvalue(), v)
+    buf = io.BytesIO()
+    Image.fromarray(v.astype(np.float32) / 255, "F").save(buf, "TIFF")
+    put("float32.tif", buf.getvalue(), v)
+    return out

@@ -5,9 +5,9 @@ import pytest
 from PIL import Image, ImageOps
 from skimage.color import rgb2lab
 
-from hostile_files import exif_with_orientation, hostile, jpeg_bytes, photo  # noqa: F401 (fixture)
-from pipeline.images import (ImageError, is_grayscale, lab_to_rgb, load_rgb, orient, resize_center_crop,
-                             rgb_to_lab)
+from hostile_files import exif_with_orientation, hostile, jpeg_bytes, photo, write_deep_gray  # noqa: F401
+from pipeline.images import (ImageError, _decode_cv2_fallback, is_grayscale, lab_to_rgb, load_rgb, orient,
+                             resize_center_crop, rgb_to_lab)
 
 
 def _mean_abs(a, b):
@@ -36,6 +36,44 @@ def test_formats_decode_to_the_source_colours(hostile):
     assert _mean_abs(load_rgb(folder / "photo.jpg"), photo("astronaut")) < 4
     assert _mean_abs(load_rgb(folder / "cmyk.jpg"), photo("chelsea")) < 4            # not inverted, not BGR
     assert _mean_abs(load_rgb(folder / "palette_gif.jpg"), photo("chelsea")) < 8
+
+
+@pytest.fixture(scope="module")
+def deep_gray(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("deep_gray")
+    return folder, write_deep_gray(folder)
+
+
+def test_deep_images_are_scaled_by_their_bit_depth_not_their_values(deep_gray):
+    """16-bit gray holding 0..255 is almost black (0..1 in 8 bits), not a full-range image; 16-bit with alpha,
+    32-bit integer and float TIFFs likewise by what the file declares."""
+    folder, expected = deep_gray
+    for name, want in expected.items():
+        rgb = load_rgb(folder / name)
+        want = want if want.ndim == 3 else np.dstack([want] * 3)
+        assert rgb.shape == want.shape and rgb.dtype == np.uint8, name
+        assert np.abs(rgb.astype(int) - want).max() <= 1, (name, rgb.max(), want.max())
+    assert load_rgb(folder / "dark16.png").max() <= 1                  # values 8..255 of 65535
+
+
+def test_opencv_fallback_scales_16_bit_gray_by_depth_too(deep_gray):
+    """What Pillow rejects goes to OpenCV, which keeps the high byte of 16-bit samples: dark stays dark."""
+    folder, expected = deep_gray
+    for name in ("dark16.png", "gray16.png", "dark16.tif"):
+        rgb = _decode_cv2_fallback((folder / name).read_bytes(), name.split(".")[1], "test")
+        assert np.abs(rgb.astype(int) - expected[name][..., None]).max() <= 1, name
+
+
+def test_colorize_keeps_a_dark_16_bit_gray_scan_dark(deep_gray, tiny_runs, tmp_path):
+    """colorize takes its output's lightness from the input: a near-black 16-bit scan must come out near black."""
+    from click.testing import CliRunner
+    from cli import cli
+    folder, _ = deep_gray
+    res = CliRunner().invoke(cli, ["colorize", str(folder / "dark16.png"), "--checkpoint", str(tiny_runs[1]["ce"]),
+                                   "--out", str(tmp_path / "out"), "--size", "32", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    L = rgb_to_lab(load_rgb(tmp_path / "out" / "dark16.png"))[..., 0]
+    assert L.shape == (96, 128) and L.max() < 2.0, L.max()             # 8-bit 0..1 is L* below 0.3
 
 
 def test_alpha_is_dropped_not_composited(hostile):

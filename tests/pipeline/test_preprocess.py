@@ -73,7 +73,7 @@ def test_hostile_folder_every_input_written_or_skipped_with_its_reason(tmp_path)
             assert key in written, key
         else:
             assert skipped[key].startswith(outcome), (key, skipped[key])
-    assert result.by_reason == {"empty": 1, "grayscale": 1, "missing": 1, "too small": 1, "truncated": 1,
+    assert result.by_reason == {"empty": 1, "grayscale": 2, "missing": 1, "too small": 1, "truncated": 1,
                                 "unknown format": 1}
     assert "skipped     1  truncated" in result.summary()
     prior = contract.Prior.load(tmp_path / "out" / contract.PRIOR)

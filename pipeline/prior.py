@@ -11,21 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.contract import Prior, rebalancing_weights
+from pipeline.contract import Prior, rebalancing_weights, smoothed_prior
 
-
-def smooth(counts: np.ndarray, centers: np.ndarray, sigma: float) -> np.ndarray:
-    """counts (Q,) -> prob (Q,) float64 summing to 1. No counts at all gives the uniform distribution."""
-    counts = np.asarray(counts, np.float64)
-    if counts.sum() <= 0:
-        return np.full(len(counts), 1.0 / len(counts))
-    c = np.asarray(centers, np.float64)
-    d2 = ((c[:, None, :] - c[None, :, :]) ** 2).sum(-1)                   # (Q, Q) squared ab distances
-    prob = np.exp(-d2 / (2 * sigma ** 2)) @ (counts / counts.sum())
-    return prob / prob.sum()
-
-
-rebalance = rebalancing_weights          # the formula is part of the shard contract, which verification checks
+# Both formulas are part of the shard contract, which verification recomputes: one implementation each, there.
+smooth = smoothed_prior                  # counts (Q,) -> prob (Q,), Gaussian-smoothed over the bin centres
+rebalance = rebalancing_weights          # prob (Q,) -> weights (Q,)
 
 
 def build_prior(counts: np.ndarray, centers: np.ndarray, sigma: float, lam: float) -> Prior:

@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline import contract
+from pipeline.prior import build_prior
 
 Q = 12
 
@@ -23,10 +24,7 @@ def _shard_arrays(n, s=16, k=3, seed=0, prefix="a"):
 
 
 def _prior(counts, lam=0.5):
-    prob = counts / counts.sum()
-    w = 1.0 / ((1 - lam) * prob + lam / Q)
-    return contract.Prior(centers=np.stack([np.arange(Q) * 10.0, np.zeros(Q)], 1).astype(np.float32),
-                          counts=counts, prob=prob, weights=w / (prob * w).sum(), lam=lam, sigma=5.0)
+    return build_prior(counts, np.stack([np.arange(Q) * 10.0, np.zeros(Q)], 1), sigma=5.0, lam=lam)
 
 
 @pytest.fixture
@@ -132,6 +130,23 @@ def test_inconsistent_prior_is_named(folder, change, message):
     problems = contract.verify_folder(folder)
     assert problems and all(p.startswith(str(folder / contract.PRIOR)) for p in problems), problems
     assert any(message in p for p in problems), problems
+
+
+def test_prob_must_be_the_smoothed_prior_of_counts(folder):
+    """The raw histogram in place of the smoothed prior, with weights rebuilt to match: every other check of the
+    prior passes (sums, weights formula, counts against the shards), so only recomputing the smoothing sees it."""
+    from dataclasses import replace
+    prior = contract.Prior.load(folder / contract.PRIOR)
+    raw = prior.counts / prior.counts.sum()
+    replace(prior, prob=raw, weights=contract.rebalancing_weights(raw, prior.lam)).save(folder / contract.PRIOR)
+    for deep in (True, False):
+        problems = contract.verify_folder(folder, deep=deep)
+        assert len(problems) == 1 and problems[0].startswith(str(folder / contract.PRIOR)), problems
+        assert "not the smoothed prior of these counts" in problems[0]
+    replace(prior, sigma=3.0).save(folder / contract.PRIOR)          # smoothed, but with another width
+    assert any("sigma 3" in p for p in contract.verify_folder(folder))
+    replace(prior, prob=prior.prob.astype(np.float32)).save(folder / contract.PRIOR)   # float rounding is fine
+    assert contract.verify_folder(folder) == []
 
 
 def test_unreadable_prior(folder):

@@ -76,8 +76,8 @@ def prior_plot(data, out):
     from pipeline.plot import plot_prior
     try:
         prior = Prior.load(f"{data}/{PRIOR}")
-    except ShardFormatError as e:
-        raise click.ClickException(f"{e}; run `cli.py preprocess` first") from None
+    except ShardFormatError as e:                   # its message says what to do
+        raise click.ClickException(str(e)) from None
     click.echo(f"-> {plot_prior(prior, out, title=data)}")
 
 
@@ -91,9 +91,8 @@ def verify(folder, shallow):
     if problems:
         for p in problems:
             click.echo(p, err=True)
-        raise click.ClickException(f"{folder}: {len(problems)} problem(s). Delete the shard files named above and "
-                                   "rerun the same `preprocess` command (it rebuilds only those and the manifest), "
-                                   "or preprocess into a fresh folder")
+        raise click.ClickException(f"{folder}: {len(problems)} problem(s). "
+                                   f"{contract.repair_advice(folder, problems)}")
     click.echo(f"ok: {contract.describe_folder(folder)}, "
                f"{'metadata only' if shallow else 'every chunk checksummed'}")
 

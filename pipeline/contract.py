@@ -16,6 +16,8 @@ import io
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,12 +208,18 @@ class Prior:
 
     @classmethod
     def load(cls, path) -> "Prior":
+        """Read prior.npz. A missing or damaged file (a flipped byte fails the zip's CRC-32 as BadZipFile, a cut
+        one as EOFError or ValueError) raises ShardFormatError naming the file and what to do."""
         try:
             with np.load(path) as z:
                 return cls(centers=z["centers"].astype(np.float32), counts=z["counts"], prob=z["prob"],
                            weights=z["weights"], lam=float(z["lam"]), sigma=float(z["sigma"]))
-        except (OSError, KeyError, ValueError) as e:
-            raise ShardFormatError(f"{path}: not a readable prior ({e})") from e
+        except FileNotFoundError as e:
+            raise ShardFormatError(f"{path}: no prior here; run `cli.py preprocess` first") from e
+        except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            raise ShardFormatError(f"{path}: not a readable prior ({type(e).__name__}: {e}); rerun the "
+                                   "`cli.py preprocess` command that built this folder: it rebuilds prior.npz "
+                                   "from the shards") from e
 
 
 def read_manifest(folder) -> dict:
@@ -317,9 +325,37 @@ def require_verified(folder, deep: bool = True) -> None:
     """Raise ShardFormatError listing every problem of verify_folder(folder); return quietly on a good folder."""
     problems = verify_folder(folder, deep=deep)
     if problems:
-        raise ShardFormatError(f"{folder} failed verification ({len(problems)} problem(s)); "
-                               "run `cli.py verify` for the list, then preprocess again:\n  "
-                               + "\n  ".join(problems))
+        raise ShardFormatError(f"{folder} failed verification ({len(problems)} problem(s)). "
+                               f"{repair_advice(folder, problems)}:\n  " + "\n  ".join(problems))
+
+
+def repair_advice(folder, problems: list[str]) -> str:
+    """What to do about verify_folder(folder)'s problems, matched to the files they name (each problem starts
+    with its file's path): a folder without a readable manifest is not complete; damaged shards must be deleted
+    before a rerun (a rerun keeps every shard whose attrs match); missing shards, the prior and the manifest are
+    rebuilt by the rerun; files the manifest does not list are the user's to move."""
+    folder = Path(folder)
+    try:
+        manifest = read_manifest(folder)
+    except ShardFormatError:
+        return (f"Not a complete shard folder (no readable {MANIFEST}): rerun the `cli.py preprocess` "
+                "command that writes into it (it keeps the shards already complete), or preprocess into a fresh "
+                "folder")
+    names = lambda path: any(p.startswith(f"{path}:") for p in problems)
+    listed = {folder / s["file"] for s in manifest.get("shards") or [] if isinstance(s, dict) and "file" in s}
+    damaged = sorted(p for p in listed if p.is_file() and names(p))
+    missing = sorted(p for p in listed if not p.is_file())
+    strays = sorted(p for p in folder.rglob("*.h5") if p not in listed and names(p))
+    advice = []
+    if damaged or missing or names(folder / MANIFEST) or names(folder / PRIOR):
+        rebuilt = ["those shards, "] * bool(damaged) + ["the missing shards, "] * bool(missing)
+        advice.append(("Delete the shard files named above, then rerun" if damaged else "Rerun")
+                      + " the same `cli.py preprocess` command (it keeps the complete shards and rebuilds "
+                      + "".join(rebuilt) + f"{PRIOR} and {MANIFEST}), or preprocess into a fresh folder")
+    if strays:
+        advice.append(f"{'m' if advice else 'M'}ove or delete the {len(strays)} *.h5 file(s) that {MANIFEST} "
+                      "does not list")
+    return "; ".join(advice) or "Preprocess into a fresh folder"
 
 
 def describe_folder(folder) -> str:

@@ -184,3 +184,63 @@ def test_cli_verify_rejects_missing_folder(tmp_path):
     from cli import cli
     r = CliRunner().invoke(cli, ["verify", str(tmp_path / "nope")])
     assert r.exit_code != 0 and "Traceback" not in r.output
+
+
+def _flip_bytes_in_npz_member(path, member):
+    """Invert 4 bytes inside one array of an .npz (a zip): its CRC-32 no longer matches, as after a bad disk."""
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo(member)
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)   # local header, then data
+    data = bytearray(path.read_bytes())
+    at = start + info.compress_size - 8
+    data[at:at + 4] = bytes(b ^ 0xFF for b in data[at:at + 4])
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("args", [["verify", "{d}"], ["verify", "--shallow", "{d}"],
+                                  ["fit", "--data", "{d}", "--out", "{run}", "--model", "tiny", "--crop", "8",
+                                   "--steps", "1", "--workers", "0", "--device", "cpu"],
+                                  ["fit", "--data", "{d}", "--out", "{run}", "--model", "tiny", "--crop", "8",
+                                   "--steps", "1", "--workers", "0", "--device", "cpu", "--verify", "off"],
+                                  ["prior-plot", "--data", "{d}", "--out", "{run}/p.png"]])
+def test_corrupt_prior_is_a_message_naming_it_and_what_to_do(folder, tmp_path, args):
+    from cli import cli
+    _flip_bytes_in_npz_member(folder / contract.PRIOR, "prob.npy")
+    r = CliRunner().invoke(cli, [a.format(d=folder, run=tmp_path / "run") for a in args])
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), (r.exception, r.output)
+    assert "Traceback" not in r.output
+    line = next(ln for ln in r.output.splitlines() if "not a readable prior" in ln)
+    assert str(folder / contract.PRIOR) in line and "Bad CRC-32 for file 'prob.npy'" in line, r.output
+    assert "rerun the `cli.py preprocess` command" in line and "rebuilds prior.npz" in line
+
+
+def test_verify_advice_matches_the_problems(folder):
+    """The closing advice names what to do about what was found, and nothing else."""
+    from cli import cli
+
+    def advice():
+        r = CliRunner().invoke(cli, ["verify", str(folder)])
+        assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+        return r.output.strip().splitlines()[-1]
+
+    good = (folder / "test-00000.h5").read_bytes()
+    _flip_bytes_in_chunk(folder / "test-00000.h5", "L", 1)
+    assert "Delete the shard files named above, then rerun the same `cli.py preprocess`" in advice()
+    (folder / "test-00000.h5").write_bytes(good)
+
+    _edit_manifest(folder, lambda m: m["counts"].update(seen=11))
+    said = advice()
+    assert "Rerun the same `cli.py preprocess` command" in said and "Delete" not in said, said
+    _edit_manifest(folder, lambda m: m["counts"].update(seen=10))
+
+    contract.write_shard(folder / "extra.h5", **_shard_arrays(2, seed=5, prefix="other"))
+    said = advice()
+    assert said.endswith("Move or delete the 1 *.h5 file(s) that manifest.json does not list"), said
+    assert "Delete the shard files" not in said and "Rerun" not in said
+    (folder / "extra.h5").unlink()
+
+    (folder / contract.MANIFEST).unlink()                          # what a killed first run leaves
+    said = advice()
+    assert "Not a complete shard folder (no readable manifest.json): rerun the `cli.py preprocess`" in said, said
+    assert "Delete" not in said and "named above" not in said

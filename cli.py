@@ -49,19 +49,22 @@ def _size(ctx, param, value):
               help="sun_scenes: Training_NN/Testing_NN list.")
 @click.option("--min-side", default=PrepConfig.min_side, type=click.IntRange(min=1),
               help="Skip images whose shorter side is smaller.")
-def preprocess(**opts):
+@click.option("--overwrite", is_flag=True,
+              help="Replace shards in --out that another dataset, root or config wrote (never other files).")
+def preprocess(overwrite, **opts):
     """Images -> Lab -> soft-encoded ab targets -> HDF5 shards, manifest.json and prior.npz.
     Rerunning the same command keeps the shards already complete."""
+    from pipeline.output_folder import OutputConflict
     from pipeline.preprocess import OutputError, run  # faiss/numba load only when this command runs
     opts = {**opts, "root": opts["root"] or "", "out_dir": opts["out_dir"] or "", "subset": opts["subset"] or "",
             "backend": "dask" if opts["scheduler"] else opts["backend"]}
     if opts["dataset"] != "sample" and not opts["root"]:
         raise click.BadParameter(f"dataset {opts['dataset']!r} needs --root DIR", param_hint="--root")
     try:
-        result = run(PrepConfig(**opts))
-    except DatasetError as e:
+        result = run(PrepConfig(**opts), overwrite=overwrite)
+    except DatasetError as e:                       # a bad root, or one whose every input was skipped
         raise click.BadParameter(str(e), param_hint="--root / --partition / --subset") from None
-    except OutputError as e:                        # disk full, read-only: complete shards stay for the rerun
+    except (OutputError, OutputConflict) as e:      # disk full, read-only, another job's shards: nothing lost
         raise click.ClickException(str(e)) from None
     click.echo(result.summary())
 

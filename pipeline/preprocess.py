@@ -9,7 +9,10 @@ Deterministic and resumable by construction:
    later: the inputs' fingerprint, seen/written counts, the skipped inputs with reasons and the exact int64
    nearest-bin counts. A shard whose inputs were all skipped is still written, with zero samples;
 3. on a rerun, shard files that are complete and match (same inputs, same encoding config, same bins) are
-   kept; killed runs leave only temporary files, which are removed;
+   kept; killed runs leave only temporary files, which are removed. What else a run would delete or replace
+   must be this job's (same dataset, root, encoding and plan options, recorded in every shard's attrs), else
+   the run stops before touching anything (OutputConflict); `overwrite` lets it replace another job's files,
+   never a file that preprocess did not write;
 4. manifest.json and prior.npz are assembled from the shard files alone, in plan order, and the manifest
    is written last: a killed-and-rerun preprocess gives the same shard arrays, the same prior.npz arrays
    and the same manifest (apart from its timestamp) as an uninterrupted one.
@@ -35,11 +38,10 @@ from pipeline import contract
 from pipeline.archives import read_member
 from pipeline.bins import fingerprint, in_gamut_centers
 from pipeline.config import PrepConfig
-from pipeline.datasets import Listing, list_dataset
+from pipeline.datasets import DatasetError, Listing, list_dataset
 from pipeline.images import ImageError, is_gray_ab, load_rgb, resize_center_crop, rgb_to_lab
+from pipeline.output_folder import OUR_TMP, check_output, job_of
 from pipeline.prior import build_prior
-
-SHARD_NAME = re.compile(r"^(train|test)-\d{5}\.h5$")
 
 
 class OutputError(Exception):
@@ -57,6 +59,11 @@ def _writing(path: Path):
         reason = e.strerror if isinstance(e, OSError) and e.strerror else found.group(1) if found else str(e)
         raise OutputError(f"{path.parent}: cannot write {path.name}: {reason}. Complete shards are kept; free "
                           "space (or fix the folder) and rerun the same command to resume") from e
+
+
+class NothingToTrainOn(DatasetError):
+    """Every input of the split that the run is for was skipped (a folder of grayscale photos, say): no sample and
+    no prior. A dataset problem, reported like an empty folder."""
 
 
 @dataclass(frozen=True)
@@ -139,7 +146,8 @@ def process_shard(spec: ShardSpec, ctx: ShardContext) -> tuple[str, dict]:
     with _writing(Path(ctx.out) / spec.file):
         contract.write_shard(Path(ctx.out) / spec.file, L, ab, nn_idx, nn_w, keys, attrs={
             "split": spec.split, "index": spec.index, "fingerprint": ctx.fingerprint,
-            "inputs_sha": spec.inputs_sha(), "config": ctx.cfg.encoding(), **summary})
+            "inputs_sha": spec.inputs_sha(), "config": ctx.cfg.encoding(), "job": job_of(ctx.cfg, ctx.root),
+            **summary})
     return spec.file, summary
 
 
@@ -149,19 +157,6 @@ def summary_of(path: Path) -> dict:
         a = h.attrs
         return {"seen": int(a["seen"]), "written": int(a["written"]), "skipped": json.loads(a["skipped"]),
                 "counts": json.loads(a["counts"])}
-
-
-def shard_is_complete(path: Path, spec: ShardSpec, fingerprint: str) -> bool:
-    """True when `path` is a finished shard of exactly this spec (atomic writes leave no partial file)."""
-    if not path.is_file():
-        return False
-    try:
-        with h5py.File(path, "r") as h:
-            a = h.attrs
-            return (a.get("fingerprint") == fingerprint and a.get("inputs_sha") == spec.inputs_sha()
-                    and int(a.get("seen", -1)) == len(spec.keys) and all(d in h for d in contract.DATASETS))
-    except OSError:
-        return False
 
 
 @functools.lru_cache(maxsize=4)
@@ -188,48 +183,49 @@ class PrepResult:
     splits: dict[str, int]
     prior_note: str
     seconds: float
-    removed: int = 0              # shard files of an earlier run that this plan no longer has
+    removed: int = 0              # shard files of an earlier run that this one deleted (not planned, or not reusable)
 
     def summary(self) -> str:
         lines = [f"{self.out_dir}: {self.written} written, {self.skipped} skipped of {self.seen} inputs "
                  f"in {self.shards} shards ({self.reused} reused from an earlier run), {self.seconds:.1f} s",
                  "  samples by split: " + (", ".join(f"{k} {v}" for k, v in self.splits.items()) or "none")]
         if self.removed:
-            lines.append(f"  removed {self.removed} shard files of an earlier run over other inputs or splits")
+            lines.append(f"  removed {self.removed} shard files of an earlier run that this one does not reuse")
         lines += [f"  skipped {n:5d}  {reason}" for reason, n in sorted(self.by_reason.items())]
         lines.append(f"  prior: {self.prior_note}")
         return "\n".join(lines)
 
 
-def _clean(out: Path, specs: list[ShardSpec]) -> int:
-    """Remove what an earlier (killed, or differently configured) run left that this plan does not produce:
-    temporary files of interrupted writes, and shard files beyond this plan. Returns the shards removed."""
-    planned, removed = {s.file for s in specs}, 0
+def _clean(out: Path, stale: list[Path]) -> int:
+    """Remove what check_output found this run replaces, and the temporary files of interrupted writes (atomic
+    writes leave nothing else). Returns the shard files removed."""
     for p in out.iterdir():
-        stale_shard = bool(SHARD_NAME.match(p.name)) and p.name not in planned
-        leftover_tmp = p.name.startswith(".") and p.name.endswith(".tmp")
-        if stale_shard or leftover_tmp:
+        if OUR_TMP.match(p.name):
             p.unlink()
-            removed += stale_shard
-    return removed
+    for p in stale:
+        p.unlink()
+    return len(stale)
 
 
-def run(cfg: PrepConfig, progress: bool = True) -> PrepResult:
-    """Preprocess `cfg.dataset` into `cfg.out`; see the module docstring. Raises DatasetError on a bad root."""
+def run(cfg: PrepConfig, progress: bool = True, overwrite: bool = False) -> PrepResult:
+    """Preprocess `cfg.dataset` into `cfg.out`; see the module docstring. Raises DatasetError on a bad root (and
+    its NothingToTrainOn when every input was skipped), OutputConflict when the folder holds what this run may not
+    replace (`overwrite`: another job's files may be replaced), OutputError when the folder cannot be written."""
     from pipeline.parallel import imap_unordered
 
     t0 = time.perf_counter()
     listing = list_dataset(cfg.dataset, cfg.root, cfg.partition, cfg.test_fraction, cfg.split, cfg.limit,
                            cfg.subset)
     out = Path(cfg.out)
+    specs = plan_shards(listing, cfg.shard_size)
+    centers = in_gamut_centers()
+    fp = fingerprint_of(cfg, centers)
+    reused, stale = check_output(out, specs, fp, job_of(cfg, listing.root), overwrite)   # reads only
     with _writing(out):
         out.mkdir(parents=True, exist_ok=True)
         (out / contract.MANIFEST).unlink(missing_ok=True)   # written last again: its presence means "complete"
-    specs = plan_shards(listing, cfg.shard_size)
-    removed = _clean(out, specs)
-    centers = in_gamut_centers()
-    fp = fingerprint_of(cfg, centers)
-    todo = [s for s in specs if not shard_is_complete(out / s.file, s, fp)]
+    removed = _clean(out, stale)
+    todo = [s for s in specs if s.file not in reused]
     summaries = {}                # file -> summary, of the shards written now (assemble reads the others)
     if todo:
         ctx = ShardContext(str(listing.root), str(out), cfg, _encoder(cfg.knn, cfg.sigma), fp)
@@ -245,6 +241,24 @@ def run(cfg: PrepConfig, progress: bool = True) -> PrepResult:
     return result
 
 
+def _require_samples(cfg: PrepConfig, listing: Listing, splits: dict[str, int], skipped_in: dict[str, list]) -> None:
+    """Raise NothingToTrainOn when the split this run is for got no sample: the train split (fit has nothing to
+    read and no prior can be built, whatever the test split holds), or the test split of a --split test run.
+    Called before prior.npz and manifest.json are written, so no folder looks complete; the shard files stay, as
+    the record of the skips (a rerun reuses them)."""
+    need = "test" if cfg.split == "test" else "train"
+    if splits[need]:
+        return
+    n = len(listing.split(need))
+    reasons = Counter(s["reason"].split(":")[0] for s in skipped_in[need])
+    counted = ", ".join(f"{c} {r}" for r, c in reasons.most_common())
+    why = f"all {n} {need}-split inputs were skipped ({counted})" if n else f"the {need} split lists no input"
+    hint = (f"; its test split has {splits['test']} sample(s): --split test preprocesses them alone, for evaluation"
+            if need == "train" and splits["test"] else "")
+    raise NothingToTrainOn(f"{listing.root}: nothing to {'train on' if need == 'train' else 'evaluate'}: {why}"
+                           f"{hint}")
+
+
 def assemble(out: Path, specs: list[ShardSpec], cfg: PrepConfig, listing: Listing, centers,
              summaries: dict[str, dict] | None = None) -> PrepResult:
     """manifest.json and prior.npz from the shards' summary attrs (identical for fresh and resumed runs): those
@@ -252,20 +266,23 @@ def assemble(out: Path, specs: list[ShardSpec], cfg: PrepConfig, listing: Listin
     file made this serial tail ~1 ms a shard on 16 cores."""
     shards, skipped, counts = [], [], np.zeros(len(centers), np.int64)
     seen = written = 0
+    skipped_in = {"train": [], "test": []}
     for spec in specs:
         a = (summaries or {}).get(spec.file) or summary_of(out / spec.file)
         n = a["written"]
         seen += a["seen"]; written += n
         skipped += a["skipped"]
+        skipped_in[spec.split] += a["skipped"]
         if spec.split == "train":
             counts += np.asarray(a["counts"], np.int64)
         shards.append({"file": spec.file, "split": spec.split, "count": n})
+    splits = {sp: sum(s["count"] for s in shards if s["split"] == sp) for sp in ("train", "test")}
+    _require_samples(cfg, listing, splits, skipped_in)
     train_pixels = int(counts.sum())
     prior = build_prior(counts, centers, cfg.sigma, cfg.lam)
     with _writing(out / contract.PRIOR):
         prior.save(out / contract.PRIOR)
     by_reason = Counter(s["reason"].split(":")[0] for s in skipped)
-    splits = {sp: sum(s["count"] for s in shards if s["split"] == sp) for sp in ("train", "test")}
     note = (f"{train_pixels} training target pixels over Q={len(centers)} bins" if train_pixels else
             "no training pixels (no train split processed): uniform prior, all weights 1")
     manifest = {

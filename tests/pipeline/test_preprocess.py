@@ -10,6 +10,7 @@ import pytest
 from hostile_files import SHARED, jpeg_bytes, photo, write_hostile
 from pipeline import contract
 from pipeline.config import PrepConfig
+from pipeline.output_folder import OutputConflict
 from pipeline.preprocess import run
 
 CHECKER = SHARED / "tools" / "check_shards.py"
@@ -115,14 +116,16 @@ def test_jobs_backend_and_resume_do_not_change_the_result(tmp_path):
     assert not list((tmp_path / "two").glob(".*.tmp"))
     _same(before, _arrays(tmp_path / "two"))
 
-    # a different encoding config does not reuse anything
-    other = run(_cfg(root, tmp_path / "two", knn=3), progress=False)
+    # a different encoding config reuses nothing, and replaces the shards only when told to (test_output_folder.py)
+    with pytest.raises(OutputConflict, match="knn 5; this run has knn 3"):
+        run(_cfg(root, tmp_path / "two", knn=3), progress=False)
+    other = run(_cfg(root, tmp_path / "two", knn=3), progress=False, overwrite=True)
     assert other.reused == 0
     with contract.open_shard(sorted((tmp_path / "two").glob("train-*.h5"))[0]) as sh:
         assert sh.knn == 3
 
     # fewer inputs (one split only): the other split's shards go, and the folder stays consistent
-    only_test = run(_cfg(root, tmp_path / "two", knn=3, split="test"), progress=False)
+    only_test = run(_cfg(root, tmp_path / "two", knn=3, split="test"), progress=False, overwrite=True)
     assert only_test.removed > 0 and "removed" in only_test.summary()
     assert not list((tmp_path / "two").glob("train-*.h5")) and "uniform prior" in only_test.prior_note
     assert contract.verify_folder(tmp_path / "two") == []

@@ -7,8 +7,9 @@ inputs go in which shard file), recorded in every shard's attrs ("job") and in m
   a new bin set), or with `overwrite` another job's; lam is not part of the job (only prior.npz depends on it,
   and every run rebuilds that);
 - never deletes or replaces a file preprocess did not write: an HDF5 file without a shard's attrs under a shard's
-  name, a manifest.json of something else, any other *.h5 (verify and fit would refuse the folder), and nothing
-  outside the names it writes (notes, photos, another program's temporary files) is ever looked at.
+  name, a manifest.json or prior.npz of something else (one beside shards of a run is taken for that run's, maybe
+  damaged, and rebuilt), any other *.h5 (verify and fit would refuse the folder); and nothing outside the names
+  it writes (notes, photos, another program's temporary files) is ever looked at.
 A refusal is an OutputConflict, raised before the folder changes, with one line naming the difference.
 """
 from __future__ import annotations
@@ -112,9 +113,10 @@ def check_output(out: Path, specs: list[ShardSpec], fingerprint: str, job: dict,
         stale.append(p)
         if any(recorded.get(k, v) != v for k, v in job.items()):
             others[json.dumps(recorded, sort_keys=True)] += 1
-    if manifest_foreign:
+    ours_beside = bool(reused or stale)       # then a damaged manifest.json or prior.npz is a run's, rebuilt by this
+    if manifest_foreign and not ours_beside:
         foreign.append(f"{contract.MANIFEST} was not written by preprocess ({manifest_foreign})")
-    if (out / contract.PRIOR).exists() and manifest_job is None and not reused and not stale:
+    if (out / contract.PRIOR).exists() and manifest_job is None and not ours_beside:
         foreign.append(f"{contract.PRIOR} was not written by preprocess (no manifest or shard of a run beside it)")
     foreign += [f"{p.relative_to(out)} is an *.h5 file that is not one of its shards (verify and fit refuse a "
                 "shard folder holding one)" for p in sorted(out.rglob("*.h5"))

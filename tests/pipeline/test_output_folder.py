@@ -145,14 +145,27 @@ def test_files_preprocess_did_not_write_are_never_deleted(done, tmp_path):
         run(_cfg(root, out), progress=False)
 
 
-def test_a_manifest_preprocess_did_not_write_is_not_replaced(tmp_path):
+@pytest.mark.parametrize("name, text", [(contract.MANIFEST, '{"name": "my web app", "icons": []}'),
+                                        (contract.PRIOR, "someone's arrays")])
+def test_a_manifest_or_prior_preprocess_did_not_write_is_not_replaced(tmp_path, name, text):
     root, out = _photos(tmp_path / "a"), tmp_path / "site"
     out.mkdir()
-    (out / contract.MANIFEST).write_text('{"name": "my web app", "icons": []}')
-    with pytest.raises(OutputConflict, match="manifest.json was not written by preprocess"):
+    (out / name).write_text(text)
+    with pytest.raises(OutputConflict, match=f"{name} was not written by preprocess"):
         run(_cfg(root, out), progress=False, overwrite=True)
-    assert (out / contract.MANIFEST).read_text() == '{"name": "my web app", "icons": []}'
-    assert sorted(p.name for p in out.iterdir()) == [contract.MANIFEST]
+    assert (out / name).read_text() == text and sorted(p.name for p in out.iterdir()) == [name]
+
+
+def test_a_damaged_manifest_or_prior_beside_its_shards_is_rebuilt_by_the_rerun_verify_advises(done):
+    """verify says to rerun preprocess for these (test_verify.py); the rerun must do it, reusing every shard."""
+    root, out = done
+    (out / contract.MANIFEST).write_text('{"format_version": 1, "shards": [')
+    data = bytearray((out / contract.PRIOR).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (out / contract.PRIOR).write_bytes(bytes(data))
+    assert contract.verify_folder(out)
+    assert run(_cfg(root, out), progress=False).reused == 2
+    assert contract.verify_folder(out) == []
 
 
 def test_a_folder_of_grayscale_photos_fails_like_an_empty_one(tmp_path):

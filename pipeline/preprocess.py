@@ -243,10 +243,11 @@ def run(cfg: PrepConfig, progress: bool = True, overwrite: bool = False) -> Prep
 
 def _require_samples(cfg: PrepConfig, listing: Listing, splits: dict[str, int], skipped_in: dict[str, list]) -> None:
     """Raise NothingToTrainOn when the split this run is for got no sample: the train split (fit has nothing to
-    read and no prior can be built, whatever the test split holds), or the test split of a --split test run.
+    read and no prior can be built, whatever the test split holds), or the test split of a --split test (val)
+    run or of an evaluation subset.
     Called before prior.npz and manifest.json are written, so no folder looks complete; the shard files stay, as
     the record of the skips (a rerun reuses them)."""
-    need = "test" if cfg.split == "test" else "train"
+    need = "test" if cfg.split == "test" or cfg.subset else "train"
     if splits[need]:
         return
     n = len(listing.split(need))

@@ -210,3 +210,15 @@ def test_a_train_split_without_colour_fails_even_when_the_test_split_has_some(tm
     (root / "Testing_01.txt").write_text("/g/0.jpg\n")
     with pytest.raises(NothingToTrainOn, match="nothing to evaluate: all 1 test-split inputs were skipped"):
         run(_cfg(root, tmp_path / "out3", dataset="sun_scenes", split="test"), progress=False)
+
+
+def test_an_evaluation_subset_needs_test_samples_only(tmp_path):
+    """--subset picks ImageNet validation images: with the default --split all there is no train split to need."""
+    from archive_trees import _image, tar_bytes
+    root = tmp_path / "ILSVRC2012"
+    root.mkdir()
+    files = {f"ILSVRC2012_val_{i:08d}.JPEG": _image(i) for i in (1, 2)}
+    (root / "ILSVRC2012_img_val.tar").write_bytes(tar_bytes(files))
+    result = run(_cfg(root, tmp_path / "out", dataset="imagenet", subset="first10k", shard_size=5000),
+                 progress=False)
+    assert result.splits == {"train": 0, "test": 2}

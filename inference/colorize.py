@@ -4,8 +4,9 @@ Per image (any size, colour or grayscale; an old scan is the main case):
 
     rgb (H, W, 3) uint8 -> L, strip by strip, resized (whole image, no crop) to size x size, each axis with
     the filter its own factor calls for -> network -> ab (2, size/4, size/4)
-    -> inference.full_resolution.rebuild_rgb: ab upsampled bicubically to (H, W), chroma pulled into the
-    sRGB gamut, Lab -> RGB, in strips of bounded memory -> PNG (or JPEG/WebP), alpha kept
+    -> inference.full_resolution.rebuild_rgb: ab upsampled to (H, W) by the colorizer's mode (bilinear for
+    released weights, bicubic for ours), chroma pulled into the sRGB gamut, Lab -> RGB, in strips of bounded
+    memory -> PNG (or JPEG/WebP), alpha kept
 
 so the output has the input's size and its lightness, and only the colour comes from the network, as in
 the reference demo (richzhang/colorization `postprocess_tens`). Memory: the decoded photo (3 bytes a pixel;
@@ -25,7 +26,6 @@ import torch
 from tqdm import tqdm
 
 from pipeline.images import load_rgb
-from trainer.decode import DEFAULT_TEMPERATURE
 from inference.full_resolution import (STRIP_PIXELS, fit_gamut, lab_to_rgb_in_gamut, lightness_strips,  # noqa: F401
                                        rebuild_rgb, resize_width, upsample_ab_rows, widen_ab)
 from inference.inputs import READ_ERRORS, list_inputs, report_unreadable
@@ -40,8 +40,9 @@ class ColorizeConfig:
     checkpoint: str = ""             # our checkpoint (last.pt) or a released ECCV16 state dict
     out: str = "artifacts/colorized"
     size: int = 256                  # side of the square L the network sees
-    temperature: float = DEFAULT_TEMPERATURE  # annealed mean for CE/focal models; ignored by L2 models
+    temperature: float | None = None  # annealed mean for CE/focal models (None: the colorizer's default); L2 ignores it
     device: str = "auto"             # auto | cpu | cuda
+    runtime: str = "auto"            # auto (.onnx files: onnxruntime) | torch | onnx
     format: str = "png"              # png | jpg | webp (inference.outputs.FORMATS)
     overwrite: bool = False          # replace existing outputs this job did not write (never an input)
 
@@ -52,11 +53,13 @@ class ColorizeResult:
     failed: list = field(default_factory=list)       # (input path, one-line reason)
     ignored: int = 0                                 # files in folders that are not images
     alpha_dropped: int = 0                           # inputs with transparency written in a format without it
+    decoding: str = ""                               # Colorizer.describe(): temperature and upsampling used
 
     def summary(self) -> str:
         s = f"colorized {len(self.written)} image(s), {len(self.failed)} failed"
         s += f", {self.ignored} non-image file(s) in folders ignored" if self.ignored else ""
-        return s + (f", {self.alpha_dropped} lost their transparency (JPEG has none)" if self.alpha_dropped else "")
+        s += f", {self.alpha_dropped} lost their transparency (JPEG has none)" if self.alpha_dropped else ""
+        return s + (f"; {self.decoding}" if self.decoding else "")
 
 
 # ---- the colour of one image --------------------------------------------------------------------------
@@ -98,24 +101,25 @@ def net_input_rgb(rgb: np.ndarray, size: int, strip_pixels: int = STRIP_PIXELS) 
 
 
 @torch.no_grad()
-def predict_ab_small(colorizer, x: torch.Tensor, temperature: float) -> np.ndarray:
+def predict_ab_small(colorizer, x: torch.Tensor, temperature: float | None) -> np.ndarray:
     """(1, 1, size, size) L -> the network's ab (2, size/4, size/4) float32 on the CPU."""
     return colorizer.predict_ab(x, temperature=temperature)[0].float().cpu().numpy()
 
 
-def predict_ab_full(colorizer, L: np.ndarray, size: int, temperature: float) -> np.ndarray:
-    """L (H, W) float32 -> ab (H, W, 2) float32 upsampled bicubically from the network's 1/4 output.
-    Holds the whole ab in memory (8 bytes a pixel); colorize_rgb does not need it."""
+def predict_ab_full(colorizer, L: np.ndarray, size: int, temperature: float | None = None) -> np.ndarray:
+    """L (H, W) float32 -> ab (H, W, 2) float32 upsampled from the network's 1/4 output by the colorizer's
+    mode (colorizer.upsample). Holds the whole ab in memory (8 bytes a pixel); colorize_rgb does not need it."""
     ab = predict_ab_small(colorizer, net_input(L, size), temperature)
-    return upsample_ab_rows(widen_ab(ab, L.shape[1]), L.shape[0], 0, L.shape[0])
+    cubic = colorizer.upsample == "bicubic"
+    return upsample_ab_rows(widen_ab(ab, L.shape[1], cubic), L.shape[0], 0, L.shape[0], cubic)
 
 
-def colorize_rgb(colorizer, rgb: np.ndarray, size: int = 256, temperature: float = DEFAULT_TEMPERATURE, *,
+def colorize_rgb(colorizer, rgb: np.ndarray, size: int = 256, temperature: float | None = None, *,
                  out: np.ndarray | None = None, strip_pixels: int = STRIP_PIXELS) -> np.ndarray:
     """(H, W, 3) uint8 -> (H, W, 3) uint8 with the input's lightness and the network's colours.
     `out`: where to write it (may be `rgb` itself, or rgba[..., :3]); see full_resolution.rebuild_rgb."""
     ab = predict_ab_small(colorizer, net_input_rgb(rgb, size, strip_pixels), temperature)
-    return rebuild_rgb(rgb, ab, out=out, strip_pixels=strip_pixels)
+    return rebuild_rgb(rgb, ab, out=out, strip_pixels=strip_pixels, cubic=colorizer.upsample == "bicubic")
 
 
 def save_png(path: Path, rgb: np.ndarray) -> None:
@@ -146,8 +150,8 @@ def run(cfg: ColorizeConfig, colorizer=None) -> ColorizeResult:
     check_outputs(pairs, out_dir, record, cfg.overwrite)
     if colorizer is None:
         from inference.colorizer import load_colorizer
-        colorizer = load_colorizer(cfg.checkpoint, device=cfg.device)
-    result = ColorizeResult(ignored=ignored)
+        colorizer = load_colorizer(cfg.checkpoint, device=cfg.device, runtime=cfg.runtime)
+    result = ColorizeResult(ignored=ignored, decoding=colorizer.describe(cfg.temperature))
     for path, reason in missing:
         tqdm.write(f"error: {path}: {reason}")
         result.failed.append((str(path), reason))

@@ -1,40 +1,90 @@
-"""A trained network as a colorizer: load_colorizer(path) -> Colorizer.predict_ab(L).
+"""A trained network as a colorizer: load_colorizer(ref) -> Colorizer.predict_ab(L).
 
-Accepts a colorfast training checkpoint (RUN_DIR/last.pt) or a bare state dict in the released ECCV16
-PyTorch layout (model1..model8, model_out), the latter decoding with its own 313 bins. Files are read with
-torch.load(weights_only=True) (trainer.checkpoint), so a file carrying pickled code is refused.
+`ref` is a file or a checkpoint name (inference.hub: `eccv16-released` is downloaded once). Accepted files:
+a colorfast training checkpoint (RUN_DIR/last.pt), a bare state dict in the released ECCV16 PyTorch layout
+(model1..model8, model_out; decoded with its own 313 bins), or an .onnx file written by `cli.py export`
+(run by onnxruntime: inference.onnx_runtime). .pt files are read with torch.load(weights_only=True)
+(trainer.checkpoint), so a file carrying pickled code is refused.
+
+How a colorizer decodes is part of it. Released weights decode as the reference PyTorch port does
+(richzhang/colorization, colorizers/eccv16.py): a plain softmax followed by `model_out`, which is the
+annealed mean at T = 1 (the T = 0.38 annealing of the deploy prototxt is baked into the released weights,
+not applied again), and ab upsampled bilinearly. Our CE/focal checkpoints use the paper's T = 0.38 and
+bicubic upsampling. An explicit temperature overrides either.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from inference.hub import is_named, resolve_checkpoint
 from trainer import checkpoint
 from trainer.decode import DEFAULT_TEMPERATURE, decode
-from trainer.models import ColorNet, create_model, from_released, is_released_layout, load_trunk
+from trainer.models import MODELS, ColorNet, create_model, from_released, is_released_layout, load_trunk
+
+RELEASED_TEMPERATURE = 1.0       # plain softmax mean, as the reference decodes its released weights
+RUNTIMES = ("auto", "torch", "onnx")
+_INTERPOLATION = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
 
 
 @dataclass
 class Colorizer:
-    model: ColorNet                   # in eval mode, on `device`
+    model: ColorNet | None            # in eval mode, on `device` (None for the onnx runtime)
     loss: str                         # "ce" | "l2" | "focal" | "focal-exact" (released weights: "ce")
     prior: dict | None                # {"centers", "prob", "weights"} numpy arrays of the training shards, if known
-    source: str                       # the file it came from
+    source: str                       # the file (or name) it came from
     device: torch.device
+    released: bool = False            # released ECCV16 weights: decoded as the reference does
+    runtime: str = "torch"            # "torch" | "onnx"
 
     @property
     def centers(self) -> torch.Tensor | None:
         """(Q, 2) ab bin centres the logits refer to; None for an l2 model."""
         return self.model.centers
 
+    @property
+    def default_temperature(self) -> float | None:
+        """The temperature used when none is given; None for an l2 model (no distribution to anneal)."""
+        if self.loss == "l2":
+            return None
+        return RELEASED_TEMPERATURE if self.released else DEFAULT_TEMPERATURE
+
+    @property
+    def upsample(self) -> str:
+        """How the 1/4-resolution ab is brought to full size: "bilinear" (the reference's) or "bicubic"."""
+        return "bilinear" if self.released else "bicubic"
+
+    @property
+    def interpolation(self) -> int:
+        """self.upsample as an OpenCV flag, for cv2.resize of ab (H, W, 2) float32."""
+        return _INTERPOLATION[self.upsample]
+
+    def temperature_for(self, temperature: float | None = None) -> float:
+        """The temperature a prediction uses: `temperature` if given, else this colorizer's default."""
+        if temperature is None:
+            temperature = self.default_temperature
+        return DEFAULT_TEMPERATURE if temperature is None else float(temperature)   # l2: unused
+
+    def describe(self, temperature: float | None = None) -> str:
+        """One line for the user: which decoding and upsampling this colorizer's output had."""
+        up = f"{self.upsample} upsampling" + (", onnxruntime (CPU)" if self.runtime == "onnx" else "")
+        if self.loss == "l2":
+            return f"l2 regression (no temperature), {up}"
+        t = self.temperature_for(temperature)
+        why = ("--temperature" if temperature is not None else
+               "released weights: plain softmax mean, as the reference decodes them" if self.released else
+               "annealed mean, the paper's default for our checkpoints")
+        return f"temperature {t:g} ({why}), {up}"
+
     @torch.no_grad()
-    def predict_ab(self, L: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE) -> torch.Tensor:
+    def predict_ab(self, L: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
         """L (B, 1, H, W) float L* in 0..100 -> ab (B, 2, H // 4, W // 4) float32 in ab units, on L's device.
-        Class models decode with the annealed mean at `temperature`; l2 models ignore it. H and W need not be
-        multiples of 8: L is reflect-padded up to them and the prediction cropped back."""
+        Class models decode with the annealed mean at temperature_for(temperature); l2 models ignore it.
+        H and W need not be multiples of 8: L is reflect-padded up to them and the prediction cropped back."""
         if L.ndim != 4 or L.shape[1] != 1:
             raise ValueError(f"L must be (B, 1, H, W), got {tuple(L.shape)}")
         H, W = L.shape[-2:]
@@ -42,17 +92,50 @@ class Colorizer:
         x = L.to(self.device, torch.float32)
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(H, W) > max(ph, pw) else "replicate")
-        ab = decode(self.model(x), self.model.centers, temperature)
+        ab = self._forward_ab(x, self.temperature_for(temperature))
         return ab[..., : H // 4, : W // 4].to(L.device)
 
+    def _forward_ab(self, x: torch.Tensor, temperature: float) -> torch.Tensor:
+        """x (B, 1, H, W) on self.device, H and W multiples of 8 -> ab (B, 2, H/4, W/4)."""
+        return decode(self.model(x), self.model.centers, temperature)
 
-def load_colorizer(path, device="cpu") -> Colorizer:
-    """Our checkpoint or a released-layout ECCV16 state dict -> Colorizer on `device` ("auto": CUDA if visible).
-    Raises checkpoint.CheckpointError naming the file when it cannot or must not be loaded."""
+
+def released_model(state: dict, centers: torch.Tensor) -> ColorNet:
+    """The registered network whose shapes fit a released-layout state dict (eccv16 for the published file;
+    a narrower one for a model saved in that layout). Shapes are compared on the meta device: no allocation."""
+    for name in MODELS:
+        with torch.device("meta"):
+            probe = create_model(name, len(centers), centers)
+        if all(k in state and state[k].shape == v.shape for k, v in probe.state_dict().items()
+               if k != "centers" and not k.endswith("num_batches_tracked")):
+            return create_model(name, len(centers), centers)
+    return create_model("eccv16", len(centers), centers)        # load_trunk then names what does not fit
+
+
+def load_colorizer(ref, device="cpu", runtime: str = "auto") -> Colorizer:
+    """A checkpoint file or name -> Colorizer on `device` ("auto": CUDA if visible).
+    runtime "auto" runs .onnx files with onnxruntime and everything else with torch.
+    Raises checkpoint.CheckpointError naming the file when it cannot or must not be loaded, hub.HubError when
+    a named checkpoint cannot be fetched, extras.MissingExtra when onnxruntime is not installed."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    path = resolve_checkpoint(ref)
+    is_onnx = path.suffix.lower() == ".onnx"
+    if runtime == "onnx" or (runtime == "auto" and is_onnx):
+        if not is_onnx:
+            raise checkpoint.CheckpointError(
+                f"{ref}: --runtime onnx runs an .onnx file; make one with `python cli.py export --checkpoint {ref} "
+                f"--out model.onnx` and pass --checkpoint model.onnx")
+        from inference.onnx_runtime import load_onnx_colorizer
+        return load_onnx_colorizer(path, device=device)
+    if is_onnx:
+        raise checkpoint.CheckpointError(f"{ref}: an ONNX file runs with --runtime onnx (or auto), not torch")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
+    source = f"{ref} ({path})" if is_named(ref) else str(path)
     raw = checkpoint.load_any(path)
+    released = False
     if raw.get("format") == checkpoint.FORMAT:
         state = raw["model"]
         centers = state.get("centers")
@@ -60,9 +143,12 @@ def load_colorizer(path, device="cpu") -> Colorizer:
         loss = raw["loss"]
         prior = {k: np.asarray(v) for k, v in raw["prior"].items()} if raw.get("prior") else None
     elif is_released_layout(raw):
-        state, centers = from_released(raw)
-        model = create_model("eccv16", len(centers), centers)
-        loss, prior = "ce", None
+        try:
+            state, centers = from_released(raw)
+        except ValueError as e:
+            raise checkpoint.CheckpointError(f"{path}: {e}") from None
+        model = released_model(state, centers)
+        loss, prior, released = "ce", None, True
     else:
         raise checkpoint.CheckpointError(f"{path}: neither a colorfast checkpoint nor a released ECCV16 state dict "
                                          f"(keys model1.* .. model8.*, model_out.weight)")
@@ -70,4 +156,6 @@ def load_colorizer(path, device="cpu") -> Colorizer:
         load_trunk(model, state)
     except ValueError as e:
         raise checkpoint.CheckpointError(f"{path}: {e}") from None
-    return Colorizer(model=model.to(device).eval(), loss=loss, prior=prior, source=str(path), device=device)
+    return Colorizer(model=model.to(device).eval(), loss=loss, prior=prior, source=source, device=device,
+                     released=released)
+

@@ -23,7 +23,6 @@ from trainer import metrics
 from inference.colorize import colorize_rgb
 from inference.inputs import READ_ERRORS, list_inputs, report_unreadable
 from inference.outputs import OutputConflict, check_outputs  # noqa: F401  (OutputConflict: raised by run)
-from trainer.decode import DEFAULT_TEMPERATURE
 from inference.evaluate import GRAY, EvalConfig, EvalError, Model, load_models, summaries
 from inference.evaluate import run as run_evaluate
 
@@ -38,7 +37,7 @@ class CompareConfig:
     out: str = "artifacts/compare"
     size: int = 256                  # side of the square L the network sees
     panel: int = 256                 # panel height in px; larger inputs are shrunk to it, smaller kept
-    temperature: float = DEFAULT_TEMPERATURE
+    temperature: float | None = None  # None: each model's default (1 for released weights, 0.38 for ours)
     prior: str = ""
     limit: int = 0
     device: str = "auto"
@@ -85,7 +84,8 @@ def compare_one(models: list[Model], rgb: np.ndarray, cfg: CompareConfig) -> Ima
     return labelled_strip(panels)
 
 
-def index_html(report: dict | None, items: list[tuple[str, str]], failed: list, cfg: CompareConfig) -> str:
+def index_html(report: dict | None, items: list[tuple[str, str]], failed: list, cfg: CompareConfig,
+               decoding: dict | None = None) -> str:
     """The page: metric table (if any colour photo was evaluated), then every panel image."""
     parts = ["<!doctype html><meta charset='utf-8'><title>colorization comparison</title>",
              "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
@@ -93,7 +93,8 @@ def index_html(report: dict | None, items: list[tuple[str, str]], failed: list, 
              "img{max-width:100%}</style>",
              "<h1>Colorization comparison</h1>",
              f"<p>Models: {', '.join(html.escape(m) for m in cfg.checkpoints)}; network input {cfg.size} px; "
-             f"temperature {cfg.temperature}. Panels: gray input | each model | ground truth; "
+             f"decoding: {html.escape('; '.join(f'{n}: {d}' for n, d in (decoding or {}).items()))}. "
+             "Panels: gray input | each model | ground truth; "
              "M = colourfulness (Hasler &amp; S&uuml;sstrunk 2003, M(3)).</p>"]
     if report:
         headers, rows = metrics.table_rows(summaries(report))
@@ -143,5 +144,6 @@ def run(cfg: CompareConfig, models: list[Model] | None = None) -> tuple[Path, in
     except EvalError as e:             # no colour photo among the inputs: panels without a table
         tqdm.write(f"note: no metric table: {e}")
     with contract.atomic_write(out / "index.html") as tmp:
-        tmp.write_text(index_html(report, items, failed, cfg))
+        tmp.write_text(index_html(report, items, failed, cfg,
+                                  {m.name: m.colorizer.describe(cfg.temperature) for m in models}))
     return out / "index.html", len(items), failed

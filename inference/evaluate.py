@@ -31,7 +31,6 @@ from pipeline.images import is_grayscale, load_rgb, resize_center_crop, rgb_to_l
 from trainer import metrics
 from inference.full_resolution import lab_to_rgb_in_gamut
 from inference.inputs import READ_ERRORS, list_inputs, report_unreadable
-from trainer.decode import DEFAULT_TEMPERATURE
 
 GRAY = "gray (ab = 0)"
 
@@ -48,7 +47,7 @@ class EvalConfig:
     out: str = "artifacts/eval"
     split: str = "test"
     size: int = 256                  # side of the squares evaluated with --images
-    temperature: float = DEFAULT_TEMPERATURE
+    temperature: float | None = None  # None: each model's default (1 for released weights, 0.38 for ours)
     prior: str = ""                  # prior.npz for models that carry none and for the gray baseline
     limit: int = 0                   # evaluate at most this many images (0: all)
     batch_size: int = 8
@@ -71,9 +70,9 @@ class Model:
 
 
 # ---- samples --------------------------------------------------------------------------------------------
-def upsample_ab(ab: np.ndarray, side: int) -> np.ndarray:
-    """(2, s, s) -> (2, side, side) bicubic."""
-    return cv2.resize(ab.transpose(1, 2, 0), (side, side), interpolation=cv2.INTER_CUBIC).transpose(2, 0, 1)
+def upsample_ab(ab: np.ndarray, side: int, interpolation: int = cv2.INTER_CUBIC) -> np.ndarray:
+    """(2, s, s) -> (2, side, side), bicubic unless told (a model's own mode: Colorizer.interpolation)."""
+    return cv2.resize(ab.transpose(1, 2, 0), (side, side), interpolation=interpolation).transpose(2, 0, 1)
 
 
 def to_rgb(L: np.ndarray, ab_full: np.ndarray) -> np.ndarray:
@@ -148,7 +147,7 @@ def model_prior(colorizer):
 
 # ---- evaluation -----------------------------------------------------------------------------------------
 @torch.no_grad()
-def predict_batch(colorizer, Ls: list[np.ndarray], temperature: float) -> np.ndarray:
+def predict_batch(colorizer, Ls: list[np.ndarray], temperature: float | None) -> np.ndarray:
     """[(S, S)] -> (B, 2, S/4, S/4) float32."""
     x = torch.from_numpy(np.stack(Ls))[:, None]
     return colorizer.predict_ab(x, temperature=temperature).float().cpu().numpy()
@@ -169,6 +168,7 @@ def choose_priors(models: list[Model], explicit=None, evaluated=None) -> dict:
 def evaluate(models: list[Model], samples, cfg: EvalConfig, explicit_prior=None, evaluated_prior=None) -> dict:
     """Run every model and the gray baseline over the samples; returns metrics.json's content."""
     priors = choose_priors(models, explicit_prior, evaluated_prior)
+    by_name = {m.name: m for m in models}
     totals = {name: metrics.MetricTotals(rebalancer=metrics.Rebalancer(*priors[name][0]) if priors[name] else None)
               for name in [GRAY] + [m.name for m in models]}
 
@@ -178,7 +178,8 @@ def evaluate(models: list[Model], samples, cfg: EvalConfig, explicit_prior=None,
             side = s.L.shape[0]
             for name, t in totals.items():
                 small = preds[name][i] if name != GRAY else np.zeros((2, side // 4, side // 4), np.float32)
-                full = upsample_ab(small, side)
+                full = (upsample_ab(small, side, by_name[name].colorizer.interpolation) if name != GRAY
+                        else np.zeros((2, side, side), np.float32))
                 at_gt = small if s.gt_ab.shape[1] == small.shape[1] else full
                 t.update(s.key, at_gt, s.gt_ab, to_rgb(s.L, full), s.gt_rgb)
 
@@ -192,11 +193,11 @@ def evaluate(models: list[Model], samples, cfg: EvalConfig, explicit_prior=None,
         flush(batch)
     if not totals[GRAY].images:
         raise EvalError("no colour images to evaluate")
-    by_name = {m.name: m for m in models}
     return {"config": asdict(cfg),
             "models": {name: {"checkpoint": by_name[name].checkpoint if name in by_name else None,
                               "loss": getattr(by_name[name].colorizer, "loss", None) if name in by_name else None,
                               "prior": priors[name][1] if priors[name] else None,
+                              "decoding": by_name[name].colorizer.describe(cfg.temperature) if name in by_name else None,
                               "summary": t.summary(), "per_image": t.per_image}
                        for name, t in totals.items()}}
 
@@ -214,8 +215,9 @@ def write_report(report: dict, out) -> tuple[Path, Path]:
     md = [f"# Evaluation on {source}\n",
           metrics.markdown_table(summaries(report)),
           f"AuC over ab-error thresholds 0..150; rebalanced AuC weighs pixels by 1/prior of their ground-truth "
-          f"bin; colourfulness: Hasler & Suesstrunk 2003 M(3); gap = prediction - ground truth; "
-          f"temperature {cfg['temperature']}.\n",
+          f"bin; colourfulness: Hasler & Suesstrunk 2003 M(3); gap = prediction - ground truth.\n",
+          "Decoding: " + "; ".join(f"{n}: {m['decoding']}" for n, m in report["models"].items()
+                                   if m.get("decoding")) + "\n",
           "Prior used for rebalancing: " + "; ".join(f"{n}: {m['prior'] or 'none'}"
                                                      for n, m in report["models"].items()) + "\n"]
     if report.get("skipped"):

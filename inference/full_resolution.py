@@ -1,7 +1,7 @@
 """The network's low-resolution colours on a full-resolution photo, in horizontal strips of bounded memory.
 
     rgb (H, W, 3) uint8          -> L of the strip's rows                    \
-    ab (2, h, w) float32 (network) -> bicubic ab of the strip's rows (4 taps) -> gamut fit -> RGB rows, uint8
+    ab (2, h, w) float32 (network) -> bicubic (4 taps) or bilinear (2) ab of the strip's rows -> gamut fit -> RGB rows
 
 Only the photo itself (3 bytes a pixel, uint8) and the output (3 more, or none when written over the input)
 scale with the image; everything in float lives one strip at a time (STRIP_PIXELS pixels, ~50 MB), so a
@@ -90,21 +90,21 @@ def resize_width(a: np.ndarray, n_dst: int, cubic: bool) -> np.ndarray:
     return out
 
 
-def upsample_ab_rows(ab_wide: np.ndarray, H: int, start: int, stop: int) -> np.ndarray:
-    """Rows start..stop of the bicubic upsampling of ab to H rows.
+def upsample_ab_rows(ab_wide: np.ndarray, H: int, start: int, stop: int, cubic: bool = True) -> np.ndarray:
+    """Rows start..stop of the bicubic (or bilinear) upsampling of ab to H rows.
     ab_wide (h, W, 2) float32: the network's ab already resized to the full width (small: h rows).
-    -> (stop - start, W, 2) float32. Each row is a fixed 4-term sum, so it is the same in any strip."""
-    idx, w = resize_taps(ab_wide.shape[0], H, True, start, stop)
+    -> (stop - start, W, 2) float32. Each row is a fixed 4- (2-) term sum, so it is the same in any strip."""
+    idx, w = resize_taps(ab_wide.shape[0], H, cubic, start, stop)
     out = ab_wide[idx[:, 0]] * w[:, 0, None, None]
-    for k in range(1, 4):
+    for k in range(1, w.shape[1]):
         out += ab_wide[idx[:, k]] * w[:, k, None, None]
     return out
 
 
-def widen_ab(ab: np.ndarray, W: int) -> np.ndarray:
-    """ab (2, h, w) -> (h, W, 2) float32: the horizontal half of the bicubic upsampling (h rows: cheap)."""
+def widen_ab(ab: np.ndarray, W: int, cubic: bool = True) -> np.ndarray:
+    """ab (2, h, w) -> (h, W, 2) float32: the horizontal half of the bicubic (or bilinear) upsampling (h rows)."""
     ab = np.ascontiguousarray(np.asarray(ab, np.float32).transpose(1, 2, 0))
-    return cv2.resize(ab, (W, ab.shape[0]), interpolation=cv2.INTER_CUBIC)
+    return cv2.resize(ab, (W, ab.shape[0]), interpolation=cv2.INTER_CUBIC if cubic else cv2.INTER_LINEAR)
 
 
 def strip_rows(W: int, strip_pixels: int = STRIP_PIXELS) -> int:
@@ -113,23 +113,23 @@ def strip_rows(W: int, strip_pixels: int = STRIP_PIXELS) -> int:
 
 # ---- the whole image ------------------------------------------------------------------------------------
 def rebuild_rgb(rgb: np.ndarray, ab: np.ndarray, out: np.ndarray | None = None,
-                strip_pixels: int = STRIP_PIXELS) -> np.ndarray:
+                strip_pixels: int = STRIP_PIXELS, cubic: bool = True) -> np.ndarray:
     """The photo's lightness with the network's colours, at the photo's resolution.
 
     rgb (H, W, 3) uint8: the photo (only its L is used); ab (2, h, w) float32 in ab units: the network's
-    output for it, upsampled bicubically to (H, W). Returns (H, W, 3) uint8 RGB, written into `out` when
-    given: `out` may be `rgb` itself (each strip's L is read before that strip is overwritten) or the colour
-    channels of a larger array, e.g. rgba[..., :3]. Peak memory beyond rgb and out: about
+    output for it, upsampled bicubically (bilinearly: cubic False) to (H, W). Returns (H, W, 3) uint8 RGB,
+    written into `out` when given: `out` may be `rgb` itself (each strip's L is read before that strip is
+    overwritten) or the colour channels of a larger array, e.g. rgba[..., :3]. Peak memory beyond rgb and out: about
     100 * strip_pixels bytes plus the widened ab (h * W * 8 bytes)."""
     H, W = rgb.shape[:2]
     if out is None:
         out = np.empty((H, W, 3), np.uint8)
-    wide = widen_ab(ab, W)
+    wide = widen_ab(ab, W, cubic)
     step = strip_rows(W, strip_pixels)
     for y0 in range(0, H, step):
         y1 = min(H, y0 + step)
         L = rgb_to_lab(rgb[y0:y1])[..., 0]
-        out[y0:y1] = lab_to_rgb_in_gamut(L, upsample_ab_rows(wide, H, y0, y1))
+        out[y0:y1] = lab_to_rgb_in_gamut(L, upsample_ab_rows(wide, H, y0, y1, cubic))
     return out
 
 

@@ -100,6 +100,15 @@ def verify(folder, shallow):
                f"{'metadata only' if shallow else 'every chunk checksummed'}")
 
 
+def _checkpoint_ref(ctx, param, value):
+    """A checkpoint file or a known name (inference.hub); names are fetched only when a command loads them."""
+    from inference.hub import HubError, check_ref     # stdlib only: --help stays instant
+    try:
+        return tuple(check_ref(v) for v in value) if isinstance(value, tuple) else value and check_ref(value)
+    except HubError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 # ---- trainer: shards -> checkpoints ---------------------------------------------------------------------
 def _user_errors():
     """Exceptions of the trainer's commands that mean bad input (options, shards, checkpoints, an empty
@@ -109,7 +118,9 @@ def _user_errors():
     from trainer.checkpoint import CheckpointError
     from trainer.config import FitError
     from inference.evaluate import EvalError
-    return FitError, CheckpointError, ShardFormatError, EvalError
+    from inference.extras import MissingExtra
+    from inference.hub import HubError
+    return FitError, CheckpointError, ShardFormatError, EvalError, HubError, MissingExtra
 
 
 @cli.command()
@@ -122,8 +133,9 @@ def _user_errors():
 @click.option("--loss", type=click.Choice(["ce", "l2", "focal", "focal-exact"]), default="ce",
               help="ce: class-rebalanced soft CE; l2: ab regression; focal: 1/(1+alpha exp(-beta t)) mask; "
                    "focal-exact: Lin et al. (1-p)^gamma.")
-@click.option("--init", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="Start from a released-ECCV16-layout state dict (model1..model8, model_out) or our checkpoint.")
+@click.option("--init", default=None, callback=_checkpoint_ref,
+              help="Start from a released-ECCV16-layout state dict (model1..model8, model_out), our checkpoint, "
+                   "or eccv16-released (downloaded once into the torch hub cache).")
 @click.option("--lr", default=3e-5, type=float)
 @click.option("--weight-decay", default=1e-3, type=float)
 @click.option("--batch-size", default=40, help="Per process; torchrun multiplies it by the world size.")
@@ -147,8 +159,10 @@ def fit(**opts):
     """Train a colorization network on shards (`torchrun --nproc-per-node N cli.py fit ...` for DDP)."""
     from trainer.config import FitConfig
     from trainer.loop import fit as run_fit
+    from inference.hub import resolve_checkpoint
     try:
-        run_dir = run_fit(FitConfig(**{**opts, "init": opts["init"] or ""}))
+        init = str(resolve_checkpoint(opts["init"])) if opts["init"] else ""
+        run_dir = run_fit(FitConfig(**{**opts, "init": init}))
     except _user_errors() as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"run: {run_dir}  (log {run_dir / 'log.jsonl'}, checkpoint {run_dir / 'last.pt'})")
@@ -162,18 +176,23 @@ def _net_size(ctx, param, value):
 
 
 def _positive(ctx, param, value):
-    if value <= 0:
+    if value is not None and value <= 0:
         raise click.BadParameter(f"{value}: must be > 0")
     return value
 
 
 
-_checkpoint_opt = click.option("--checkpoint", "checkpoints", multiple=True, required=True,
-                               type=click.Path(exists=True, dir_okay=False),
-                               help="Our checkpoint (RUN_DIR/last.pt) or a released ECCV16 state dict; repeat to compare.")
+_CKPT_HELP = ("Our checkpoint (RUN_DIR/last.pt), a released ECCV16 state dict, an .onnx file from `export`, or "
+              "eccv16-released (the published weights, downloaded once into the torch hub cache)")
+_checkpoint_opt = click.option("--checkpoint", "checkpoints", multiple=True, required=True, callback=_checkpoint_ref,
+                               help=_CKPT_HELP + "; repeat to compare.")
 _size_opt = click.option("--size", default=256, callback=_net_size, help="Side of the square L the network sees.")
-_temp_opt = click.option("--temperature", default=0.38, callback=_positive,
-                         help="Annealed-mean temperature for CE/focal models (1: mean, -> 0: mode).")
+_temp_opt = click.option("--temperature", default=None, type=float, callback=_positive,
+                         help="Annealed-mean temperature for class models (1: mean, -> 0: mode)  [default: 1 for "
+                              "released ECCV16 weights, as the reference decodes them; 0.38 for our CE/focal ones]")
+_runtime_opt = click.option("--runtime", type=click.Choice(["auto", "torch", "onnx"]), default="auto",
+                            help="onnx: run an .onnx file from `export` with onnxruntime (CPU); auto: onnx for "
+                                 ".onnx files, torch otherwise.")
 _device_opt = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 _prior_opt = click.option("--prior", default=None, type=click.Path(exists=True, dir_okay=False),
                           help="prior.npz for rebalanced AuC of models that carry no training prior.")
@@ -181,8 +200,7 @@ _prior_opt = click.option("--prior", default=None, type=click.Path(exists=True, 
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
-@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Our checkpoint (RUN_DIR/last.pt) or a released ECCV16 state dict.")
+@click.option("--checkpoint", required=True, callback=_checkpoint_ref, help=_CKPT_HELP + ".")
 @click.option("--out", default="artifacts/colorized", type=click.Path(file_okay=False),
               help="Output folder; folders given as INPUTS keep their layout under it. Never an input's place.")
 @click.option("--format", type=click.Choice(["png", "jpg", "webp"]), default="png", show_default=True,
@@ -192,6 +210,7 @@ _prior_opt = click.option("--prior", default=None, type=click.Path(exists=True, 
 @_size_opt
 @_temp_opt
 @_device_opt
+@_runtime_opt
 def colorize(inputs, **opts):
     """Colorize INPUTS (image files or folders) at full resolution, with the input's size and lightness."""
     from inference.colorize import ColorizeConfig, run
@@ -258,6 +277,26 @@ def compare(checkpoints, **opts):
 
 
 @cli.command()
+@click.option("--checkpoint", required=True, callback=_checkpoint_ref,
+              help="Our checkpoint, a released ECCV16 state dict or eccv16-released.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .onnx file to write.")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def export(checkpoint, out, force):
+    """A checkpoint -> one .onnx file (network and decoding; dynamic batch, height, width) for onnxruntime."""
+    from pathlib import Path
+    if Path(out).exists() and not force:
+        raise click.BadParameter(f"{out} exists; pass --force to replace it", param_hint="--out")
+    from inference.onnx_export import ExportError, export as run
+    try:
+        path, colorizer, delta = run(checkpoint, out)
+    except (*_user_errors(), ExportError) as e:
+        raise click.ClickException(str(e)) from None
+    check = "not checked (onnxruntime missing)" if delta is None else f"max |delta ab| vs torch {delta:.1e}"
+    click.echo(f"-> {path} ({path.stat().st_size / 1e6:.1f} MB; decodes by default with "
+               f"{colorizer.describe()}; {check})")
+
+
+@cli.command()
 @click.option("--steps", default=600, callback=_positive, help="Training steps per loss (the same for l2, ce, focal).")
 @click.option("--out", default="artifacts/study", type=click.Path(file_okay=False),
               help="Shards, runs, evaluations, panels and report.md go here; finished parts are reused.")
@@ -278,6 +317,26 @@ def study(**opts):
 @cli.group()
 def bench():
     """Throughput measurements; figures go to docs/benchmarks.md."""
+
+
+@bench.command("colorize")
+@click.option("--checkpoint", default=None, callback=_checkpoint_ref,
+              help="Checkpoint to time; default: the full ECCV16 network with random weights (speed does not "
+                   "depend on the weights).")
+@click.option("--model", type=click.Choice(["eccv16", "tiny"]), default="eccv16", help="Network without --checkpoint.")
+@click.option("--images", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Folder of photos; default: scikit-image's bundled colour photos (8, 0.14-2 MP).")
+@_size_opt
+@click.option("--repeats", default=3, type=click.IntRange(min=1), help="Timed passes over the photos (median quoted).")
+def bench_colorize(checkpoint, images, **opts):
+    """Seconds per megapixel of colorize: torch CPU vs ONNX Runtime CPU on the same photos, interleaved."""
+    import json
+    from inference.bench_colorize import bench_colorize as measure
+    try:
+        figures = measure(checkpoint=checkpoint or "", images=images or "", **opts, echo=click.echo)
+    except (*_user_errors(), ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps(figures))
 
 
 @bench.command("scale")

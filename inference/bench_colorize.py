@@ -24,7 +24,7 @@ import torch
 from inference.colorize import colorize_rgb, list_inputs, net_input, predict_ab_full
 from inference.colorizer import Colorizer, load_colorizer
 from inference.extras import require
-from pipeline.images import load_rgb, rgb_to_lab
+from pipeline.images import ImageError, load_rgb, rgb_to_lab
 
 # scikit-image's bundled colour photos (0.14 to 2 MP), as shipped with the base install
 SAMPLE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "ihc.png",
@@ -37,9 +37,14 @@ def sample_photos() -> list[tuple[str, np.ndarray]]:
     return [(name, load_rgb(root / name)) for name in SAMPLE_PHOTOS if (root / name).is_file()]
 
 
-def folder_photos(folder) -> list[tuple[str, np.ndarray]]:
-    pairs, _, _ = list_inputs([folder])
-    return [(str(src), load_rgb(src)) for src, _ in pairs]
+def folder_photos(folder, echo=print) -> list[tuple[str, np.ndarray]]:
+    photos = []
+    for src, _ in list_inputs([folder])[0]:
+        try:
+            photos.append((str(src), load_rgb(src)))
+        except (ImageError, OSError, ValueError) as e:          # a bad file is skipped, not timed
+            echo(f"skipped {src}: {e}")
+    return photos
 
 
 def random_colorizer(model: str) -> Colorizer:
@@ -64,7 +69,7 @@ def bench_colorize(checkpoint: str = "", model: str = "eccv16", images: str = ""
     from inference.onnx_export import to_onnx_proto
     from inference.onnx_runtime import load_onnx_colorizer
     onnx, _ = require("onnx", "onnxruntime", extra="onnx", what="`bench colorize`")
-    photos = folder_photos(images) if images else sample_photos()
+    photos = folder_photos(images, echo) if images else sample_photos()
     if not photos:
         raise ValueError(f"no photos to time in {images or 'the scikit-image data folder'}")
     mp = sum(rgb.shape[0] * rgb.shape[1] for _, rgb in photos) / 1e6

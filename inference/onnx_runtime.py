@@ -58,7 +58,8 @@ def load_onnx_colorizer(path, device="cpu") -> OnnxColorizer:
     (ort,) = require("onnxruntime", extra="onnx", what="--runtime onnx")
     path = Path(path)
     if str(device) == "cuda":
-        raise CheckpointError(f"{path}: the onnx runtime here runs on the CPU; use --runtime torch for --device cuda")
+        raise CheckpointError(f"{path}: onnxruntime runs here on the CPU only; for --device cuda pass the "
+                              f"checkpoint it was exported from")
     options = ort.SessionOptions()
     options.log_severity_level = 3                # errors only: no per-node warnings on stderr
     try:

@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inference.colorize import colorize_rgb, list_inputs, net_input, predict_ab_full
+from inference.colorize import colorize_rgb, net_input, predict_ab_full
 from inference.colorizer import Colorizer, load_colorizer
 from inference.extras import require
-from pipeline.images import ImageError, load_rgb, rgb_to_lab
+from inference.inputs import READ_ERRORS, list_inputs
+from pipeline.images import load_rgb, rgb_to_lab
 
 # scikit-image's bundled colour photos (0.14 to 2 MP), as shipped with the base install
 SAMPLE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "ihc.png",
@@ -42,7 +43,7 @@ def folder_photos(folder, echo=print) -> list[tuple[str, np.ndarray]]:
     for src, _ in list_inputs([folder])[0]:
         try:
             photos.append((str(src), load_rgb(src)))
-        except (ImageError, OSError, ValueError) as e:          # a bad file is skipped, not timed
+        except READ_ERRORS as e:                                # a bad file is skipped, not timed
             echo(f"skipped {src}: {e}")
     return photos
 

@@ -100,6 +100,11 @@ def net_input_rgb(rgb: np.ndarray, size: int, strip_pixels: int = STRIP_PIXELS) 
     return _resize_height(np.concatenate(rows), size)
 
 
+def _cubic(colorizer) -> bool:
+    """The colorizer's upsampling mode (inference.colorizer.Colorizer.upsample); bicubic for one without it."""
+    return getattr(colorizer, "upsample", "bicubic") == "bicubic"
+
+
 @torch.no_grad()
 def predict_ab_small(colorizer, x: torch.Tensor, temperature: float | None) -> np.ndarray:
     """(1, 1, size, size) L -> the network's ab (2, size/4, size/4) float32 on the CPU."""
@@ -110,7 +115,7 @@ def predict_ab_full(colorizer, L: np.ndarray, size: int, temperature: float | No
     """L (H, W) float32 -> ab (H, W, 2) float32 upsampled from the network's 1/4 output by the colorizer's
     mode (colorizer.upsample). Holds the whole ab in memory (8 bytes a pixel); colorize_rgb does not need it."""
     ab = predict_ab_small(colorizer, net_input(L, size), temperature)
-    cubic = colorizer.upsample == "bicubic"
+    cubic = _cubic(colorizer)
     return upsample_ab_rows(widen_ab(ab, L.shape[1], cubic), L.shape[0], 0, L.shape[0], cubic)
 
 
@@ -119,7 +124,7 @@ def colorize_rgb(colorizer, rgb: np.ndarray, size: int = 256, temperature: float
     """(H, W, 3) uint8 -> (H, W, 3) uint8 with the input's lightness and the network's colours.
     `out`: where to write it (may be `rgb` itself, or rgba[..., :3]); see full_resolution.rebuild_rgb."""
     ab = predict_ab_small(colorizer, net_input_rgb(rgb, size, strip_pixels), temperature)
-    return rebuild_rgb(rgb, ab, out=out, strip_pixels=strip_pixels, cubic=colorizer.upsample == "bicubic")
+    return rebuild_rgb(rgb, ab, out=out, strip_pixels=strip_pixels, cubic=_cubic(colorizer))
 
 
 def save_png(path: Path, rgb: np.ndarray) -> None:

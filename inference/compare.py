@@ -23,7 +23,7 @@ from trainer import metrics
 from inference.colorize import colorize_rgb
 from inference.inputs import READ_ERRORS, list_inputs, report_unreadable
 from inference.outputs import OutputConflict, check_outputs  # noqa: F401  (OutputConflict: raised by run)
-from inference.evaluate import GRAY, EvalConfig, EvalError, Model, load_models, summaries
+from inference.evaluate import GRAY, EvalConfig, EvalError, Model, describe, load_models, summaries
 from inference.evaluate import run as run_evaluate
 
 LABEL_H = 30                     # px of the label strip above each panel
@@ -93,7 +93,7 @@ def index_html(report: dict | None, items: list[tuple[str, str]], failed: list, 
              "img{max-width:100%}</style>",
              "<h1>Colorization comparison</h1>",
              f"<p>Models: {', '.join(html.escape(m) for m in cfg.checkpoints)}; network input {cfg.size} px; "
-             f"decoding: {html.escape('; '.join(f'{n}: {d}' for n, d in (decoding or {}).items()))}. "
+             f"decoding: {html.escape('; '.join(f'{n}: {d}' for n, d in (decoding or {}).items() if d))}. "
              "Panels: gray input | each model | ground truth; "
              "M = colourfulness (Hasler &amp; S&uuml;sstrunk 2003, M(3)).</p>"]
     if report:
@@ -145,5 +145,5 @@ def run(cfg: CompareConfig, models: list[Model] | None = None) -> tuple[Path, in
         tqdm.write(f"note: no metric table: {e}")
     with contract.atomic_write(out / "index.html") as tmp:
         tmp.write_text(index_html(report, items, failed, cfg,
-                                  {m.name: m.colorizer.describe(cfg.temperature) for m in models}))
+                                  {m.name: describe(m.colorizer, cfg.temperature) for m in models}))
     return out / "index.html", len(items), failed

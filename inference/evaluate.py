@@ -145,6 +145,11 @@ def model_prior(colorizer):
     return None if prior is None else (np.asarray(prior["centers"]), np.asarray(prior["prob"]))
 
 
+def describe(colorizer, temperature) -> str | None:
+    """Colorizer.describe(): the temperature and upsampling a model's row was decoded with."""
+    return colorizer.describe(temperature) if hasattr(colorizer, "describe") else None
+
+
 # ---- evaluation -----------------------------------------------------------------------------------------
 @torch.no_grad()
 def predict_batch(colorizer, Ls: list[np.ndarray], temperature: float | None) -> np.ndarray:
@@ -178,7 +183,8 @@ def evaluate(models: list[Model], samples, cfg: EvalConfig, explicit_prior=None,
             side = s.L.shape[0]
             for name, t in totals.items():
                 small = preds[name][i] if name != GRAY else np.zeros((2, side // 4, side // 4), np.float32)
-                full = (upsample_ab(small, side, by_name[name].colorizer.interpolation) if name != GRAY
+                full = (upsample_ab(small, side, getattr(by_name[name].colorizer, "interpolation", cv2.INTER_CUBIC))
+                        if name != GRAY
                         else np.zeros((2, side, side), np.float32))
                 at_gt = small if s.gt_ab.shape[1] == small.shape[1] else full
                 t.update(s.key, at_gt, s.gt_ab, to_rgb(s.L, full), s.gt_rgb)
@@ -197,7 +203,7 @@ def evaluate(models: list[Model], samples, cfg: EvalConfig, explicit_prior=None,
             "models": {name: {"checkpoint": by_name[name].checkpoint if name in by_name else None,
                               "loss": getattr(by_name[name].colorizer, "loss", None) if name in by_name else None,
                               "prior": priors[name][1] if priors[name] else None,
-                              "decoding": by_name[name].colorizer.describe(cfg.temperature) if name in by_name else None,
+                              "decoding": describe(by_name[name].colorizer, cfg.temperature) if name in by_name else None,
                               "summary": t.summary(), "per_image": t.per_image}
                        for name, t in totals.items()}}
 

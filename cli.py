@@ -211,8 +211,11 @@ _prior_opt = click.option("--prior", default=None, type=click.Path(exists=True, 
 @_temp_opt
 @_device_opt
 @_runtime_opt
+@click.option("--smooth", default=5, type=click.IntRange(min=1),
+              help="Videos: frames of colour averaged over time, restarted at scene cuts (1: off).")
 def colorize(inputs, **opts):
-    """Colorize INPUTS (image files or folders) at full resolution, with the input's size and lightness."""
+    """Colorize INPUTS (image files or folders) at full resolution, with the input's size and lightness.
+    Video files (.mp4 .mov .mkv .avi) become videos of the same kind, frame rate, frame count and audio."""
     from inference.colorize import ColorizeConfig, run
     from inference.outputs import OutputConflict
     try:

@@ -45,6 +45,7 @@ class ColorizeConfig:
     runtime: str = "auto"            # auto (.onnx files: onnxruntime) | torch | onnx
     format: str = "png"              # png | jpg | webp (inference.outputs.FORMATS)
     overwrite: bool = False          # replace existing outputs this job did not write (never an input)
+    smooth: int = 5                  # videos: frames of ab averaged over time (inference/video.py); 1: off
 
 
 @dataclass
@@ -150,9 +151,12 @@ def run(cfg: ColorizeConfig, colorizer=None) -> ColorizeResult:
     Raises OutputConflict, before loading anything, when an output would replace an input or a foreign file."""
     out_dir = Path(cfg.out)
     suffix, _, keeps_alpha = FORMATS[cfg.format]
-    pairs, ignored, missing = list_inputs(cfg.inputs, exclude=out_dir, suffix=suffix)
+    from inference.video import colorize_videos, is_video        # video files named explicitly go there
+    videos = [(Path(p), Path(Path(p).name)) for p in cfg.inputs if is_video(p) and Path(p).is_file()]
+    pairs, ignored, missing = list_inputs([p for p in cfg.inputs if not (is_video(p) and Path(p).is_file())],
+                                          exclude=out_dir, suffix=suffix)
     record = JobRecord(out_dir)
-    check_outputs(pairs, out_dir, record, cfg.overwrite)
+    check_outputs(pairs + videos, out_dir, record, cfg.overwrite)
     if colorizer is None:
         from inference.colorizer import load_colorizer
         colorizer = load_colorizer(cfg.checkpoint, device=cfg.device, runtime=cfg.runtime)
@@ -173,4 +177,5 @@ def run(cfg: ColorizeConfig, colorizer=None) -> ColorizeResult:
         write_image(out_dir / rel, img, cfg.format, before_rename=lambda tmp: record.add(rel, src, tmp))
         result.written.append(out_dir / rel)
         del img                                          # before the next image is decoded
+    colorize_videos(colorizer, videos, out_dir, cfg, result, record)
     return result

@@ -228,6 +228,30 @@ def colorize(inputs, **opts):
 
 
 @cli.command()
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Our checkpoint (RUN_DIR/last.pt) or a released ECCV16 state dict; loaded once, shared by requests.")
+@click.option("--host", default="127.0.0.1", help="Interface to listen on (0.0.0.0: every one; the page has no login).")
+@click.option("--port", default=8000, type=click.IntRange(1, 65535))
+@click.option("--max-mb", default=25.0, type=click.FloatRange(min=0, min_open=True), help="Largest upload in MB.")
+@click.option("--max-pixels", default=40_000_000, type=click.IntRange(min=1),
+              help="Largest width x height accepted, read from the header before decoding (decompression bombs).")
+@_size_opt
+@_temp_opt
+@_device_opt
+def serve(**opts):
+    """A web page (drop a photo, compare, download the PNG) and an HTTP API: POST /api/colorize, GET /api/health."""
+    try:
+        import fastapi, uvicorn  # noqa: F401,E401
+    except ImportError as e:
+        raise click.ClickException(f"serve needs the web extra: pip install 'colorfast[web]' ({e})") from None
+    from inference.serve import ServeConfig, run
+    try:
+        run(ServeConfig(**opts))
+    except _user_errors() as e:
+        raise click.ClickException(str(e)) from None
+
+
+@cli.command()
 @_checkpoint_opt
 @click.option("--data", default=None, type=click.Path(exists=True, file_okay=False), help="Shard folder (its --split).")
 @click.option("--images", default=None, type=click.Path(exists=True, file_okay=False), help="Folder of colour photos.")

@@ -1,7 +1,11 @@
-"""Fixtures: a local HTTP server standing in for the publisher of released weights (no network here)."""
+"""Fixtures: a local HTTP server standing in for the publisher of released weights (no network here), and a real
+uvicorn server for inference.serve's app."""
 import functools
 import http.server
+import socket
 import threading
+import time
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -41,3 +45,32 @@ def released_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("released") / "tiny_released.pth"
     torch.save(sd, path)
     return path, sd
+
+
+@contextmanager
+def live_server(colorizer, **cfg):
+    """A real uvicorn server for inference.serve's app on a free localhost port, in a thread -> base URL."""
+    uvicorn = pytest.importorskip("uvicorn", reason="serve needs the web extra (fastapi, uvicorn)")
+    from inference.serve import ServeConfig, create_app
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(colorizer, ServeConfig(**cfg)), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        assert thread.is_alive() and time.time() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@pytest.fixture(scope="session")
+def start_server():
+    """live_server as a fixture: `with start_server(colorizer, max_mb=1) as url: ...`."""
+    return live_server

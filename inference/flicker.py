@@ -73,9 +73,11 @@ def _photo(name: str) -> np.ndarray:
 
 
 def pan_frames(size=(96, 64), frames: int = 24, cut: int = 12, photos=("astronaut", "coffee"),
-               step: float = 2.0) -> list:
+               step: float = 2.0, grain: float = 0.0) -> list:
     """(W, H) frames: a window panning right by `step` px per frame over photos[0], then from `cut` on over
-    photos[1]. The photos are scaled so the window covers at most 60% of their height and the pan fits."""
+    photos[1]. The photos are scaled so the window covers at most 60% of their height and the pan fits.
+    grain: standard deviation (8-bit levels) of fresh Gaussian noise per frame, like film grain or sensor
+    noise; the per-frame jitter it causes in a per-image model's colours is what smoothing is for."""
     W, H = size
     out = []
     for i in range(frames):
@@ -85,7 +87,11 @@ def pan_frames(size=(96, 64), frames: int = 24, cut: int = 12, photos=("astronau
         img = cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)), interpolation=cv2.INTER_AREA)
         x = t * step
         M = np.float32([[1, 0, -x], [0, 1, -(img.shape[0] - H) / 2]])       # subpixel pans: warpAffine
-        out.append(cv2.warpAffine(img, M, (W, H), flags=cv2.INTER_LINEAR))
+        frame = cv2.warpAffine(img, M, (W, H), flags=cv2.INTER_LINEAR)
+        if grain:
+            noise = np.random.default_rng(i).normal(0, grain, (H, W, 1))          # luma grain, as on film
+            frame = np.clip(frame + noise, 0, 255).astype(np.uint8)
+        out.append(frame)
     return out
 
 
@@ -125,6 +131,7 @@ def write_clip(path, frames, fps: int = 24, audio_seconds: float | None = None, 
     return path
 
 
-def pan_clip(path, size=(96, 64), frames: int = 24, cut: int = 12, fps: int = 24, audio: bool = True) -> Path:
+def pan_clip(path, size=(96, 64), frames: int = 24, cut: int = 12, fps: int = 24, audio: bool = True,
+             step: float = 2.0, grain: float = 0.0) -> Path:
     """The flicker test clip: pan_frames written by write_clip (with a tone unless audio=False)."""
-    return write_clip(path, pan_frames(size, frames, cut), fps, None if audio else 0)
+    return write_clip(path, pan_frames(size, frames, cut, step=step, grain=grain), fps, None if audio else 0)

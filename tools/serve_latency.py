@@ -3,8 +3,9 @@
     PYTHONPATH=. python tools/serve_latency.py --checkpoint artifacts/runs/demo/last.pt [--eccv16]
 
 Starts `cli.py serve` as a subprocess on a free port, posts a ~1 MP JPEG (scikit-image's astronaut scaled to
-1155 x 866) `--requests` times one after another (after one warm-up request), then the same number from
-4 clients at once, and times the same photo through colorize_rgb in this process for the HTTP overhead.
+1155 x 866) `--requests` times one after another (after one warm-up request), each followed by the same
+photo through colorize_rgb in this process (the cost of HTTP, decoding and PNG), then the same number of
+requests from 4 clients at once.
 `--eccv16`: a full-size ECCV16 network (32 M parameters) with random weights in the checkpoint's bins
 instead of the checkpoint's own network; latency does not depend on the weights' values. Prints a
 markdown table and the figures as JSON on the last line.
@@ -42,8 +43,7 @@ def eccv16_checkpoint(like: str, path: Path) -> Path:
     centers = load_colorizer(like).centers
     model = create_model("eccv16", len(centers), centers)
     return checkpoint.save(path, {"model": model.state_dict(), "model_name": "eccv16",
-                                  "out_channels": len(centers), "loss": "ce", "prior": None, "step": 0,
-                                  "torch": torch.__version__})
+                                  "out_channels": len(centers), "loss": "ce", "prior": None, "step": 0})
 
 
 def main(argv=None):
@@ -64,16 +64,18 @@ def main(argv=None):
             port = s.getsockname()[1]
         server = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "serve", "--checkpoint", str(ck),
                                    "--port", str(port), "--size", str(args.size), "--device", "cpu"],
-                                  env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
+                                  env={**os.environ, "PYTHONPATH": str(ROOT)})
         url = f"http://127.0.0.1:{port}"
         try:
             with httpx.Client(timeout=300) as c:
-                for _ in range(600):
+                deadline = time.time() + 300
+                while True:
                     try:
                         c.get(f"{url}/api/health")
                         break
                     except httpx.TransportError:
-                        time.sleep(0.1)
+                        assert server.poll() is None and time.time() < deadline, "the server did not start"
+                        time.sleep(0.2)
 
                 def post(_=None):
                     t = time.perf_counter()
@@ -81,8 +83,19 @@ def main(argv=None):
                     assert r.status_code == 200, r.text
                     return time.perf_counter() - t, float(r.headers["x-seconds"])
 
-                post()                                                        # warm-up
-                serial = [post() for _ in range(args.requests)]
+                colorizer = load_colorizer(ck, device="cpu")
+                rgb = load_rgb(photo)
+
+                def direct():
+                    t = time.perf_counter()
+                    colorize_rgb(colorizer, rgb, args.size)
+                    return time.perf_counter() - t
+
+                post(), direct()                                              # warm-up
+                serial, inproc = [], []
+                for _ in range(args.requests):          # interleaved, so that both see the same machine load
+                    serial.append(post())
+                    inproc.append(direct())
                 t = time.perf_counter()
                 with ThreadPoolExecutor(4) as pool:
                     list(pool.map(post, range(args.requests)))
@@ -90,18 +103,10 @@ def main(argv=None):
         finally:
             server.terminate()
             server.wait(30)
-        colorizer = load_colorizer(ck, device="cpu")
-        rgb = load_rgb(photo)
-        colorize_rgb(colorizer, rgb, args.size)
-        direct = []
-        for _ in range(args.requests):
-            t = time.perf_counter()
-            colorize_rgb(colorizer, rgb, args.size)
-            direct.append(time.perf_counter() - t)
     res = {"photo": "1155x866 JPEG (1.0 MP)", "model": "eccv16 (random weights)" if args.eccv16 else str(args.checkpoint),
            "request_s_median": statistics.median(s for s, _ in serial), "request_s_min": min(s for s, _ in serial),
            "server_work_s_median": statistics.median(w for _, w in serial),
-           "colorize_rgb_s_median": statistics.median(direct),
+           "colorize_rgb_s_median": statistics.median(inproc),
            "concurrent4_s_per_request": concurrent_wall / args.requests, "loadavg": os.getloadavg()[0]}
     print("| model | request (median) | min | decode+colorize+PNG in the server | colorize_rgb in-process | "
           "4 clients at once, wall per request |")

@@ -22,6 +22,17 @@ from inference.flicker import flicker, pan_clip, read_frames  # noqa: E402
 from inference.video import VideoConfig, colorize_video       # noqa: E402
 
 
+def redraw_weights(model, scale: float) -> None:
+    """Every conv weight drawn anew (He-normal times `scale`, seed 0): a network whose colours jump with small
+    changes of the input, to see what smoothing does for a model that flickers (the tests use the same)."""
+    import torch
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim > 1:
+                p.copy_(torch.randn(p.shape, generator=g) * scale * (2.0 / p[0].numel()) ** 0.5)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", required=True)
@@ -34,9 +45,13 @@ def main(argv=None):
                     help="comma-separated STEP:GRAIN clips: pan in px per frame (0: a still camera) and film "
                          "grain (8-bit std of fresh noise per frame)")
     ap.add_argument("--temperature", type=float, default=0.38)
+    ap.add_argument("--redraw-weights", type=float, default=0.0, metavar="SCALE",
+                    help="replace the checkpoint's conv weights by random ones at this scale (0: keep them)")
     args = ap.parse_args(argv)
     W, H = map(int, args.frame_size.lower().split("x"))
     colorizer = load_colorizer(args.checkpoint, device="cpu")
+    if args.redraw_weights:
+        redraw_weights(colorizer.model, args.redraw_weights)
     rows = {}
     with tempfile.TemporaryDirectory() as d:
         for spec in args.clips.split(","):
@@ -51,7 +66,9 @@ def main(argv=None):
                 assert res.cuts == [args.cut], f"cut detection found {res.cuts}, expected [{args.cut}]"
                 rows[f"{clip} | --smooth {n}"] = flicker(read_frames(res.path)[0], cuts=[args.cut])
     print(f"clips: {args.frames} frames of {W}x{H}, cut at frame {args.cut}; "
-          f"checkpoint {args.checkpoint}, network input {args.size}, T = {args.temperature:g}\n")
+          f"checkpoint {args.checkpoint}" + (f" with conv weights redrawn at scale {args.redraw_weights:g}"
+                                              if args.redraw_weights else "")
+          + f", network input {args.size}, T = {args.temperature:g}\n")
     print("| clip | video | CDC gap 1 | gap 2 | gap 4 | CDC mean | mean abs delta ab |")
     print("|---|---|---|---|---|---|---|")
     for name, r in rows.items():

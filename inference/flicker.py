@@ -50,7 +50,8 @@ def cdc(frames, cuts=(), gaps=GAPS, bins: int = 64) -> dict:
         js = [np.mean([jensenshannon(hists[i][c], hists[i + g][c], base=2) ** 2 for c in range(3)])
               for shot in _shots(len(frames), cuts) for i in shot if i + g in shot]
         out[f"gap{g}"] = float(np.mean(js)) if js else float("nan")
-    out["mean"] = float(np.mean([out[f"gap{g}"] for g in gaps]))
+    measured = [out[f"gap{g}"] for g in gaps if not np.isnan(out[f"gap{g}"])]   # shots shorter than a gap have none
+    out["mean"] = float(np.mean(measured)) if measured else float("nan")
     return out
 
 

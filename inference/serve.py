@@ -3,8 +3,9 @@
     GET  /                 the page (inference/static/index.html: one file, inline CSS and JS, works offline)
     GET  /api/health       {"status": "ok", "checkpoint", "loss", "temperature", "size", "max_mb", "max_pixels"}
     POST /api/colorize     body: the image file's bytes (or multipart/form-data with one file field);
-                           query: ?temperature=T (optional) -> image/png at the input's size and lightness,
-                           the same pixels `cli.py colorize` writes. Headers X-Temperature and X-Seconds.
+                           query: ?temperature=T (optional) -> image/png at the input's size and lightness
+                           (and alpha), the same pixels `cli.py colorize` writes. Headers X-Temperature,
+                           X-Seconds (decode + colorize + PNG) and X-Image-Size.
 
 Bad input gets a 4xx with {"detail": "one line"} and the server keeps serving: an empty body (400), more than
 max_mb (413, from Content-Length before anything is read, else while reading), more than max_pixels (413, from
@@ -35,8 +36,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile
 
-from inference.colorize import colorize_rgb
-from pipeline.images import ImageError, load_rgb, sniff_format
+from inference.colorize import ColorizeConfig, colorize_image
+from inference.inputs import READ_ERRORS
+from inference.outputs import load_alpha
+from pipeline.images import load_rgb, sniff_format
 from trainer.decode import DEFAULT_TEMPERATURE
 
 PAGE = Path(__file__).with_name("static") / "index.html"
@@ -129,16 +132,18 @@ def check_header(data: bytes, max_pixels: int) -> tuple[int, int]:
 
 
 def colorize_bytes(colorizer, data: bytes, size: int, temperature: float) -> bytes:
-    """Image file bytes -> PNG bytes, through the same decode and colorize_rgb as `cli.py colorize`."""
+    """Image file bytes -> PNG bytes: the same decode, colorize_image (alpha kept) and pixels as
+    `cli.py colorize --format png`, with its strip-wise full-resolution rebuild (bounded memory)."""
     with tempfile.TemporaryDirectory(prefix="colorfast-serve-") as d:   # load_rgb reads files: decode once, by content
         path = Path(d) / "upload"
         path.write_bytes(data)
         try:
             rgb = load_rgb(path)
-        except ImageError as e:
+        except READ_ERRORS as e:
             raise UploadError(400, f"cannot decode the image: {e}") from None
-    out = colorize_rgb(colorizer, rgb, size, temperature)
-    ok, png = cv2.imencode(".png", cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
+        alpha = load_alpha(path, rgb.shape[:2])
+    img = colorize_image(colorizer, rgb, alpha, ColorizeConfig(size=size, temperature=temperature, format="png"))
+    ok, png = cv2.imencode(".png", img[..., [2, 1, 0, 3][: img.shape[2]]])       # OpenCV's channel order
     assert ok, "PNG encoding failed"
     return png.tobytes()
 

@@ -228,7 +228,7 @@ def colorize(inputs, **opts):
 
 
 @cli.command()
-@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False),
+@click.option("--checkpoint", required=True,       # a plain string: load_colorizer says what is wrong with it
               help="Our checkpoint (RUN_DIR/last.pt) or a released ECCV16 state dict; loaded once, shared by requests.")
 @click.option("--host", default="127.0.0.1", help="Interface to listen on (0.0.0.0: every one; the page has no login).")
 @click.option("--port", default=8000, type=click.IntRange(1, 65535))

@@ -136,7 +136,7 @@ def test_health_and_an_offline_page(colorizer, start_server):
 
 def test_serve_refuses_a_missing_or_bad_checkpoint(tmp_path):
     res = CliRunner().invoke(cli, ["serve", "--checkpoint", str(tmp_path / "nope.pt")])
-    assert res.exit_code == 2 and "does not exist" in res.output
+    assert res.exit_code == 1 and "no such checkpoint file" in res.output
     (tmp_path / "bad.pt").write_text("not a checkpoint")
     res = CliRunner().invoke(cli, ["serve", "--checkpoint", str(tmp_path / "bad.pt")])
     assert res.exit_code == 1 and "not a PyTorch checkpoint" in res.output and "Traceback" not in res.output

@@ -151,10 +151,9 @@ def run(cfg: ColorizeConfig, colorizer=None) -> ColorizeResult:
     Raises OutputConflict, before loading anything, when an output would replace an input or a foreign file."""
     out_dir = Path(cfg.out)
     suffix, _, keeps_alpha = FORMATS[cfg.format]
-    from inference.video import colorize_videos, is_video        # video files named explicitly go there
-    videos = [(Path(p), Path(Path(p).name)) for p in cfg.inputs if is_video(p) and Path(p).is_file()]
-    pairs, ignored, missing = list_inputs([p for p in cfg.inputs if not (is_video(p) and Path(p).is_file())],
-                                          exclude=out_dir, suffix=suffix)
+    from inference.video import colorize_videos, split_videos    # video files named explicitly go there
+    videos, photos = split_videos(cfg.inputs)
+    pairs, ignored, missing = list_inputs(photos, exclude=out_dir, suffix=suffix)
     record = JobRecord(out_dir)
     check_outputs(pairs + videos, out_dir, record, cfg.overwrite)
     if colorizer is None:

@@ -69,6 +69,23 @@ def is_video(path) -> bool:
     return Path(path).suffix.lower() in VIDEO_FORMATS
 
 
+def split_videos(inputs) -> tuple[list[tuple[Path, Path]], list]:
+    """colorize's inputs -> ((video file, output name) pairs, the other inputs). Only files named explicitly
+    count as videos; outputs keep the source's name and suffix, with -1, -2 .. when two share a name."""
+    pairs, seen, others = [], set(), []
+    for item in inputs:
+        p = Path(item)
+        if not (is_video(p) and p.is_file()):
+            others.append(item)
+            continue
+        rel, n = Path(p.name), 1
+        while rel in seen:
+            rel, n = Path(f"{p.stem}-{n}{p.suffix}"), n + 1
+        seen.add(rel)
+        pairs.append((p, rel))
+    return pairs, others
+
+
 def _import_av():
     try:
         import av

@@ -15,7 +15,7 @@ av = pytest.importorskip("av", reason="video needs PyAV (extra [video])")
 
 from cli import cli                                                    # noqa: E402
 from inference.flicker import cdc, mean_delta_ab, pan_clip, pan_frames, read_frames, write_clip  # noqa: E402
-from inference.video import TemporalSmoother, luma_histogram, is_cut   # noqa: E402
+from inference.video import TemporalSmoother, is_cut, luma_histogram, split_videos  # noqa: E402
 from pipeline.images import rgb_to_lab                                 # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,6 +75,18 @@ def test_video_keeps_rate_frames_size_audio_and_lightness(tmp_path, ckpt, suffix
                                                            [np.repeat(rgb_to_lab(f)[..., :1].astype(np.uint8), 3, 2)
                                                             for f in frames_in[:2]], audio_seconds=0))[0]])
     assert chroma > chroma_gray + 1.0                         # the colour comes from the network
+
+
+def test_videos_are_named_files_and_same_names_stay_apart(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for p in ["a/clip.mp4", "b/clip.mp4", "b/x.MKV", "photo.jpg"]:
+        (tmp_path / p).write_bytes(b"")
+    args = [str(tmp_path / p) for p in ["a/clip.mp4", "b/clip.mp4", "b/x.MKV", "photo.jpg", "a", "missing.mp4"]]
+    pairs, others = split_videos(args)
+    assert [(s.relative_to(tmp_path).as_posix(), r.as_posix()) for s, r in pairs] == \
+        [("a/clip.mp4", "clip.mp4"), ("b/clip.mp4", "clip-1.mp4"), ("b/x.MKV", "x.MKV")]
+    assert others == args[3:]                        # a photo, a folder and a missing file go the photos' way
 
 
 def test_smoother_averages_centred_windows_and_restarts_at_cuts():

@@ -228,8 +228,8 @@ def colorize(inputs, **opts):
 
 
 @cli.command()
-@click.option("--checkpoint", required=True,       # a plain string: load_colorizer says what is wrong with it
-              help="Our checkpoint (RUN_DIR/last.pt) or a released ECCV16 state dict; loaded once, shared by requests.")
+@click.option("--checkpoint", required=True, callback=_checkpoint_ref,
+              help=_CKPT_HELP + "; loaded once, shared by every request.")
 @click.option("--host", default="127.0.0.1", help="Interface to listen on (0.0.0.0: every one; the page has no login).")
 @click.option("--port", default=8000, type=click.IntRange(1, 65535))
 @click.option("--max-mb", default=25.0, type=click.FloatRange(min=0, min_open=True), help="Largest upload in MB.")
@@ -238,12 +238,14 @@ def colorize(inputs, **opts):
 @_size_opt
 @_temp_opt
 @_device_opt
+@_runtime_opt
 def serve(**opts):
     """A web page (drop a photo, compare, download the PNG) and an HTTP API: POST /api/colorize, GET /api/health."""
+    from inference.extras import MissingExtra, require
     try:
-        import fastapi, uvicorn  # noqa: F401,E401
-    except ImportError as e:
-        raise click.ClickException(f"serve needs the web extra: pip install 'colorfast[web]' ({e})") from None
+        require("fastapi", "uvicorn", "python_multipart", extra="web", what="serve")
+    except MissingExtra as e:
+        raise click.ClickException(str(e)) from None
     from inference.serve import ServeConfig, run
     try:
         run(ServeConfig(**opts))

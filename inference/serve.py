@@ -40,7 +40,6 @@ from inference.colorize import ColorizeConfig, colorize_image
 from inference.inputs import READ_ERRORS
 from inference.outputs import load_alpha
 from pipeline.images import load_rgb, sniff_format
-from trainer.decode import DEFAULT_TEMPERATURE
 
 PAGE = Path(__file__).with_name("static") / "index.html"
 
@@ -53,8 +52,9 @@ class ServeConfig:
     max_mb: float = 25.0             # largest upload, in MiB
     max_pixels: int = 40_000_000     # largest width x height accepted (a 40 MP photo); checked from the header
     size: int = 256                  # side of the square L the network sees
-    temperature: float = DEFAULT_TEMPERATURE   # default for requests that do not name one
+    temperature: float | None = None   # for requests that name none (None: the colorizer's default)
     device: str = "auto"
+    runtime: str = "auto"            # auto | torch | onnx (inference.colorizer.load_colorizer)
 
 
 class UploadError(Exception):
@@ -131,7 +131,7 @@ def check_header(data: bytes, max_pixels: int) -> tuple[int, int]:
     return W, H
 
 
-def colorize_bytes(colorizer, data: bytes, size: int, temperature: float) -> bytes:
+def colorize_bytes(colorizer, data: bytes, size: int, temperature: float | None) -> bytes:
     """Image file bytes -> PNG bytes: the same decode, colorize_image (alpha kept) and pixels as
     `cli.py colorize --format png`, with its strip-wise full-resolution rebuild (bounded memory)."""
     with tempfile.TemporaryDirectory(prefix="colorfast-serve-") as d:   # load_rgb reads files: decode once, by content
@@ -160,7 +160,8 @@ def create_app(colorizer, cfg: ServeConfig):
     app = FastAPI(title="colorfast", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     page = PAGE.read_text(encoding="utf-8")
     health = {"status": "ok", "checkpoint": Path(colorizer.source).name, "loss": colorizer.loss,
-              "temperature": cfg.temperature, "size": cfg.size, "max_mb": cfg.max_mb, "max_pixels": cfg.max_pixels}
+              "temperature": colorizer.temperature_for(cfg.temperature), "decoding": colorizer.describe(cfg.temperature),
+              "size": cfg.size, "max_mb": cfg.max_mb, "max_pixels": cfg.max_pixels}
 
     @app.exception_handler(UploadError)
     async def _upload_error(request, e: UploadError):
@@ -183,7 +184,7 @@ def create_app(colorizer, cfg: ServeConfig):
     async def api_colorize(request: Request, temperature: float | None = Query(None, gt=0, le=10)):
         data = await read_upload(request, cfg.max_mb)
         W, H = check_header(data, cfg.max_pixels)
-        t = cfg.temperature if temperature is None else temperature
+        t = colorizer.temperature_for(cfg.temperature if temperature is None else temperature)
         start = time.perf_counter()
         png = await asyncio.get_running_loop().run_in_executor(worker, colorize_bytes, colorizer, data, cfg.size, t)
         return Response(png, media_type="image/png", headers={
@@ -197,8 +198,8 @@ def run(cfg: ServeConfig) -> None:
     """Load the checkpoint once and serve until Ctrl-C."""
     import uvicorn
     from inference.colorizer import load_colorizer
-    colorizer = load_colorizer(cfg.checkpoint, device=cfg.device)
+    colorizer = load_colorizer(cfg.checkpoint, device=cfg.device, runtime=cfg.runtime)
     app = create_app(colorizer, cfg)
-    print(f"colorfast: {cfg.checkpoint} ({colorizer.loss}, T = {cfg.temperature:g}) on http://{cfg.host}:{cfg.port}/"
-          f"  (Ctrl-C stops)", flush=True)
+    print(f"colorfast: {cfg.checkpoint} ({colorizer.loss}; {colorizer.describe(cfg.temperature)}) on "
+          f"http://{cfg.host}:{cfg.port}/  (Ctrl-C stops)", flush=True)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=os.environ.get("COLORFAST_LOG", "warning"))

@@ -4,7 +4,7 @@ Per frame, as for a photo (inference/colorize.py):
 
     frame -> RGB (H, W, 3) -> net_input_rgb -> network -> ab (2, size/4, size/4)      (predict_ab_small)
     ab averaged over the `smooth` frames centred on this one, never across a scene cut
-    rebuild_rgb: the frame's own L with that ab upsampled to (H, W), in gamut -> RGB -> encoded
+    rebuild_rgb: the frame's own L with that ab upsampled to (H, W) (the colorizer's mode), in gamut -> RGB
 
 Each frame keeps its own lightness; only the colour is shared with its neighbours, which removes the frame to
 frame flicker of a per-image model without smearing motion into L. Averaging the low-resolution ab before
@@ -31,10 +31,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from inference.colorize import net_input_rgb, predict_ab_small
+from inference.colorize import _cubic, net_input_rgb, predict_ab_small      # the photo path's own pieces
 from inference.full_resolution import rebuild_rgb
 from pipeline.images import rgb_to_lab
-from trainer.decode import DEFAULT_TEMPERATURE
 
 VIDEO_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}   # suffix -> muxer
 HIST_BINS = 32                   # L histogram for cut detection
@@ -48,7 +47,7 @@ class VideoError(ValueError):
 @dataclass(frozen=True)
 class VideoConfig:
     size: int = 256                  # side of the square L the network sees
-    temperature: float = DEFAULT_TEMPERATURE
+    temperature: float | None = None # None: the colorizer's default (inference.colorizer.temperature_for)
     smooth: int = 5                  # frames of ab averaged, centred on each frame; 1: no smoothing
     cut_threshold: float = 0.3       # L-histogram total variation distance to the previous frame that starts a new shot
     crf: int = 18                    # x264 quality (lower: better, larger); 18 is visually lossless
@@ -87,10 +86,8 @@ def split_videos(inputs) -> tuple[list[tuple[Path, Path]], list]:
 
 
 def _import_av():
-    try:
-        import av
-    except ImportError:
-        raise VideoError("video needs PyAV: pip install 'colorfast[video]'") from None
+    from inference.extras import require
+    av, = require("av", extra="video", what="colorizing video")
     return av
 
 
@@ -225,12 +222,13 @@ def _transcode(av, colorizer, inp, src: Path, tmp: Path, fmt: str, cfg: VideoCon
                 aout.layout = ain.codec_context.layout
 
         smoother, prev_hist, cuts, written = TemporalSmoother(cfg.smooth), None, [], 0
+        cubic = _cubic(colorizer)                     # released weights: bilinear, as for their photos
         total = vin.frames or None
 
         def encode(done):
             nonlocal written
             for (pts, rgb), ab in done:
-                frame = av.VideoFrame.from_ndarray(rebuild_rgb(rgb, ab, out=rgb), format="rgb24")
+                frame = av.VideoFrame.from_ndarray(rebuild_rgb(rgb, ab, out=rgb, cubic=cubic), format="rgb24")
                 frame.pts, frame.time_base = pts, vin.time_base
                 out.mux(vout.encode(frame))
                 written += 1

@@ -134,9 +134,20 @@ def test_health_and_an_offline_page(colorizer, start_server):
         assert external not in html, external                 # nothing fetched from elsewhere: works offline
 
 
+def test_released_weights_are_served_at_their_own_temperature(released_file, start_server):
+    colorizer = load_colorizer(released_file[0], device="cpu")
+    png = encoded(smooth_rgb(40, 56, 7), "PNG")
+    with start_server(colorizer, size=64) as url, httpx.Client(timeout=60) as c:
+        h = c.get(f"{url}/api/health").json()
+        default, chosen = (c.post(f"{url}/api/colorize", content=png, params=p) for p in ({}, {"temperature": 0.5}))
+    assert h["temperature"] == 1 and "bilinear" in h["decoding"]      # as the reference decodes them
+    assert default.headers["x-temperature"] == "1" and chosen.headers["x-temperature"] == "0.5"
+    assert default.content != chosen.content
+
+
 def test_serve_refuses_a_missing_or_bad_checkpoint(tmp_path):
     res = CliRunner().invoke(cli, ["serve", "--checkpoint", str(tmp_path / "nope.pt")])
-    assert res.exit_code == 1 and "no such checkpoint file" in res.output
+    assert res.exit_code == 2 and "no such file, and not a known checkpoint name" in res.output
     (tmp_path / "bad.pt").write_text("not a checkpoint")
     res = CliRunner().invoke(cli, ["serve", "--checkpoint", str(tmp_path / "bad.pt")])
     assert res.exit_code == 1 and "not a PyTorch checkpoint" in res.output and "Traceback" not in res.output

@@ -38,12 +38,13 @@ def _size(ctx, param, value):
 @click.option("--limit", default=PrepConfig.limit, type=click.IntRange(min=0),
               help="At most this many inputs, a stable subset (0: all).")
 @click.option("--split", default=PrepConfig.split, type=click.Choice(SPLITS),
-              help="val is the held-out split's usual name (ImageNet, Places365, COCO); shards call it test.")
+              help="Which inputs to write: all, train or test; val is the held-out split's usual name (ImageNet, "
+                   "Places365, COCO); shards call it test.")
 @click.option("--subset", default=None, type=click.Choice(SUBSETS[1:]),
               help="imagenet: first10k (first 10,000 val images) or ctest10k (colorization-pytorch's test set).")
 @click.option("--backend", default=PrepConfig.backend, type=click.Choice(BACKENDS),
               help="loky: processes on this machine; dask: a LocalCluster, or the cluster at --scheduler.")
-@click.option("--scheduler", default=PrepConfig.scheduler,
+@click.option("--scheduler", default=None,
               help="Address of a running dask scheduler (implies --backend dask).")
 @click.option("--partition", default=PrepConfig.partition, type=click.IntRange(1, 10),
               help="sun_scenes: Training_NN/Testing_NN list.")
@@ -57,6 +58,7 @@ def preprocess(overwrite, **opts):
     from pipeline.output_folder import OutputConflict
     from pipeline.preprocess import OutputError, run  # faiss/numba load only when this command runs
     opts = {**opts, "root": opts["root"] or "", "out_dir": opts["out_dir"] or "", "subset": opts["subset"] or "",
+            "scheduler": opts["scheduler"] or "",
             "backend": "dask" if opts["scheduler"] else opts["backend"]}
     if opts["dataset"] != "sample" and not opts["root"]:
         raise click.BadParameter(f"dataset {opts['dataset']!r} needs --root DIR", param_hint="--root")
@@ -72,7 +74,7 @@ def preprocess(overwrite, **opts):
 @cli.command("prior-plot")
 @click.option("--data", default="artifacts/shards/sample", type=click.Path(file_okay=False),
               help="Shard folder holding prior.npz.")
-@click.option("--out", default="artifacts/prior.png", type=click.Path(dir_okay=False))
+@click.option("--out", default="artifacts/prior.png", type=click.Path(dir_okay=False), help="PNG file to write.")
 def prior_plot(data, out):
     """The empirical ab distribution (log scale) beside the class-rebalancing weights, on the ab plane."""
     from pipeline.contract import PRIOR, Prior, ShardFormatError
@@ -110,6 +112,27 @@ def _checkpoint_ref(ctx, param, value):
 
 
 # ---- trainer: shards -> checkpoints ---------------------------------------------------------------------
+class _FiniteFloat(click.FloatRange):
+    """FloatRange that also refuses nan and inf (a FloatRange lets nan through: every comparison is false)."""
+
+    def convert(self, value, param, ctx):
+        import math
+        value = super().convert(value, param, ctx)
+        if not math.isfinite(value):
+            self.fail(f"{value} is not a finite number.", param, ctx)
+        return value
+
+
+_FINITE_POSITIVE = _FiniteFloat(min=0, min_open=True)
+_FINITE_NONNEGATIVE = _FiniteFloat(min=0)
+
+
+def _net_size(ctx, param, value):
+    if value < 8 or value % 8:
+        raise click.BadParameter(f"{value}: must be a positive multiple of 8 (the network halves the side 3 times)")
+    return value
+
+
 def _user_errors():
     """Exceptions of the trainer's commands that mean bad input (options, shards, checkpoints, an empty
     folder): a message, no traceback. Called only while an exception is being handled, so the imports cost
@@ -136,45 +159,52 @@ def _user_errors():
 @click.option("--init", default=None, callback=_checkpoint_ref,
               help="Start from a released-ECCV16-layout state dict (model1..model8, model_out), our checkpoint, "
                    "or eccv16-released (downloaded once into the torch hub cache).")
-@click.option("--lr", default=3e-5, type=float)
-@click.option("--weight-decay", default=1e-3, type=float)
-@click.option("--batch-size", default=40, help="Per process; torchrun multiplies it by the world size.")
-@click.option("--crop", default=176, help="Random crop side (multiple of 8, at most the shards' size).")
+@click.option("--lr", default=3e-5, type=_FINITE_POSITIVE, help="Adam learning rate.")
+@click.option("--weight-decay", default=1e-3, type=_FINITE_NONNEGATIVE, help="Adam weight decay (L2 penalty).")
+@click.option("--batch-size", default=40, type=click.IntRange(min=1),
+              help="Per process; torchrun multiplies it by the world size.")
+@click.option("--crop", default=176, callback=_net_size, help="Random crop side (multiple of 8, at most the shards' size).")
 @click.option("--flip/--no-flip", default=True, help="Random horizontal flips.")
-@click.option("--epochs", default=1, help="Full passes over the train split (ignored with --steps).")
-@click.option("--steps", default=0, help="Total optimiser steps; 0: use --epochs.")
-@click.option("--seed", default=0)
-@click.option("--save-every", default=500, help="Steps between checkpoints (RUN_DIR/last.pt); also saved at the end.")
+@click.option("--epochs", default=1, type=click.IntRange(min=0), help="Full passes over the train split (ignored with --steps).")
+@click.option("--steps", default=0, type=click.IntRange(min=0), help="Total optimiser steps; 0: use --epochs.")
+@click.option("--seed", default=0, help="Seed of the model's init, the shuffle, crops and flips.")
+@click.option("--save-every", default=500, type=click.IntRange(min=1),
+              help="Steps between checkpoints (RUN_DIR/last.pt); also saved at the end and on Ctrl-C.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
-@click.option("--workers", default=2, help="DataLoader worker processes per training process.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--workers", default=2, type=click.IntRange(min=0), help="DataLoader worker processes per training process.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              help="auto: CUDA when a GPU is visible, else the CPU.")
 @click.option("--verify", type=click.Choice(["quick", "deep", "off"]), default="quick",
               help="Check the shard folder before training (deep: read every chunk's checksum).")
-@click.option("--alpha", default=10.0, help="focal: mask 1/(1 + alpha exp(-beta t)).")
-@click.option("--beta", default=5.0, help="focal: see --alpha.")
-@click.option("--gamma", default=2.0, help="focal-exact: (1 - p)^gamma.")
-@click.option("--block", default=0.0, help="Weight of the block-averaged-colour term added to the loss (0: off).")
-@click.option("--block-size", default=4, help="Block side in target pixels (1/4 of the input).")
+@click.option("--alpha", default=10.0, type=_FINITE_NONNEGATIVE, help="focal: mask 1/(1 + alpha exp(-beta t)).")
+@click.option("--beta", default=5.0, type=_FINITE_NONNEGATIVE, help="focal: see --alpha.")
+@click.option("--gamma", default=2.0, type=_FINITE_NONNEGATIVE, help="focal-exact: (1 - p)^gamma.")
+@click.option("--block", default=0.0, type=_FINITE_NONNEGATIVE,
+              help="Weight of the block-averaged-colour term added to the loss (0: off).")
+@click.option("--block-size", default=4, type=click.IntRange(min=1), help="Block side in target pixels (1/4 of the input).")
 def fit(**opts):
-    """Train a colorization network on shards (`torchrun --nproc-per-node N cli.py fit ...` for DDP)."""
+    """Train a colorization network on shards (`torchrun --nproc-per-node N cli.py fit ...` for DDP).
+    Ctrl-C (or SIGTERM) finishes the current step, saves last.pt and prints the --resume command."""
+    import sys
     from trainer.config import FitConfig
+    from trainer.dist import is_primary_process
     from trainer.loop import fit as run_fit
     from inference.hub import resolve_checkpoint
+    from trainer.stop import RunStopped, resume_command
     try:
         init = str(resolve_checkpoint(opts["init"])) if opts["init"] else ""
         run_dir = run_fit(FitConfig(**{**opts, "init": init}))
     except _user_errors() as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f"run: {run_dir}  (log {run_dir / 'log.jsonl'}, checkpoint {run_dir / 'last.pt'})")
+    except RunStopped as e:
+        if is_primary_process():
+            click.echo(f"{e}\nresume with: {resume_command(world_size=e.world_size)}", err=True)
+        sys.exit(128 + int(e.signum))            # the shell's convention for "ended by signal N"
+    if is_primary_process():                     # under torchrun every rank returns here; one line is enough
+        click.echo(f"run: {run_dir}  (log {run_dir / 'log.jsonl'}, checkpoint {run_dir / 'last.pt'})")
 
 
 # ---- checkpoints -> colours and numbers -----------------------------------------------------------------
-def _net_size(ctx, param, value):
-    if value < 8 or value % 8:
-        raise click.BadParameter(f"{value}: must be a positive multiple of 8 (the network halves the side 3 times)")
-    return value
-
-
 def _positive(ctx, param, value):
     if value is not None and value <= 0:
         raise click.BadParameter(f"{value}: must be > 0")
@@ -193,7 +223,8 @@ _temp_opt = click.option("--temperature", default=None, type=float, callback=_po
 _runtime_opt = click.option("--runtime", type=click.Choice(["auto", "torch", "onnx"]), default="auto",
                             help="onnx: run an .onnx file from `export` with onnxruntime (CPU); auto: onnx for "
                                  ".onnx files, torch otherwise.")
-_device_opt = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+_device_opt = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                           help="auto: CUDA when a GPU is visible, else the CPU.")
 _prior_opt = click.option("--prior", default=None, type=click.Path(exists=True, dir_okay=False),
                           help="prior.npz for rebalanced AuC of models that carry no training prior.")
 
@@ -257,13 +288,15 @@ def serve(**opts):
 @_checkpoint_opt
 @click.option("--data", default=None, type=click.Path(exists=True, file_okay=False), help="Shard folder (its --split).")
 @click.option("--images", default=None, type=click.Path(exists=True, file_okay=False), help="Folder of colour photos.")
-@click.option("--out", default="artifacts/eval", type=click.Path(file_okay=False))
-@click.option("--split", default="test", help="Split of the shard folder evaluated with --data.")
+@click.option("--out", default="artifacts/eval", type=click.Path(file_okay=False),
+              help="Folder for metrics.json and metrics.md.")
+@click.option("--split", default="test", type=click.Choice([s for s in SPLITS if s != "all"]),
+              help="Split of the shard folder evaluated with --data.")
 @_size_opt
 @_temp_opt
 @_prior_opt
 @click.option("--limit", default=0, help="Evaluate at most this many images (0: all).")
-@click.option("--batch-size", default=8, callback=_positive)
+@click.option("--batch-size", default=8, callback=_positive, help="Images per network call.")
 @_device_opt
 def evaluate(checkpoints, **opts):
     """AuC, rebalanced AuC, PSNR, SSIM, colourfulness per model and for a gray baseline -> metrics.json/.md."""
@@ -285,7 +318,8 @@ def evaluate(checkpoints, **opts):
 @cli.command()
 @_checkpoint_opt
 @click.option("--images", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of photos.")
-@click.option("--out", default="artifacts/compare", type=click.Path(file_okay=False))
+@click.option("--out", default="artifacts/compare", type=click.Path(file_okay=False),
+              help="Folder for the panel PNGs, index.html and metrics.json.")
 @_size_opt
 @click.option("--panel", default=256, callback=_positive, help="Panel height in px (larger photos are shrunk).")
 @_temp_opt
@@ -329,9 +363,9 @@ def export(checkpoint, out, force):
 @click.option("--steps", default=600, callback=_positive, help="Training steps per loss (the same for l2, ce, focal).")
 @click.option("--out", default="artifacts/study", type=click.Path(file_okay=False),
               help="Shards, runs, evaluations, panels and report.md go here; finished parts are reused.")
-@click.option("--seed", default=0)
-@click.option("--lr", default=1e-3, callback=_positive)
-@click.option("--batch-size", default=6, callback=_positive)
+@click.option("--seed", default=0, help="Seed of every run's init, shuffle, crops and flips.")
+@click.option("--lr", default=1e-3, callback=_positive, help="Adam learning rate of every run.")
+@click.option("--batch-size", default=6, callback=_positive, help="Batch size of every run.")
 def study(**opts):
     """Loss study on the bundled sample: train `tiny` with l2, ce, focal for equal steps; evaluate and compare."""
     from inference.study import StudyConfig, run
@@ -345,7 +379,8 @@ def study(**opts):
 # ---- benchmarks (each prints one JSON object on its last line) -------------------------------------------
 @cli.group()
 def bench():
-    """Throughput measurements; figures go to docs/benchmarks.md."""
+    """Throughput measurements; each prints its figures as JSON on its last line (quote them in
+    docs/benchmarks.md with the machine and the command)."""
 
 
 @bench.command("colorize")
@@ -374,7 +409,7 @@ def bench_colorize(checkpoint, images, **opts):
 @click.option("--px", default=96, help="Side of the generated JPEGs.")
 @click.option("--jobs", default=2, help="Preprocess worker processes.")
 @click.option("--workers", default=2, help="DataLoader worker processes.")
-@click.option("--batch-size", default=64)
+@click.option("--batch-size", default=64, help="Loader batch size.")
 @click.option("--workdir", default="", type=click.Path(file_okay=False),
               help="Where the temporary images and shards go (deleted afterwards); default: the system temp dir.")
 def bench_scale(**opts):
@@ -390,11 +425,12 @@ def bench_scale(**opts):
 
 @bench.command("preprocess")
 @click.argument("dataset", required=False, type=click.Choice([d for d in DATASETS if d != "sample"]))
-@click.option("--root", default=None, type=click.Path(exists=True, file_okay=False))
+@click.option("--root", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Root of DATASET (with a DATASET).")
 @click.option("--images", default=600, type=click.IntRange(min=20),
               help="Images timed (generated JPEGs when no DATASET is given); half of them for the small size.")
 @click.option("--jobs", default=0, type=click.IntRange(min=0), help="Workers for both measurements (0: one per core).")
-@click.option("--size", default=PrepConfig.size, callback=_size)
+@click.option("--size", default=PrepConfig.size, callback=_size, help="Preprocess --size.")
 @click.option("--photo", default=(1024, 768), type=(click.IntRange(min=64), click.IntRange(min=64)),
               help="Width and height of the generated JPEGs (no DATASET); SUN397 averages ~340 KB a JPEG, ~1 MP.")
 def bench_preprocess(dataset, root, images, jobs, size, photo):
@@ -408,14 +444,16 @@ def bench_preprocess(dataset, root, images, jobs, size, photo):
 
 
 @bench.command("step")
-@click.option("--model", type=click.Choice(["eccv16", "tiny"]), default="eccv16")
+@click.option("--model", type=click.Choice(["eccv16", "tiny"]), default="eccv16",
+              help="eccv16: the published network; tiny: 1/8 width, for CPUs.")
 @click.option("--data", default=None, type=click.Path(exists=True, file_okay=False),
               help="Shard folder to draw batches from; default: a temporary synthetic one.")
-@click.option("--batch-size", default=8, type=click.IntRange(min=1))
-@click.option("--crop", default=176, type=click.IntRange(min=8))
+@click.option("--batch-size", default=8, type=click.IntRange(min=1), help="Samples per step.")
+@click.option("--crop", default=176, type=click.IntRange(min=8), help="Random crop side in px.")
 @click.option("--steps", default=5, type=click.IntRange(min=1), help="Timed steps per variant (medians quoted).")
 @click.option("--warmup", default=1, type=click.IntRange(min=0), help="Untimed steps per variant first.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              help="auto: CUDA when a GPU is visible, else the CPU.")
 def bench_step(**opts):
     """Seconds per training step: ce vs l2 vs ce with per-batch CPU kNN targets, interleaved, same batches."""
     import json
@@ -432,8 +470,8 @@ def bench_step(**opts):
 @bench.command("loader")
 @click.option("--data", default=None, type=click.Path(exists=True, file_okay=False),
               help="Shard folder; default: a temporary synthetic one (240 samples of 256 px).")
-@click.option("--batch-size", default=40, type=click.IntRange(min=1))
-@click.option("--crop", default=176, type=click.IntRange(min=8))
+@click.option("--batch-size", default=40, type=click.IntRange(min=1), help="Samples per batch.")
+@click.option("--crop", default=176, type=click.IntRange(min=8), help="Random crop side in px.")
 @click.option("--batches", default=60, type=click.IntRange(min=1), help="Timed batches per worker count.")
 @click.option("--workers", default="0,1,2", help="Comma-separated DataLoader worker counts to time.")
 def bench_loader(workers, **opts):
@@ -455,11 +493,13 @@ def bench_loader(workers, **opts):
 @click.option("--data", default=None, type=click.Path(exists=True, file_okay=False),
               help="Shard folder; default: N synthetic 256 px samples in a temporary folder.")
 @click.option("--n", default=3000, type=click.IntRange(min=1), help="Synthetic samples when no --data is given.")
-@click.option("--model", type=click.Choice(["eccv16", "tiny"]), default="eccv16")
-@click.option("--batch-size", default=40, type=click.IntRange(min=1))
-@click.option("--crop", default=176, type=click.IntRange(min=8))
-@click.option("--workers", default=8, type=click.IntRange(min=0))
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--model", type=click.Choice(["eccv16", "tiny"]), default="eccv16",
+              help="eccv16: the published network; tiny: 1/8 width, for CPUs.")
+@click.option("--batch-size", default=40, type=click.IntRange(min=1), help="Samples per batch.")
+@click.option("--crop", default=176, type=click.IntRange(min=8), help="Random crop side in px.")
+@click.option("--workers", default=8, type=click.IntRange(min=0), help="DataLoader worker processes.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              help="auto: CUDA when a GPU is visible, else the CPU.")
 def bench_epoch(**opts):
     """Seconds per training epoch for ce and l2 on the same shards (bf16 and channels-last on a GPU)."""
     import json

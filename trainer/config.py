@@ -2,6 +2,7 @@
 `asdict(cfg)` goes into every checkpoint and into RUN_DIR/config.json; variants come from `replace(cfg, ...)`."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 
@@ -42,8 +43,16 @@ class FitConfig:
         for name in ("batch_size", "save_every", "block_size"):
             if getattr(self, name) < 1:
                 raise FitError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.steps < 0 or self.epochs < 1 and self.steps == 0:
-            raise FitError("give --steps N (N > 0) or --epochs N (N > 0)")
+        if self.steps < 0 or self.epochs < 0 or self.epochs < 1 and self.steps == 0:
+            raise FitError(f"give --steps N (N > 0) or --epochs N (N > 0), got --steps {self.steps} "
+                           f"--epochs {self.epochs}")
+        # (name, smallest allowed, whether the bound itself is allowed): NaN and infinities never are
+        for name, low, closed in (("lr", 0.0, False), ("weight_decay", 0.0, True), ("alpha", 0.0, True),
+                                  ("beta", 0.0, True), ("gamma", 0.0, True), ("block", 0.0, True)):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and (v >= low if closed else v > low)):
+                raise FitError(f"--{name.replace('_', '-')} must be a finite number {'>=' if closed else '>'} "
+                               f"{low:g}, got {v!r}")
         if self.workers < 0:
             raise FitError(f"--workers must be >= 0, got {self.workers}")
         if self.verify not in ("quick", "deep", "off"):

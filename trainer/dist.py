@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+_CONTROL = None        # a gloo group beside an NCCL one: host-side flags agreed without a GPU sync
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -33,12 +35,25 @@ def setup(backend: str) -> DistInfo:
         torch.cuda.set_device(info.local_rank)
     if not dist.is_initialized():
         dist.init_process_group(backend)
+    global _CONTROL
+    _CONTROL = dist.new_group(backend="gloo") if backend != "gloo" else None
     return info
 
 
 def cleanup(info: DistInfo) -> None:
+    global _CONTROL
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+    _CONTROL = None
+
+
+def is_primary_process() -> bool:
+    """Rank 0, or no torchrun at all: the process that prints a run's summary (read before setup runs)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def world_size_env() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def any_rank(flag: bool, info: DistInfo, device) -> bool:
@@ -48,6 +63,26 @@ def any_rank(flag: bool, info: DistInfo, device) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def any_rank_now(flag: bool, info: DistInfo) -> bool:
+    """any_rank over a CPU tensor (the gloo group, or the gloo side group of an NCCL run): cheap enough to ask
+    every step, and it never waits for the GPU, so the training step's kernels keep running meanwhile."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_CONTROL)
+    return bool(t.item())
+
+
+def global_max(t: torch.Tensor) -> torch.Tensor:
+    """The maximum of t over every rank (t itself in one process), detached: for batch statistics that must
+    not depend on how the global batch is split over processes."""
+    t = t.detach()
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        t = t.clone()
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t
 
 
 def barrier(info: DistInfo) -> None:

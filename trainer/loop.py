@@ -5,7 +5,8 @@ extra terms such as ce_unweighted, lr, samples, elapsed_s) and last.pt, written 
 cfg.save_every steps and at the end. With cfg.resume the run continues from last.pt: model, optimiser,
 step, epoch and the position inside the epoch are restored, and since crops, flips and the shuffle derive
 from (seed, epoch, index), the continued run logs the losses an uninterrupted one would have (on CPU).
-Only rank 0 logs and saves.
+Only rank 0 logs and saves. SIGINT/SIGTERM stop the run after the current step with a checkpoint
+(trainer.stop): fit then raises stop.RunStopped, and --resume continues exactly.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from pipeline import contract
-from trainer import checkpoint, dist
+from trainer import checkpoint, dist, stop
 from trainer.config import FitConfig, FitError
 from trainer.data import EpochSampler, ShardDataset, make_loader
 from trainer.losses import LOSSES, Targets, create_loss
@@ -213,6 +214,7 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
                        f"per process ({info.world_size} process(es)); lower --batch-size")
     total = cfg.steps or cfg.epochs * steps_per_epoch
     loader = make_loader(dataset, cfg.batch_size, sampler, cfg.workers)
+    loader.worker_init_fn = stop.with_ignored_signals(loader.worker_init_fn)   # the training process decides
     net = DistributedDataParallel(model, device_ids=[device.index] if cuda else None) if info.enabled else model
 
     rebal = torch.as_tensor(prior.weights, dtype=torch.float32, device=device)     # (Q_shards,)
@@ -236,6 +238,7 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
 
     t0 = time.perf_counter()
     bar = tqdm(total=total, initial=step, disable=not info.is_primary, unit="step", dynamic_ncols=True)
+    stopper = stop.GracefulStop(announce=tqdm.write if info.is_primary else None).install()
     try:
         net.train()
         while step < total:
@@ -252,14 +255,21 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
                     log.write(json.dumps(row) + "\n")
                     bar.set_postfix(loss=f"{row['loss']:.4f}", epoch=epoch)
                 bar.update()
-                if info.is_primary and (step % cfg.save_every == 0 or step == total):
+                saved = step % cfg.save_every == 0 or step == total
+                if info.is_primary and saved:
                     save()
                 if step >= total:
                     break
+                if dist.any_rank_now(stopper.requested, info):        # every rank stops after this same step
+                    if info.is_primary and not saved:
+                        save()
+                    dist.barrier(info)
+                    raise stop.RunStopped(run_dir, step, total, stopper.signum, info.world_size)
             else:
                 epoch, epoch_step = epoch + 1, 0
         dist.barrier(info)
     finally:
+        stopper.restore()
         bar.close()
         if log is not None:
             log.close()

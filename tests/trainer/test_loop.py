@@ -1,6 +1,10 @@
-"""fit(): logs, checkpoints, exact resume, the non-finite guard, data verification and a 2-process gloo run."""
+"""fit(): logs, checkpoints, exact resume, the non-finite guard, data verification, a 2-process gloo run, a stop
+on SIGINT/SIGTERM that resumes exactly, and option validation."""
 import json
 import os
+import shlex
+import signal
+import time
 import subprocess
 import sys
 from dataclasses import replace
@@ -107,6 +111,7 @@ def test_two_process_gloo_run_logs_once_and_saves(shards, tmp_path):
     rows = _log(out)
     assert [r["step"] for r in rows] == [1, 2, 3] and rows[-1]["samples"] == 3 * 4 * 2
     assert load_colorizer(out / "last.pt").model.out_channels > 2
+    assert res.stdout.count("run: ") == 1, res.stdout                # printed by rank 0 only
 
 
 @pytest.mark.parametrize("args", [["fit"], ["bench", "step"], ["bench", "loader"], ["bench", "epoch"]])
@@ -126,3 +131,103 @@ def test_resume_refuses_shards_whose_bins_changed(shards, tmp_path):
     replace(p, centers=centers).save(data / contract.PRIOR)
     with pytest.raises(FitError, match="ab bins changed"):
         loop.fit(replace(cfg, resume=True, steps=2, verify="off"))
+
+
+def _fit_cmd(shards, out, *extra):
+    return [sys.executable, "cli.py", "fit", "--data", str(shards), "--out", str(out), "--model", "tiny",
+            "--crop", "32", "--batch-size", "4", "--lr", "1e-3", "--seed", "5", "--save-every", "1000",
+            "--device", "cpu", *extra]
+
+
+def _signal_after_first_step(cmd, sig, out, whole_group=True, timeout=120):
+    """Start cmd in its own session, send sig once log.jsonl has a row (to the whole process group, as a
+    terminal's Ctrl-C does: DataLoader workers get it too), return the finished process's (rc, stdout, stderr)."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while not ((out / "log.jsonl").exists() and (out / "log.jsonl").read_text().strip()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    (os.killpg if whole_group else os.kill)(proc.pid, sig)
+    stdout, stderr = proc.communicate(timeout=timeout)
+    return proc.returncode, stdout, stderr
+
+
+def test_ctrl_c_saves_the_step_and_its_resume_command_continues_exactly(shards, tmp_path):
+    whole = [r["loss"] for r in _log(loop.fit(_cfg(shards, tmp_path / "whole", steps=20, save_every=1000, crop=32,
+                                                    batch_size=4)))]
+    out = tmp_path / "run"
+    rc, _, err = _signal_after_first_step(_fit_cmd(shards, out, "--steps", "20", "--workers", "1"),
+                                          signal.SIGINT, out)
+    assert rc == 128 + signal.SIGINT, err[-2000:]
+    assert "Traceback" not in err and "Aborted" not in err
+    stopped = _log(out)[-1]["step"]
+    assert 1 <= stopped < 20 and [r["step"] for r in _log(out)] == list(range(1, stopped + 1))
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == stopped      # every logged step is saved
+    assert f"stopped by SIGINT after step {stopped} of 20" in err
+    resume = shlex.split(err.split("resume with: ")[1].splitlines()[0])
+    assert resume[-1] == "--resume"
+    res = subprocess.run(resume, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert [r["loss"] for r in _log(out)] == whole
+
+
+def test_sigterm_stops_after_the_step_with_a_checkpoint(shards, tmp_path):
+    out = tmp_path / "run"
+    rc, _, err = _signal_after_first_step(_fit_cmd(shards, out, "--steps", "200", "--workers", "0"),
+                                          signal.SIGTERM, out, whole_group=False)
+    assert rc == 128 + signal.SIGTERM, err[-2000:]
+    assert "stopped by SIGTERM" in err and "Traceback" not in err
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == _log(out)[-1]["step"] < 200
+
+
+def test_a_second_signal_stops_at_once():
+    from trainer.stop import GracefulStop
+    seen = []
+    with GracefulStop(announce=seen.append) as stopper:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stopper.requested and "finishing the current step" in seen[0]
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)                                # the handler runs before this ends
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_two_process_run_stops_together_on_ctrl_c(shards, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "cli.py", "fit",
+           "--data", str(shards), "--out", str(out), "--model", "tiny", "--crop", "32", "--batch-size", "4",
+           "--steps", "500", "--save-every", "1000", "--workers", "1", "--device", "cpu"]
+    # torchrun runs each rank in a session of its own and forwards the signal to it (and its loader workers)
+    rc, stdout, err = _signal_after_first_step(cmd, signal.SIGINT, out)
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert ck["step"] == _log(out)[-1]["step"] < 500 and ck["world_size"] == 2
+    assert err.count("resume with: torchrun --nproc-per-node=2 cli.py fit") == 1, err[-3000:]
+    assert "exited unexpectedly" not in err and "run: " not in stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--lr", "-1"], "'--lr': -1.0 is not in the range x>0"),
+    (["--lr", "nan"], "'--lr': nan is not a finite number"),
+    (["--batch-size", "0"], "'--batch-size': 0 is not in the range x>=1"),
+    (["--steps", "-5"], "'--steps': -5 is not in the range x>=0"),
+    (["--crop", "100"], "'--crop': 100: must be a positive multiple of 8"),
+    (["--weight-decay", "-0.1"], "'--weight-decay': -0.1 is not in the range x>=0"),
+    (["--workers", "-1"], "'--workers': -1 is not in the range x>=0"),
+    (["--alpha", "-2"], "'--alpha': -2.0 is not in the range x>=0"),
+    (["--gamma", "inf"], "'--gamma': inf is not a finite number"),
+    (["--save-every", "0"], "'--save-every': 0 is not in the range x>=1"),
+])
+def test_invalid_numbers_are_one_line_errors(shards, tmp_path, args, message):
+    res = CliRunner().invoke(cli, ["fit", "--data", str(shards), "--out", str(tmp_path / "run"), *args])
+    assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, res.output
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("field,value", [("lr", -1.0), ("lr", 0.0), ("lr", float("nan")), ("weight_decay", -1e-3),
+                                         ("beta", -1.0), ("gamma", float("inf")), ("block", -0.5), ("epochs", -1),
+                                         ("workers", -2), ("crop", 20), ("batch_size", 0)])
+def test_fit_config_refuses_invalid_numbers_from_python(field, value):
+    with pytest.raises(FitError, match=f"--{field.replace('_', '-')}"):
+        FitConfig(**{field: value})

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.registry import Registry
+from trainer.dist import global_max
 from trainer.decode import annealed_mean
 from trainer.models import AB_NORM
 
@@ -84,14 +85,15 @@ class l2(Loss):
 @LOSSES.register
 class focal(Loss):
     """Soft CE per pixel times mask(t) = 1 / (1 + alpha exp(-beta t)), t = pixel loss / max pixel loss in the
-    batch. The mask is a weight (no gradient through t) and replaces class rebalancing."""
+    global batch (the maximum is all-reduced under DDP, so 2 processes of batch B train as 1 of 2B). The mask
+    is a weight (no gradient through t) and replaces class rebalancing."""
 
     def __init__(self, alpha: float = 10.0, beta: float = 5.0):
         self.alpha, self.beta = alpha, beta
 
     def __call__(self, out, tg):
         pix = soft_ce_pixels(out, tg)
-        t = (pix / pix.max().clamp_min(1e-12)).detach()
+        t = (pix.detach() / global_max(pix.max()).clamp_min(1e-12))
         mask = 1.0 / (1.0 + self.alpha * torch.exp(-self.beta * t))
         return {"loss": (mask * pix).mean(), "ce_unweighted": pix.mean().detach()}
 

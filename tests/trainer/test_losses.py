@@ -110,3 +110,42 @@ def test_bf16_channels_last_logits_as_on_cuda(name):
     assert got.dtype == torch.float32 and grad.dtype == torch.bfloat16
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad.float(), ref_grad, rtol=1e-2, atol=1e-5)
+
+
+def _focal_rank(rank, world, rdv, out):
+    """One of two gloo processes: focal loss and its gradient on this rank's half of a batch of 2B."""
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{rdv}", rank=rank, world_size=world)
+    try:
+        tg, logits = _two_batches()
+        half = slice(rank * B, (rank + 1) * B)
+        mine = Targets(ab=tg.ab[half], nn_idx=tg.nn_idx[half], nn_w=tg.nn_w[half], w=tg.w[half])
+        x = logits[half].clone().requires_grad_(True)
+        loss = create_loss("focal")(x, mine)["loss"]
+        loss.backward()
+        torch.save({"loss": loss.detach(), "grad": x.grad}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _two_batches():
+    """A batch of 2B whose halves have different maximum pixel losses (the second half is sharper)."""
+    tg1, _, g = _inputs(4)
+    tg2, _, _ = _inputs(5)
+    tg = Targets(*(torch.cat([getattr(tg1, k), getattr(tg2, k)]) for k in ("ab", "nn_idx", "nn_w", "w")))
+    logits = torch.randn(2 * B, Q, T, T, generator=g) * torch.tensor([1.0] * B + [3.0] * B).view(-1, 1, 1, 1)
+    return tg, logits
+
+
+def test_focal_under_ddp_equals_one_process_of_the_whole_batch(tmp_path):
+    """2 processes of batch B train as 1 of 2B: DDP averages the ranks' gradients, so each rank's loss is half
+    the whole batch's contribution; the mask's t uses the maximum over both ranks."""
+    import torch.multiprocessing as mp
+    mp.spawn(_focal_rank, args=(2, str(tmp_path / "rdv"), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    tg, logits = _two_batches()
+    x = logits.clone().requires_grad_(True)
+    whole = create_loss("focal")(x, tg)["loss"]
+    whole.backward()
+    torch.testing.assert_close((ranks[0]["loss"] + ranks[1]["loss"]) / 2, whole.detach(), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(torch.cat([r["grad"] for r in ranks]) / 2, x.grad, rtol=1e-5, atol=1e-8)

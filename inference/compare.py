@@ -140,7 +140,8 @@ def run(cfg: CompareConfig, models: list[Model] | None = None) -> tuple[Path, in
         report = run_evaluate(EvalConfig(checkpoints=cfg.checkpoints, images=cfg.images, out=str(out),
                                          size=cfg.size, temperature=cfg.temperature, prior=cfg.prior,
                                          limit=cfg.limit, device=cfg.device), models=models,
-                              echo=False)          # its unreadable files are the ones reported above
+                              echo=False,          # its unreadable files are the ones reported above
+                              desc="compare: metrics")
     except EvalError as e:             # no colour photo among the inputs: panels without a table
         tqdm.write(f"note: no metric table: {e}")
     with contract.atomic_write(out / "index.html") as tmp:

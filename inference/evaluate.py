@@ -170,8 +170,10 @@ def choose_priors(models: list[Model], explicit=None, evaluated=None) -> dict:
     return chosen
 
 
-def evaluate(models: list[Model], samples, cfg: EvalConfig, explicit_prior=None, evaluated_prior=None) -> dict:
-    """Run every model and the gray baseline over the samples; returns metrics.json's content."""
+def evaluate(models: list[Model], samples, cfg: EvalConfig, explicit_prior=None, evaluated_prior=None,
+             desc: str = "evaluate") -> dict:
+    """Run every model and the gray baseline over the samples; returns metrics.json's content. desc labels
+    the progress bar (compare runs this for its metric table)."""
     priors = choose_priors(models, explicit_prior, evaluated_prior)
     by_name = {m.name: m for m in models}
     totals = {name: metrics.MetricTotals(rebalancer=metrics.Rebalancer(*priors[name][0]) if priors[name] else None)
@@ -190,7 +192,7 @@ def evaluate(models: list[Model], samples, cfg: EvalConfig, explicit_prior=None,
                 t.update(s.key, at_gt, s.gt_ab, to_rgb(s.L, full), s.gt_rgb)
 
     batch = []
-    for s in tqdm(samples, desc="evaluate", unit="img"):
+    for s in tqdm(samples, desc=desc, unit="img"):
         batch.append(s)
         if len(batch) == cfg.batch_size:
             flush(batch)
@@ -250,9 +252,10 @@ def load_prior(path, description: str):
     return (p.centers, p.prob), description
 
 
-def run(cfg: EvalConfig, models: list[Model] | None = None, echo: bool = True) -> dict:
+def run(cfg: EvalConfig, models: list[Model] | None = None, echo: bool = True, desc: str = "evaluate") -> dict:
     """Evaluate and write the report; returns metrics.json's content, whose "failed" lists the files that could
-    not be decoded (printed as met unless `echo` is False) and "skipped" the grayscale photos."""
+    not be decoded (printed as met unless `echo` is False) and "skipped" the grayscale photos. desc labels the
+    progress bar."""
     if bool(cfg.data) == bool(cfg.images):
         raise EvalError("give exactly one of --data SHARD_DIR or --images DIR")
     models = models if models is not None else load_models(cfg.checkpoints, cfg.device)
@@ -264,7 +267,7 @@ def run(cfg: EvalConfig, models: list[Model] | None = None, echo: bool = True) -
     data_prior = Path(cfg.data) / contract.PRIOR if cfg.data else None
     evaluated = (load_prior(data_prior, f"evaluated shards ({data_prior})")
                  if data_prior and data_prior.exists() else None)
-    report = evaluate(models, samples, cfg, explicit, evaluated)
+    report = evaluate(models, samples, cfg, explicit, evaluated, desc=desc)
     report["skipped"] = skipped
     report["failed"] = failed
     write_report(report, cfg.out)

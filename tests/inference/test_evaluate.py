@@ -89,6 +89,7 @@ def test_compare_writes_labelled_panels_and_an_index(tmp_path, setup):
                  "--size", "32", "--panel", "40")
     assert res.exit_code == 1 and "compared 4 image(s), 1 failed" in res.output   # one bad file: reported, others done
     assert res.output.count(f"error: {photos / 'broken.png'}:") == 1       # once, not once per stage
+    assert "compare: metrics" in res.output and "evaluate:" not in res.output      # the progress bars' labels
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert pngs == ["gray.png", "p0.png", "p1.png", "p2.png"]
     panel = np.asarray(Image.open(tmp_path / "p0.png"))                 # 48 x 80 shrunk to 40 x 67

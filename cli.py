@@ -182,6 +182,9 @@ def _user_errors():
 @click.option("--block", default=0.0, type=_FINITE_NONNEGATIVE,
               help="Weight of the block-averaged-colour term added to the loss (0: off).")
 @click.option("--block-size", default=4, type=click.IntRange(min=1), help="Block side in target pixels (1/4 of the input).")
+@click.option("--compile", is_flag=True, help="torch.compile the network and the loss (first steps are slow).")
+@click.option("--log-every", default=20, type=click.IntRange(min=1),
+              help="Steps between reads of the losses to the host (log rows, NaN check, progress).")
 def fit(**opts):
     """Train a colorization network on shards (`torchrun --nproc-per-node N cli.py fit ...` for DDP).
     Ctrl-C (or SIGTERM) finishes the current step, saves last.pt and prints the --resume command."""
@@ -377,6 +380,10 @@ def study(**opts):
 
 
 # ---- benchmarks (each prints one JSON object on its last line) -------------------------------------------
+_peak_opt = click.option("--peak-tflops", default=None, type=_FINITE_POSITIVE,
+                         help="Peak TFLOP/s for MFU  [default: the table's dense bf16 peak for a known GPU; none on CPUs]")
+
+
 @cli.group()
 def bench():
     """Throughput measurements; each prints its figures as JSON on its last line (quote them in
@@ -454,8 +461,11 @@ def bench_preprocess(dataset, root, images, jobs, size, photo):
 @click.option("--warmup", default=1, type=click.IntRange(min=0), help="Untimed steps per variant first.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               help="auto: CUDA when a GPU is visible, else the CPU.")
+@click.option("--compile", is_flag=True, help="Also time ce and l2 under torch.compile (as fit --compile).")
+@_peak_opt
 def bench_step(**opts):
-    """Seconds per training step: ce vs l2 vs ce with per-batch CPU kNN targets, interleaved, same batches."""
+    """Seconds per training step: ce vs l2 vs ce with per-batch CPU kNN targets, interleaved, same batches;
+    achieved TFLOP/s and MFU of each."""
     import json
     from trainer.bench import bench_step as measure
     if opts["crop"] % 8:
@@ -500,13 +510,21 @@ def bench_loader(workers, **opts):
 @click.option("--workers", default=8, type=click.IntRange(min=0), help="DataLoader worker processes.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               help="auto: CUDA when a GPU is visible, else the CPU.")
-def bench_epoch(**opts):
-    """Seconds per training epoch for ce and l2 on the same shards (bf16 and channels-last on a GPU)."""
+@click.option("--losses", default="ce,l2", help="Comma-separated losses, interleaved in segments of the epoch.")
+@click.option("--compile", is_flag=True, help="torch.compile of the network and the loss, as fit --compile.")
+@click.option("--log-every", default=20, type=click.IntRange(min=1), help="Steps between host read-backs, as in fit.")
+@_peak_opt
+def bench_epoch(losses, **opts):
+    """Seconds per training epoch for ce and l2 on the same shards, interleaved (bf16 and channels-last on a
+    GPU), with achieved TFLOP/s and MFU."""
     import json
     from trainer.bench import bench_epoch as measure
+    names = tuple(x.strip() for x in losses.split(",") if x.strip())
+    if not names or any(x not in ("ce", "l2", "focal", "focal-exact") for x in names):
+        raise click.BadParameter(f"{losses!r}: expected names among ce, l2, focal, focal-exact", param_hint="--losses")
     try:
-        figures = measure(**opts, progress=click.echo)
-    except _user_errors() as e:
+        figures = measure(**opts, losses=names, progress=click.echo)
+    except (*_user_errors(), ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(figures))
 

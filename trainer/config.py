@@ -35,12 +35,14 @@ class FitConfig:
     gamma: float = 2.0                      # focal-exact: Lin et al. (1 - p)^gamma
     block: float = 0.0                      # weight of the block-averaged-colour term added to the loss; 0: off
     block_size: int = 4                     # block side, in target pixels
+    compile: bool = False                   # torch.compile the network and the loss (before the DDP wrap)
+    log_every: int = 20                     # steps between host reads of the losses (log rows, NaN check, bar)
 
     def __post_init__(self):
         if self.crop <= 0 or self.crop % 8:
             raise FitError(f"--crop {self.crop}: must be a positive multiple of 8 "
                            "(targets are at 1/4 resolution and the network halves the side three times)")
-        for name in ("batch_size", "save_every", "block_size"):
+        for name in ("batch_size", "save_every", "block_size", "log_every"):
             if getattr(self, name) < 1:
                 raise FitError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.steps < 0 or self.epochs < 0 or self.epochs < 1 and self.steps == 0:

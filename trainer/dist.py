@@ -75,6 +75,16 @@ def any_rank_now(flag: bool, info: DistInfo) -> bool:
     return bool(t.item())
 
 
+def device_min(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """The minimum of t over every rank, computed where t lives (on a GPU: an NCCL all-reduce queued on the
+    stream, no host sync). t itself in one process."""
+    if not info.enabled:
+        return t
+    t = t.clone()
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return t
+
+
 def global_max(t: torch.Tensor) -> torch.Tensor:
     """The maximum of t over every rank (t itself in one process), detached: for batch statistics that must
     not depend on how the global batch is split over processes."""

@@ -2,7 +2,10 @@
 
 RUN_DIR (cfg.out) receives config.json, log.jsonl (one JSON object per step: step, epoch, loss, the loss's
 extra terms such as ce_unweighted, lr, samples, elapsed_s) and last.pt, written atomically every
-cfg.save_every steps and at the end. With cfg.resume the run continues from last.pt: model, optimiser,
+cfg.save_every steps and at the end. The step itself never waits for the GPU (trainer.step): the log rows,
+the finiteness check and the progress bar's loss are read back every cfg.log_every steps and before each
+save; a non-finite loss skips its update on the device and stops the run at that read, naming the batch.
+With cfg.compile the network and the loss go through torch.compile (before the DDP wrap). With cfg.resume the run continues from last.pt: model, optimiser,
 step, epoch and the position inside the epoch are restored, and since crops, flips and the shuffle derive
 from (seed, epoch, index), the continued run logs the losses an uninterrupted one would have (on CPU).
 Only rank 0 logs and saves. SIGINT/SIGTERM stop the run after the current step with a checkpoint
@@ -12,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +26,10 @@ from pipeline import contract
 from trainer import checkpoint, dist, stop
 from trainer.config import FitConfig, FitError
 from trainer.data import EpochSampler, ShardDataset, make_loader
-from trainer.losses import LOSSES, Targets, create_loss
+from trainer.losses import LOSSES, create_loss
 from trainer.models import MODELS, ColorNet, create_model, from_released, is_released_layout, load_trunk
+from trainer.step import DevicePrefetcher, StepLog, TrainStep, compile_parts, keep_fused
+from trainer import step as hot
 
 LOG, LAST, CONFIG = "log.jsonl", "last.pt", "config.json"
 # Options whose change would make a resumed run a different run; the others (steps, workers, ...) may differ.
@@ -77,8 +81,8 @@ def build_model(cfg: FitConfig, prior: contract.Prior) -> ColorNet:
 
 
 def create_optimizer(model: ColorNet, cfg: FitConfig) -> torch.optim.Optimizer:
-    """Adam with the reference recipe's betas (0.9, 0.99)."""
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    """Fused Adam with the reference recipe's betas (0.9, 0.99) (trainer.step.create_optimizer)."""
+    return hot.create_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
 
 
 def bin_remap(model: ColorNet, prior: contract.Prior) -> torch.Tensor | None:
@@ -97,40 +101,10 @@ def bin_remap(model: ColorNet, prior: contract.Prior) -> torch.Tensor | None:
     return torch.from_numpy(d.argmin(1)).long()
 
 
-def forward_loss(net, loss_fn, batch: dict, device, rebal: torch.Tensor, remap: torch.Tensor | None) -> dict:
-    """Move a loader batch to the device, run the network (bf16 autocast, channels-last on CUDA) and the loss.
-    rebal (Q_shards,) rebalancing weights; remap (Q_shards,) shard bin -> model bin, or None."""
-    cuda = device.type == "cuda"
-    L = batch["L"].to(device, non_blocking=True).unsqueeze(1).float() * contract.L_SCALE       # (B, 1, c, c) L*
-    if cuda:
-        L = L.contiguous(memory_format=torch.channels_last)
-    nn_idx = batch["nn_idx"].to(device, non_blocking=True).long()                             # (B, K, t, t)
-    tg = Targets(ab=batch["ab"].to(device, non_blocking=True).float(),
-                 nn_idx=nn_idx if remap is None else remap[nn_idx],
-                 nn_w=batch["nn_w"].to(device, non_blocking=True).float(),
-                 w=rebal[nn_idx[:, 0]])                                                       # (B, t, t)
-    with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext():
-        out = net(L)
-    return loss_fn(out, tg)
-
-
-def apply_step(opt: torch.optim.Optimizer, loss: torch.Tensor, guard=None) -> None:
-    """Backward, then guard(loss) (which may raise: the update is then not applied), then the Adam update.
-    The guard reads the loss after backward, so on a GPU the host sync does not stall the backward pass."""
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if guard is not None:
-        guard(loss)
-    opt.step()
-
-
-def _finite_or_stop(loss: torch.Tensor, batch: dict, step: int, info: dist.DistInfo, device) -> None:
-    """Stop every rank, before the update, when any rank's loss is NaN or infinite; name the batch's keys."""
-    value = loss.item()
-    if dist.any_rank(not np.isfinite(value), info, device):
-        where = f"batch keys {batch['key']}" if not np.isfinite(value) else "another rank's batch"
-        raise NonFiniteLoss(f"non-finite loss ({value}) at step {step + 1}, {where}; the step was not applied "
-                            f"and no checkpoint was written for it")
+def _non_finite(row: dict, keys: list, info: dist.DistInfo) -> NonFiniteLoss:
+    where = f"batch keys {keys}" if row["finite"] < 1 else "another rank's batch"
+    return NonFiniteLoss(f"non-finite loss ({row['loss']}) at step {row['step']}, {where}; the step was not applied "
+                         f"and no checkpoint was written for it")
 
 
 def _check_data(cfg: FitConfig, info: dist.DistInfo, device) -> None:
@@ -199,6 +173,7 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
         _check_same_bins(ck, prior, run_dir)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
+        keep_fused(opt)
         step, epoch, epoch_step = ck["step"], ck["epoch"], ck["epoch_step"]
         if ck.get("world_size", 1) != info.world_size:
             raise FitError(f"--resume: the run was stopped with {ck.get('world_size', 1)} process(es), this one has "
@@ -215,7 +190,8 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
     total = cfg.steps or cfg.epochs * steps_per_epoch
     loader = make_loader(dataset, cfg.batch_size, sampler, cfg.workers)
     loader.worker_init_fn = stop.with_ignored_signals(loader.worker_init_fn)   # the training process decides
-    net = DistributedDataParallel(model, device_ids=[device.index] if cuda else None) if info.enabled else model
+    net, loss_c = compile_parts(model, loss_fn) if cfg.compile else (model, loss_fn)
+    net = DistributedDataParallel(net, device_ids=[device.index] if cuda else None) if info.enabled else net
 
     rebal = torch.as_tensor(prior.weights, dtype=torch.float32, device=device)     # (Q_shards,)
     remap = remap.to(device) if remap is not None else None
@@ -236,6 +212,20 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
             "rng": torch.get_rng_state(),
             "prior": {k: torch.as_tensor(getattr(prior, k)) for k in ("centers", "prob", "weights")}})
 
+    train_step = TrainStep(net, loss_c, opt, device, rebal, remap, info)
+    pending = StepLog()
+
+    def read_back():
+        """The one host sync: the pending steps' values -> log rows; stop at a skipped (non-finite) step."""
+        rows, bad = pending.flush()
+        for r in rows[:bad]:
+            if log is not None:
+                log.write(json.dumps({k: v for k, v in r.items() if k not in ("finite", "applied", "keys")}) + "\n")
+        if bad is not None:
+            raise _non_finite(rows[bad], rows[bad]["keys"], info)
+        if rows:
+            bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}", epoch=rows[-1]["epoch"])
+
     t0 = time.perf_counter()
     bar = tqdm(total=total, initial=step, disable=not info.is_primary, unit="step", dynamic_ncols=True)
     stopper = stop.GracefulStop(announce=tqdm.write if info.is_primary else None).install()
@@ -244,23 +234,22 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
         while step < total:
             sampler.set_position(epoch, epoch_step * cfg.batch_size)
             dataset.epoch = epoch
-            for batch in loader:
-                res = forward_loss(net, loss_fn, batch, device, rebal, remap)
-                apply_step(opt, res["loss"], guard=lambda loss: _finite_or_stop(loss, batch, step, info, device))
+            for batch in DevicePrefetcher(loader, device):
+                res = train_step(batch)                                  # queued on the device, not waited for
                 step, epoch_step = step + 1, epoch_step + 1
-                if log is not None:
-                    row = {"step": step, "epoch": epoch, **{k: float(v.detach()) for k, v in res.items()},
-                           "lr": cfg.lr, "samples": step * cfg.batch_size * info.world_size,
-                           "elapsed_s": round(time.perf_counter() - t0, 3)}
-                    log.write(json.dumps(row) + "\n")
-                    bar.set_postfix(loss=f"{row['loss']:.4f}", epoch=epoch)
+                pending.add(res, step=step, epoch=epoch, keys=batch["key"], lr=opt.param_groups[0]["lr"],
+                            samples=step * cfg.batch_size * info.world_size,
+                            elapsed_s=round(time.perf_counter() - t0, 3))    # when the step was queued
                 bar.update()
                 saved = step % cfg.save_every == 0 or step == total
+                stopping = step < total and dist.any_rank_now(stopper.requested, info)   # all ranks, same step
+                if saved or stopping or step % cfg.log_every == 0:
+                    read_back()                                          # before any save: no NaN step is saved
                 if info.is_primary and saved:
                     save()
                 if step >= total:
                     break
-                if dist.any_rank_now(stopper.requested, info):        # every rank stops after this same step
+                if stopping:
                     if info.is_primary and not saved:
                         save()
                     dist.barrier(info)

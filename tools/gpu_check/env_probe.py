@@ -25,8 +25,14 @@ try:
 except ImportError:
     fa = "absent"
 ok = torch.cuda.is_available()
+try:
+    import subprocess
+    driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                            capture_output=True, text=True, timeout=20).stdout.strip().splitlines()[0]
+except (OSError, IndexError, subprocess.SubprocessError):
+    driver = None
 info = {"python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version(), "cuda_available": ok, "numpy": numpy.__version__,
+        "cudnn": torch.backends.cudnn.version(), "cuda_available": ok, "driver": driver, "numpy": numpy.__version__,
         "h5py": h5py.__version__, "cv2": cv2.__version__, "cpu_threads": torch.get_num_threads(),
         "repo_imports": bad or "ok", "repo_imports_faiss": repo_loaded_faiss, "faiss": fa}
 if ok:

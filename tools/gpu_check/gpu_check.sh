@@ -44,7 +44,7 @@ if [ "$SMOKE" = 1 ]; then                  # CPU dry run: same commands, sizes t
 else
     DEV=cuda; MODEL=eccv16; BS=40; BS_SMALL=8; CROP=176; STEPS=30; WARM=3; N=3000; N_BIG=16000; EPOCH_WORKERS=8
     LOADER_WORKERS=8,14; LOADER_BATCHES=300; FIT_MODEL=eccv16; FIT_STEPS=100; FIT_BS=8; DDP_BS=4; DDP_STEPS=20
-    COMPILE_CAP=150
+    COMPILE_CAP=180
 fi
 rm -rf "$WORK"
 mkdir -p "$OUT" "$WORK"

@@ -293,8 +293,8 @@ def serve(**opts):
 @click.option("--images", default=None, type=click.Path(exists=True, file_okay=False), help="Folder of colour photos.")
 @click.option("--out", default="artifacts/eval", type=click.Path(file_okay=False),
               help="Folder for metrics.json and metrics.md.")
-@click.option("--split", default="test", type=click.Choice([s for s in SPLITS if s != "all"]),
-              help="Split of the shard folder evaluated with --data.")
+@click.option("--split", default="test", type=click.Choice(["train", "test"]),
+              help="Split of the shard folder evaluated with --data (a val split is stored as test).")
 @_size_opt
 @_temp_opt
 @_prior_opt

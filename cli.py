@@ -163,15 +163,18 @@ def _user_errors():
 @click.option("--weight-decay", default=1e-3, type=_FINITE_NONNEGATIVE, help="Adam weight decay (L2 penalty).")
 @click.option("--batch-size", default=40, type=click.IntRange(min=1),
               help="Per process; torchrun multiplies it by the world size.")
-@click.option("--crop", default=176, callback=_net_size, help="Random crop side (multiple of 8, at most the shards' size).")
+@click.option("--crop", default=176, callback=_net_size,
+              help="Random crop side (multiple of 8, at most the shards' size).")
 @click.option("--flip/--no-flip", default=True, help="Random horizontal flips.")
-@click.option("--epochs", default=1, type=click.IntRange(min=0), help="Full passes over the train split (ignored with --steps).")
+@click.option("--epochs", default=1, type=click.IntRange(min=0),
+              help="Full passes over the train split (ignored with --steps).")
 @click.option("--steps", default=0, type=click.IntRange(min=0), help="Total optimiser steps; 0: use --epochs.")
 @click.option("--seed", default=0, help="Seed of the model's init, the shuffle, crops and flips.")
 @click.option("--save-every", default=500, type=click.IntRange(min=1),
               help="Steps between checkpoints (RUN_DIR/last.pt); also saved at the end and on Ctrl-C.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
-@click.option("--workers", default=2, type=click.IntRange(min=0), help="DataLoader worker processes per training process.")
+@click.option("--workers", default=2, type=click.IntRange(min=0),
+              help="DataLoader worker processes per training process.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               help="auto: CUDA when a GPU is visible, else the CPU.")
 @click.option("--verify", type=click.Choice(["quick", "deep", "off"]), default="quick",
@@ -181,7 +184,8 @@ def _user_errors():
 @click.option("--gamma", default=2.0, type=_FINITE_NONNEGATIVE, help="focal-exact: (1 - p)^gamma.")
 @click.option("--block", default=0.0, type=_FINITE_NONNEGATIVE,
               help="Weight of the block-averaged-colour term added to the loss (0: off).")
-@click.option("--block-size", default=4, type=click.IntRange(min=1), help="Block side in target pixels (1/4 of the input).")
+@click.option("--block-size", default=4, type=click.IntRange(min=1),
+              help="Block side in target pixels (1/4 of the input).")
 @click.option("--compile", is_flag=True, help="torch.compile the network and the loss (first steps are slow).")
 @click.option("--log-every", default=20, type=click.IntRange(min=1),
               help="Steps between reads of the losses to the host (log rows, NaN check, progress).")
@@ -381,7 +385,8 @@ def study(**opts):
 
 # ---- benchmarks (each prints one JSON object on its last line) -------------------------------------------
 _peak_opt = click.option("--peak-tflops", default=None, type=_FINITE_POSITIVE,
-                         help="Peak TFLOP/s for MFU  [default: the table's dense bf16 peak for a known GPU; none on CPUs]")
+                         help="Peak TFLOP/s for MFU  [default: the table's dense bf16 peak for a known GPU; "
+                              "none on CPUs]")
 
 
 @cli.group()

@@ -5,9 +5,10 @@ extra terms such as ce_unweighted, lr, samples, elapsed_s) and last.pt, written 
 cfg.save_every steps and at the end. The step itself never waits for the GPU (trainer.step): the log rows,
 the finiteness check and the progress bar's loss are read back every cfg.log_every steps and before each
 save; a non-finite loss skips its update on the device and stops the run at that read, naming the batch.
-With cfg.compile the network and the loss go through torch.compile (before the DDP wrap). With cfg.resume the run continues from last.pt: model, optimiser,
-step, epoch and the position inside the epoch are restored, and since crops, flips and the shuffle derive
-from (seed, epoch, index), the continued run logs the losses an uninterrupted one would have (on CPU).
+With cfg.compile the network and the loss go through torch.compile (before the DDP wrap). With cfg.resume
+the run continues from last.pt: model, optimiser, step, epoch and the position inside the epoch are restored,
+and since crops, flips and the shuffle derive from (seed, epoch, index), the continued run logs the losses
+an uninterrupted one would have (on CPU).
 Only rank 0 logs and saves. SIGINT/SIGTERM stop the run after the current step with a checkpoint
 (trainer.stop): fit then raises stop.RunStopped, and --resume continues exactly.
 """
@@ -28,10 +29,10 @@ from trainer.config import FitConfig, FitError
 from trainer.data import EpochSampler, ShardDataset, make_loader
 from trainer.losses import LOSSES, create_loss
 from trainer.models import MODELS, ColorNet, create_model, from_released, is_released_layout, load_trunk
-from trainer.step import DevicePrefetcher, StepLog, TrainStep, compile_parts, keep_fused
-from trainer import step as hot
+from trainer.step import DevicePrefetcher, StepLog, TrainStep, compile_parts, fused_adam, keep_fused
 
 LOG, LAST, CONFIG = "log.jsonl", "last.pt", "config.json"
+HOST_FIELDS = ("step", "epoch", "lr", "samples", "elapsed_s")     # a log row's fields beside the loss terms
 # Options whose change would make a resumed run a different run; the others (steps, workers, ...) may differ.
 SAME_ON_RESUME = ("data", "model", "loss", "init", "lr", "weight_decay", "batch_size", "crop", "flip", "seed",
                   "alpha", "beta", "gamma", "block", "block_size")
@@ -81,8 +82,8 @@ def build_model(cfg: FitConfig, prior: contract.Prior) -> ColorNet:
 
 
 def create_optimizer(model: ColorNet, cfg: FitConfig) -> torch.optim.Optimizer:
-    """Fused Adam with the reference recipe's betas (0.9, 0.99) (trainer.step.create_optimizer)."""
-    return hot.create_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
+    """Fused Adam with the reference recipe's betas (0.9, 0.99) (trainer.step.fused_adam)."""
+    return fused_adam(model.parameters(), cfg.lr, cfg.weight_decay)
 
 
 def bin_remap(model: ColorNet, prior: contract.Prior) -> torch.Tensor | None:
@@ -101,7 +102,7 @@ def bin_remap(model: ColorNet, prior: contract.Prior) -> torch.Tensor | None:
     return torch.from_numpy(d.argmin(1)).long()
 
 
-def _non_finite(row: dict, keys: list, info: dist.DistInfo) -> NonFiniteLoss:
+def _non_finite(row: dict, keys: list) -> NonFiniteLoss:
     where = f"batch keys {keys}" if row["finite"] < 1 else "another rank's batch"
     return NonFiniteLoss(f"non-finite loss ({row['loss']}) at step {row['step']}, {where}; the step was not applied "
                          f"and no checkpoint was written for it")
@@ -220,9 +221,11 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
         rows, bad = pending.flush()
         for r in rows[:bad]:
             if log is not None:
-                log.write(json.dumps({k: v for k, v in r.items() if k not in ("finite", "applied", "keys")}) + "\n")
+                terms = {k: v for k, v in r.items() if k not in ("finite", "applied", "keys", *HOST_FIELDS)}
+                log.write(json.dumps({"step": r["step"], "epoch": r["epoch"], **terms,
+                                      **{k: r[k] for k in HOST_FIELDS[2:]}}) + "\n")
         if bad is not None:
-            raise _non_finite(rows[bad], rows[bad]["keys"], info)
+            raise _non_finite(rows[bad], rows[bad]["keys"])
         if rows:
             bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}", epoch=rows[-1]["epoch"])
 

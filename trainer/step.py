@@ -23,7 +23,7 @@ from trainer.losses import Targets
 DEVICE_KEYS = ("L", "ab", "nn_idx", "nn_w")
 
 
-def create_optimizer(params, lr: float, weight_decay: float) -> torch.optim.Adam:
+def fused_adam(params, lr: float, weight_decay: float) -> torch.optim.Adam:
     """Adam with the reference recipe's betas (0.9, 0.99), fused: one kernel for the update, and it honours
     `found_inf` (the update skipped on the device when the loss was not finite)."""
     return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay, fused=True)

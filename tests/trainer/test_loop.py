@@ -136,12 +136,13 @@ def test_resume_refuses_shards_whose_bins_changed(shards, tmp_path):
 def _fit_cmd(shards, out, *extra):
     return [sys.executable, "cli.py", "fit", "--data", str(shards), "--out", str(out), "--model", "tiny",
             "--crop", "32", "--batch-size", "4", "--lr", "1e-3", "--seed", "5", "--save-every", "1000",
-            "--device", "cpu", *extra]
+            "--device", "cpu", "--log-every", "1", *extra]
 
 
 def _signal_after_first_step(cmd, sig, out, timeout=120):
-    """Start cmd in its own session, send sig once log.jsonl has a row (to the whole process group, as a
-    terminal's Ctrl-C does: DataLoader workers get it too), return the finished process's (rc, stdout, stderr)."""
+    """Start cmd in its own session, send sig once log.jsonl has a row (cmd logs every step: --log-every 1) to
+    the whole process group, as a terminal's Ctrl-C does (DataLoader workers get it too); return the finished
+    process's (rc, stdout, stderr)."""
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout
@@ -154,17 +155,17 @@ def _signal_after_first_step(cmd, sig, out, timeout=120):
 
 
 def test_ctrl_c_saves_the_step_and_its_resume_command_continues_exactly(shards, tmp_path):
-    whole = [r["loss"] for r in _log(loop.fit(_cfg(shards, tmp_path / "whole", steps=20, save_every=1000, crop=32,
+    whole = [r["loss"] for r in _log(loop.fit(_cfg(shards, tmp_path / "whole", steps=40, save_every=1000, crop=32,
                                                     batch_size=4)))]
     out = tmp_path / "run"
-    rc, _, err = _signal_after_first_step(_fit_cmd(shards, out, "--steps", "20", "--workers", "1"),
+    rc, _, err = _signal_after_first_step(_fit_cmd(shards, out, "--steps", "40", "--workers", "1"),
                                           signal.SIGINT, out)
     assert rc == 128 + signal.SIGINT, err[-2000:]
     assert "Traceback" not in err and "Aborted" not in err
     stopped = _log(out)[-1]["step"]
-    assert 1 <= stopped < 20 and [r["step"] for r in _log(out)] == list(range(1, stopped + 1))
+    assert 1 <= stopped < 40 and [r["step"] for r in _log(out)] == list(range(1, stopped + 1))
     assert torch.load(out / "last.pt", weights_only=True)["step"] == stopped      # every logged step is saved
-    assert f"stopped by SIGINT after step {stopped} of 20" in err
+    assert f"stopped by SIGINT after step {stopped} of 40" in err
     resume = shlex.split(err.split("resume with: ")[1].splitlines()[0])
     assert resume[-1] == "--resume"
     res = subprocess.run(resume, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
@@ -199,7 +200,7 @@ def test_two_process_run_stops_together_on_ctrl_c(shards, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "cli.py", "fit",
            "--data", str(shards), "--out", str(out), "--model", "tiny", "--crop", "32", "--batch-size", "4",
-           "--steps", "500", "--save-every", "1000", "--workers", "1", "--device", "cpu"]
+           "--steps", "500", "--save-every", "1000", "--workers", "1", "--device", "cpu", "--log-every", "1"]
     # torchrun runs each rank in a session of its own and forwards the signal to it (and its loader workers)
     rc, stdout, err = _signal_after_first_step(cmd, signal.SIGINT, out)
     ck = torch.load(out / "last.pt", weights_only=True)

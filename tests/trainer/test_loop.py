@@ -155,8 +155,13 @@ def _signal_after_first_step(cmd, sig, out, timeout=120):
 
 
 def test_ctrl_c_saves_the_step_and_its_resume_command_continues_exactly(shards, tmp_path):
-    whole = [r["loss"] for r in _log(loop.fit(_cfg(shards, tmp_path / "whole", steps=40, save_every=1000, crop=32,
-                                                    batch_size=4)))]
+    # the reference runs as a subprocess too: the same environment, so the same thread count (the float sums
+    # of a CPU step depend on it, and an earlier test may have set OMP_NUM_THREADS in this process's environ)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ref = subprocess.run(_fit_cmd(shards, tmp_path / "whole", "--steps", "40", "--workers", "1"), cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    whole = [r["loss"] for r in _log(tmp_path / "whole")]
     out = tmp_path / "run"
     rc, _, err = _signal_after_first_step(_fit_cmd(shards, out, "--steps", "40", "--workers", "1"),
                                           signal.SIGINT, out)
@@ -168,8 +173,7 @@ def test_ctrl_c_saves_the_step_and_its_resume_command_continues_exactly(shards, 
     assert f"stopped by SIGINT after step {stopped} of 40" in err
     resume = shlex.split(err.split("resume with: ")[1].splitlines()[0])
     assert resume[-1] == "--resume"
-    res = subprocess.run(resume, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
-                         text=True, timeout=120)
+    res = subprocess.run(resume, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert [r["loss"] for r in _log(out)] == whole
 

@@ -269,7 +269,7 @@ def colorize(inputs, **opts):
 @click.option("--checkpoint", required=True, callback=_checkpoint_ref,
               help=_CKPT_HELP + "; loaded once, shared by every request.")
 @click.option("--host", default="127.0.0.1", help="Interface to listen on (0.0.0.0: every one; the page has no login).")
-@click.option("--port", default=8000, type=click.IntRange(1, 65535))
+@click.option("--port", default=8000, type=click.IntRange(1, 65535), help="TCP port to listen on.")
 @click.option("--max-mb", default=25.0, type=click.FloatRange(min=0, min_open=True), help="Largest upload in MB.")
 @click.option("--max-pixels", default=40_000_000, type=click.IntRange(min=1),
               help="Largest width x height accepted, read from the header before decoding (decompression bombs).")

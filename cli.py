@@ -3,7 +3,7 @@ Heavy imports (torch, faiss, numba) happen inside the commands, so `--help` is i
 Multi-GPU training launches this same file: `torchrun --nproc-per-node=4 cli.py fit ...`."""
 import click
 
-from pipeline.config import BACKENDS, SPLITS, SUBSETS, PrepConfig   # both stdlib-only: --help stays instant
+from pipeline.config import BACKENDS, SPLITS, STORAGE, SUBSETS, PrepConfig   # both stdlib-only: --help stays instant
 from pipeline.datasets import DATASETS, DatasetError
 
 
@@ -52,6 +52,8 @@ def _size(ctx, param, value):
               help="Skip images whose shorter side is smaller.")
 @click.option("--overwrite", is_flag=True,
               help="Replace shards in --out that another dataset, root or config wrote (never other files).")
+@click.option("--storage", default=PrepConfig.storage, show_default=True, type=click.Choice(sorted(STORAGE)),
+              help="Lossless filter of the shard arrays (docs/benchmarks.md, 'Shard storage'); none: format 1's.")
 def preprocess(overwrite, **opts):
     """Images -> Lab -> soft-encoded ab targets -> HDF5 shards, manifest.json and prior.npz.
     Rerunning the same command keeps the shards already complete."""

@@ -8,6 +8,8 @@ BACKENDS = ("loky", "dask")
 SPLITS = ("all", "train", "test", "val")   # val: ImageNet's, Places365's and COCO's name for the held-out split,
                                            # which shards store as "test" (what evaluate reads by default)
 SUBSETS = ("", "first10k", "ctest10k")     # ImageNet evaluation subsets (pipeline.subsets); "" = the whole split
+STORAGE = ("none", "lzf", "gzip", "gzip-targets", "lzf-targets", "zstd", "blosc-lz4", "blosc-zstd", "zstd-targets",
+           "blosc-mixed")                # names of contract.STORAGE (kept here so that the CLI needs no h5py)
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class PrepConfig:
                                  # average) when that leaves the shorter side >= decode_slack * size: about 2x
                                  # faster, for at most a 1/0.9 upscale (640x480 -> 240 -> 256; L PSNR ~42 dB
                                  # against a full decode). 1.0: never upscale after a reduced decode
+    storage: str = "blosc-lz4"   # lossless filter of the shard arrays, a name in contract.STORAGE
 
     def __post_init__(self):
         if self.size <= 0 or self.size % 4:
@@ -52,6 +55,8 @@ class PrepConfig:
             raise ValueError("need 0 <= lam <= 1, sigma > 0 and 0 <= test_fraction < 1")
         if not 0 < self.decode_slack <= 1:
             raise ValueError(f"decode_slack must be in (0, 1], got {self.decode_slack}")
+        if self.storage not in STORAGE:
+            raise ValueError(f"storage must be one of {sorted(STORAGE)}, got {self.storage!r}")
         if not 1 <= self.partition <= 10:
             raise ValueError(f"partition must be 1..10, got {self.partition}")
 
@@ -66,7 +71,7 @@ class PrepConfig:
     def encoding(self) -> dict:
         """The fields that decide a shard's content. Stored in each shard and compared on a rerun; the run-only
         fields (jobs, backend, scheduler, out_dir) are left out, so results do not depend on them."""
-        keep = ("dataset", "size", "knn", "sigma", "min_side", "gray_chroma", "decode_slack")   # in field order
+        keep = ("dataset", "size", "knn", "sigma", "min_side", "gray_chroma", "decode_slack", "storage")   # in field order
         return {name: getattr(self, name) for name in keep}
 
     def as_dict(self) -> dict:

@@ -8,6 +8,12 @@ standard library. A folder holds `manifest.json`, `prior.npz` and shard files `*
     nn_idx  uint16  (N, K, S/4, S/4)     indices into prior.centers, nearest first
     nn_w    float16 (N, K, S/4, S/4)     Gaussian soft-encoding weights, summing to 1 over K
     key     utf-8   (N,)                 source path relative to the dataset root
+
+Format 2 stores the same arrays, bit for bit, through a lossless HDF5 filter chosen by name from STORAGE (the
+shard's attrs["storage"]); format 1 stored them uncompressed and still reads. Compression is invisible to a
+reader: h5py decompresses each chunk. Only the zstd and blosc options need the hdf5plugin package, which is
+imported when a shard that uses one is written or opened, so the built-in default keeps this module on numpy
+and h5py alone.
 """
 from __future__ import annotations
 
@@ -24,12 +30,33 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)       # 1: uncompressed (no attrs["storage"]); 2: a STORAGE filter per dataset
 L_SCALE = 100.0 / 255.0          # stored uint8 L -> L*; writer and reader must agree, so it lives here
 TARGET_STRIDE = 4                # targets are at 1/4 of the input side
 MANIFEST = "manifest.json"
 PRIOR = "prior.npz"
 DATASETS = ("L", "ab", "nn_idx", "nn_w", "key")
+ARRAYS = DATASETS[:4]
+
+# Lossless filters per array (h5py create_dataset keywords), by name; docs/benchmarks.md, "Shard storage", has
+# bytes per sample, loader and write cost of each (tools/storage_options.py). shuffle groups the bytes of each
+# 16-bit value, so the near-constant high bytes of nn_idx (< Q) and of float16 values compress.
+_GZIP1 = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+_LZF = {"compression": "lzf", "shuffle": True}
+_PLUGIN = {"zstd": ("Zstd", {"clevel": 1}), "blosc-lz4": ("Blosc", {"cname": "lz4", "clevel": 5, "shuffle": 1}),
+           "blosc-zstd": ("Blosc", {"cname": "zstd", "clevel": 1, "shuffle": 1})}
+STORAGE: dict[str, dict[str, dict]] = {
+    "none": {a: {} for a in ARRAYS},                         # format 1's layout
+    "lzf": {a: _LZF for a in ARRAYS},
+    "gzip": {a: _GZIP1 for a in ARRAYS},
+    "gzip-targets": {"L": {}, **{a: _GZIP1 for a in ARRAYS[1:]}},
+    "lzf-targets": {"L": {}, **{a: _LZF for a in ARRAYS[1:]}},
+    **{name: {a: {"plugin": name} for a in ARRAYS} for name in _PLUGIN},
+    "zstd-targets": {"L": {}, **{a: {"plugin": "zstd"} for a in ARRAYS[1:]}},
+    "blosc-mixed": {"L": {"plugin": "blosc-lz4"}, **{a: {"plugin": "blosc-zstd"} for a in ARRAYS[1:]}},
+}
+DEFAULT_STORAGE = "blosc-lz4"    # the smallest whose loader keeps >= 4,000 samples/s with 2 workers here
 
 
 _UMASK = os.umask(0)
@@ -70,9 +97,22 @@ def uint8_to_l(u: np.ndarray) -> np.ndarray:
     return np.asarray(u, np.float32) * np.float32(L_SCALE)
 
 
-def write_shard(path, L, ab, nn_idx, nn_w, keys, attrs: dict | None = None) -> None:
+def _filters(storage: str, array: str) -> dict:
+    """h5py keywords of `array`'s filter under a STORAGE option; registers hdf5plugin's filters if it needs them."""
+    if storage not in STORAGE:
+        raise ValueError(f"unknown shard storage {storage!r}; known: {sorted(STORAGE)}")
+    spec = STORAGE[storage][array]
+    if "plugin" not in spec:
+        return spec
+    import hdf5plugin                                          # registers zstd and blosc with HDF5
+    cls, kwargs = _PLUGIN[spec["plugin"]]
+    return {**getattr(hdf5plugin, cls)(**kwargs), "shuffle": cls != "Blosc"}   # blosc shuffles by itself
+
+
+def write_shard(path, L, ab, nn_idx, nn_w, keys, attrs: dict | None = None, storage: str = DEFAULT_STORAGE) -> None:
     """Write one shard atomically, one HDF5 chunk per sample (random access reads one chunk per array)
-    with fletcher32 checksums so that a flipped bit is an error on read, not a silently wrong target.
+    with fletcher32 checksums so that a flipped bit is an error on read, not a silently wrong target, each
+    array through `storage`'s lossless filter (STORAGE).
     The file is built in memory and written with plain file I/O: HDF5 reports a full disk from inside its
     close as a RuntimeError and leaves a broken handle that crashes the interpreter at exit, whereas a
     Python write raises a clean OSError (ENOSPC) and the temporary file is removed."""
@@ -86,9 +126,12 @@ def write_shard(path, L, ab, nn_idx, nn_w, keys, attrs: dict | None = None) -> N
     buf = io.BytesIO()
     with h5py.File(buf, "w") as h:
         for name, arr in (("L", L), ("ab", ab), ("nn_idx", nn_idx), ("nn_w", nn_w)):
-            h.create_dataset(name, data=arr, chunks=(1, *arr.shape[1:]) if N else None, fletcher32=bool(N))
+            filters = _filters(storage, name) if N else {}
+            h.create_dataset(name, data=arr, chunks=(1, *arr.shape[1:]) if N else None, fletcher32=bool(N),
+                             **filters)
         h.create_dataset("key", data=np.array(keys, dtype=object), dtype=h5py.string_dtype("utf-8"))
         h.attrs["format_version"] = FORMAT_VERSION
+        h.attrs["storage"] = storage
         h.attrs["count"] = N
         for k, v in (attrs or {}).items():
             h.attrs[k] = v if isinstance(v, (str, int, float, bool, np.number)) else json.dumps(v)
@@ -122,11 +165,15 @@ class Shard:
             raise ShardFormatError(f"{self.path}: not a readable HDF5 shard ({e})") from e
         version = self.h5.attrs.get("format_version")
         missing = [d for d in DATASETS if d not in self.h5]
-        if version != FORMAT_VERSION or missing:
+        self.storage = str(self.h5.attrs.get("storage", "none"))
+        if version not in READABLE_VERSIONS or missing or self.storage not in STORAGE:
             self.h5.close()
-            raise ShardFormatError(f"{self.path}: format version {version} (expected {FORMAT_VERSION}), "
-                                   f"missing datasets {missing}")
-        self.L, self.ab, self.nn_idx, self.nn_w = (self.h5[d] for d in DATASETS[:4])
+            raise ShardFormatError(f"{self.path}: format version {version} (this colorfast reads "
+                                   f"{', '.join(map(str, READABLE_VERSIONS))}), storage {self.storage!r}, "
+                                   f"missing datasets {missing}; preprocess again")
+        for name in ARRAYS:
+            _filters(self.storage, name)                       # a plugin filter must be registered before reads
+        self.L, self.ab, self.nn_idx, self.nn_w = (self.h5[d] for d in ARRAYS)
 
     def __len__(self) -> int:
         return self.L.shape[0]
@@ -228,9 +275,9 @@ def read_manifest(folder) -> dict:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise ShardFormatError(f"{path}: no readable manifest ({e}); run `cli.py preprocess` first") from e
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ShardFormatError(f"{path}: format version {manifest.get('format_version')}, "
-                               f"expected {FORMAT_VERSION}; preprocess again")
+    if manifest.get("format_version") not in READABLE_VERSIONS:
+        raise ShardFormatError(f"{path}: format version {manifest.get('format_version')}; this colorfast reads "
+                               f"versions {', '.join(map(str, READABLE_VERSIONS))}; preprocess again")
     return manifest
 
 

@@ -147,7 +147,7 @@ def process_shard(spec: ShardSpec, ctx: ShardContext) -> tuple[str, dict]:
         contract.write_shard(Path(ctx.out) / spec.file, L, ab, nn_idx, nn_w, keys, attrs={
             "split": spec.split, "index": spec.index, "fingerprint": ctx.fingerprint,
             "inputs_sha": spec.inputs_sha(), "config": ctx.cfg.encoding(), "job": job_of(ctx.cfg, ctx.root),
-            **summary})
+            **summary}, storage=ctx.cfg.storage)
     return spec.file, summary
 
 

@@ -81,3 +81,58 @@ def test_open_shard_holds_no_chunk_cache_and_a_small_metadata_cache(tmp_path):
         assert fapl.get_cache()[2] == 0                          # chunk cache bytes
         assert fapl.get_mdc_config().max_size <= 64 * 1024      # HDF5's default grows to 32 MiB
         np.testing.assert_array_equal(sh.read(1)["L"], _arrays()["L"][1])
+
+
+@pytest.mark.parametrize("storage", sorted(contract.STORAGE))
+def test_every_storage_option_reads_back_bit_for_bit(tmp_path, storage):
+    arr = _arrays(n=4, s=32)
+    contract.write_shard(tmp_path / "a.h5", **arr, storage=storage)
+    with contract.open_shard(tmp_path / "a.h5") as sh:
+        assert sh.storage == storage and sh.attrs["format_version"] == contract.FORMAT_VERSION
+        for name in contract.ARRAYS:
+            np.testing.assert_array_equal(sh.read(slice(None))[name], arr[name])
+            assert sh.h5[name].dtype == arr[name].dtype and sh.h5[name].fletcher32
+
+
+def test_the_default_storage_compresses_and_the_cli_knows_every_option(tmp_path):
+    from pipeline.config import STORAGE, PrepConfig
+    assert tuple(contract.STORAGE) == STORAGE and PrepConfig().storage == contract.DEFAULT_STORAGE
+    arr = _arrays(n=4, s=64)
+    arr["L"] = np.repeat(np.arange(64, dtype=np.uint8)[None, None], 4 * 64, 0).reshape(4, 64, 64)   # smooth, as photos
+    for storage in ("none", contract.DEFAULT_STORAGE):
+        contract.write_shard(tmp_path / f"{storage}.h5", **arr, storage=storage)
+    assert (tmp_path / f"{contract.DEFAULT_STORAGE}.h5").stat().st_size < 0.8 * (tmp_path / "none.h5").stat().st_size
+    with pytest.raises(ValueError, match="unknown shard storage 'lz77'"):
+        contract.write_shard(tmp_path / "x.h5", **arr, storage="lz77")
+
+
+def _write_by_hand(path, version, arr, storage=None):
+    """A shard as another colorfast wrote it: format 1 had no `storage` attribute and no compression."""
+    import h5py
+    with h5py.File(path, "w") as h:
+        for name in contract.ARRAYS:
+            h.create_dataset(name, data=arr[name], chunks=(1, *arr[name].shape[1:]), fletcher32=True)
+        h.create_dataset("key", data=np.array(arr["keys"], dtype=object), dtype=h5py.string_dtype("utf-8"))
+        h.attrs["format_version"] = version
+        if storage:
+            h.attrs["storage"] = storage
+
+
+def test_format_1_shards_and_manifests_still_read_and_other_versions_are_refused(tmp_path):
+    arr = _arrays()
+    _write_by_hand(tmp_path / "v1.h5", 1, arr)
+    with contract.open_shard(tmp_path / "v1.h5") as sh:
+        assert sh.storage == "none" and sh.keys() == arr["keys"]
+        np.testing.assert_array_equal(sh.read(slice(None))["nn_w"], arr["nn_w"])
+    (tmp_path / contract.MANIFEST).write_text('{"format_version": 1, "shards": [{"file": "v1.h5", "split": '
+                                              '"train", "count": 3}]}')
+    assert contract.shard_paths(tmp_path, "train") == [tmp_path / "v1.h5"]
+    _write_by_hand(tmp_path / "v3.h5", 3, arr)
+    with pytest.raises(contract.ShardFormatError, match=r"v3.h5: format version 3 \(this colorfast reads 1, 2\)"):
+        contract.open_shard(tmp_path / "v3.h5")
+    _write_by_hand(tmp_path / "odd.h5", 2, arr, storage="brotli")
+    with pytest.raises(contract.ShardFormatError, match="storage 'brotli'"):
+        contract.open_shard(tmp_path / "odd.h5")
+    (tmp_path / contract.MANIFEST).write_text('{"format_version": 3, "shards": []}')
+    with pytest.raises(contract.ShardFormatError, match="reads versions 1, 2; preprocess again"):
+        contract.read_manifest(tmp_path)

@@ -1,11 +1,17 @@
 """Training samples from a shard folder (pipeline.contract): random crops and flips of L and its targets.
 
-Each HDF5 file is opened once per process, on first use (h5py handles must not cross a fork), and every
-sample is one chunk per array, so a read is one HDF5 call per array. Crops start at multiples of 4 so the
-1/4-resolution targets (ab, nn_idx, nn_w) stay aligned with L; a flip mirrors every array. The crop and
-flip of a sample depend only on (seed, epoch, index), never on a worker's RNG, so the data a step sees is
-the same for any number of workers and after a resume. EpochSampler yields (epoch, index) pairs so that
-persistent workers know the epoch; a plain DistributedSampler's ints work too (then `dataset.epoch` is used).
+Memory does not grow with the number of shard files: each process keeps at most `2 * window` shards open
+(an LRU pool; an open shard holds ~0.6-0.8 MB of HDF5 metadata), and the sample index is two arrays per shard
+file, not per sample. That needs a shard-aware shuffle (EpochSampler): every epoch is a permutation of all
+samples, made by shuffling the shard order, cutting it into windows of `window` shards and shuffling the
+samples of each window together, so consecutive batches draw from one window's shards (a batch of 40 from a
+window of 32 full shards spans ~24 of them). Handles are opened on first use in each process (h5py handles must
+not cross a fork), and every sample is one chunk per array, so a read is one HDF5 call per array. Crops start
+at multiples of 4 so the 1/4-resolution targets (ab, nn_idx, nn_w) stay aligned with L; a flip mirrors every
+array. The order, crop and flip of a sample depend only on (seed, epoch, index), never on a worker's RNG, so
+the data a step sees is the same for any number of workers and after a resume. EpochSampler yields (epoch,
+index) pairs so that persistent workers know the epoch; a plain DistributedSampler's ints work too (then
+`dataset.epoch` is used).
 
 A batch is a dict (the DataLoader fetches whole batches through __getitems__):
     L       (B, c, c)        uint8   stored L (L* = L * contract.L_SCALE), converted on the device
@@ -17,23 +23,27 @@ A batch is a dict (the DataLoader fetches whole batches through __getitems__):
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipeline import contract
 
 STRIDE = contract.TARGET_STRIDE
+WINDOW = 32                      # shards whose samples are shuffled together; each process keeps 2x open
 
 
 class ShardDataset(Dataset):
     """The samples of one split of a shard folder. Batches come from __getitems__ already stacked, so load it
     with make_loader (or a DataLoader whose collate_fn passes the batch through)."""
 
-    def __init__(self, folder, split: str = "train", crop: int = 176, flip: bool = True, seed: int = 0):
+    def __init__(self, folder, split: str = "train", crop: int = 176, flip: bool = True, seed: int = 0,
+                 window: int = WINDOW):
         self.folder, self.crop, self.flip, self.seed = Path(folder), crop, flip, seed
+        self.window = window                         # EpochSampler's shuffle window; the pool holds 2x
         self.epoch = 0                               # set by the loop before each epoch's iterator is made
         self.paths = contract.shard_paths(folder, split)
         if not self.paths:
@@ -48,50 +58,64 @@ class ShardDataset(Dataset):
         (self.size, self.knn), = sizes
         if crop > self.size:
             raise contract.ShardFormatError(f"{folder}: crop {crop} is larger than the stored size {self.size}")
-        # sample i -> (shard number, row in that shard), (N, 2)
-        self.index = np.array([(s, r) for s, n in enumerate(counts) for r in range(n)], np.int64).reshape(-1, 2)
-        self._pid, self._open, self._keys = None, {}, {}
+        # sample i lives in shard s = searchsorted(starts, i, "right") - 1, row i - starts[s]: O(shards) memory
+        self.counts = np.asarray(counts, np.int64)                                   # (n_shards,)
+        self.starts = np.concatenate([[0], np.cumsum(self.counts)])                  # (n_shards + 1,)
+        self._pid, self._open = None, OrderedDict()  # shard number -> (Shard, its keys), least recently used first
         self._placed_epoch, self._yx, self._flips = None, None, None
 
     def __len__(self) -> int:
-        return len(self.index)
+        return int(self.starts[-1])
 
-    def _shard(self, s: int) -> contract.Shard:
+    def locate(self, i: int) -> tuple[int, int]:
+        """Sample i -> (shard number, row in that shard)."""
+        s = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return s, int(i - self.starts[s])
+
+    @property
+    def max_open(self) -> int:
+        return 2 * self.window                       # a batch may straddle two windows
+
+    def _shard(self, s: int) -> tuple[contract.Shard, list[str]]:
         if self._pid != os.getpid():                 # first use in this (worker) process: forget inherited handles
-            self._pid, self._open, self._keys = os.getpid(), {}, {}
-        if s not in self._open:
-            self._open[s] = contract.open_shard(self.paths[s])
-            self._keys[s] = self._open[s].keys()
+            self._pid, self._open = os.getpid(), OrderedDict()
+        if s in self._open:
+            self._open.move_to_end(s)
+        else:
+            if len(self._open) >= self.max_open:
+                self._open.popitem(last=False)[1][0].close()
+            sh = contract.open_shard(self.paths[s])
+            self._open[s] = (sh, sh.keys())
         return self._open[s]
 
     def placement(self, i: int, epoch: int | None = None) -> tuple[int, int, bool]:
         """(y, x, flip) of sample i in an epoch: offsets on the 4-pixel grid, drawn for the whole epoch at once
         from (seed, epoch) so they do not depend on which process reads the sample."""
         epoch = self.epoch if epoch is None else epoch
-        if self._placed_epoch != epoch:
+        if self._placed_epoch != epoch:                # int16 and bool: 5 bytes a sample, in each process
             rng = np.random.default_rng((self.seed, epoch))
             n = (self.size - self.crop) // STRIDE + 1
-            self._yx = rng.integers(0, n, size=(len(self), 2)) * STRIDE
-            self._flips = (rng.random(len(self)) < 0.5) & self.flip
+            self._yx = rng.integers(0, n, size=(len(self), 2), dtype=np.int16) * np.int16(STRIDE)
+            self._flips = rng.integers(0, 2, size=len(self), dtype=np.uint8).astype(bool) & self.flip
             self._placed_epoch = epoch
         return int(self._yx[i, 0]), int(self._yx[i, 1]), bool(self._flips[i])
 
     def _sample(self, item):
         """item: a sample index, or (epoch, index) as EpochSampler yields (so persistent workers see epochs)."""
         epoch, i = item if isinstance(item, tuple) else (None, item)
-        s, r = self.index[i]
-        sh = self._shard(s)
+        s, r = self.locate(i)
+        sh, keys = self._shard(s)
         y, x, flip = self.placement(i, epoch)
         c, t, ty, tx = self.crop, self.crop // STRIDE, y // STRIDE, x // STRIDE
         try:                                                           # one chunk read per array
             L = sh.L[r][y:y + c, x:x + c]
             tg = [a[r][:, ty:ty + t, tx:tx + t] for a in (sh.ab, sh.nn_idx, sh.nn_w)]
         except OSError as e:                                           # e.g. a fletcher32 mismatch: a rotten chunk
-            raise contract.ShardFormatError(f"{sh.path}: sample {r} ({self._keys[s][r]}) is unreadable ({e}); "
+            raise contract.ShardFormatError(f"{sh.path}: sample {r} ({keys[r]}) is unreadable ({e}); "
                                             f"run `cli.py verify {self.folder}`") from None
         if flip:
             L, tg = L[:, ::-1], [a[..., ::-1] for a in tg]
-        return (L, *tg, self._keys[s][r], i)
+        return (L, *tg, keys[r], i)
 
     def __getitem__(self, item) -> dict:
         L, ab, idx, w, key, _ = self._sample(item)
@@ -114,29 +138,49 @@ class ShardDataset(Dataset):
         return out
 
     def close(self) -> None:
-        for sh in self._open.values():
+        for sh, _ in self._open.values():
             sh.close()
-        self._open, self._keys = {}, {}
+        self._open = OrderedDict()
 
 
-class EpochSampler(DistributedSampler):
-    """DistributedSampler (shuffled by seed + epoch, the same on every rank, split by rank) that can start
-    part-way into an epoch, so a resumed run sees exactly the batches the interrupted one had left."""
+class EpochSampler(Sampler):
+    """Shard-aware shuffle (module docstring), the same on every rank and split by rank like DistributedSampler
+    with drop_last (rank r takes every R-th sample of the epoch's order), that can start part-way into an epoch,
+    so a resumed run sees exactly the batches the interrupted one had left. Holds one epoch's order as an
+    int64 array (8 bytes a sample) and yields lazily."""
 
-    def __init__(self, dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0):
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
-        self.start = 0
+    def __init__(self, dataset: ShardDataset, num_replicas: int = 1, rank: int = 0, seed: int = 0):
+        self.dataset, self.num_replicas, self.rank, self.seed = dataset, num_replicas, rank, seed
+        self.num_samples = len(dataset) // num_replicas
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def set_position(self, epoch: int, start: int = 0) -> None:
         """Epoch number and how many of this rank's samples of it were already used."""
         self.set_epoch(epoch)
         self.start = start
 
+    def order(self, epoch: int | None = None) -> np.ndarray:
+        """(num_samples,) int64: this rank's sample indices for an epoch, in the order they are drawn."""
+        ds, epoch = self.dataset, self.epoch if epoch is None else epoch
+        rng = np.random.default_rng((self.seed, epoch, 0x5A4D))
+        shards = rng.permutation(len(ds.counts))
+        out, pos = np.empty(len(ds), np.int64), 0
+        for w in range(0, len(shards), ds.window):
+            group = shards[w:w + ds.window]
+            idx = np.concatenate([np.arange(ds.starts[s], ds.starts[s + 1]) for s in group])
+            out[pos:pos + len(idx)] = idx[rng.permutation(len(idx))]
+            pos += len(idx)
+        return out[:self.num_samples * self.num_replicas][self.rank::self.num_replicas]
+
     def __iter__(self):
-        return iter([(self.epoch, i) for i in list(super().__iter__())[self.start:]])
+        epoch = self.epoch
+        return ((epoch, int(i)) for i in self.order(epoch)[self.start:])
 
     def __len__(self) -> int:
-        return super().__len__() - self.start
+        return self.num_samples - self.start
 
 
 def _whole_batch(batch):

@@ -83,11 +83,63 @@ def test_distributed_samplers_split_the_data(coded):
     assert sorted(ranks[0] + ranks[1]) == list(range(len(ds)))
     batch = ds.__getitems__(ranks[1][:4])                          # plain ints from DistributedSampler work
     assert batch["L"].shape == (4, 24, 24) and batch["index"].tolist() == ranks[1][:4]
-    mine = [list(EpochSampler(ds, 2, r, seed=0)) for r in (0, 1)]
-    assert [i for _, i in mine[0]] == ranks[0] and [i for _, i in mine[1]] == ranks[1]
+    mine = [[i for _, i in EpochSampler(ds, 2, r, seed=0)] for r in (0, 1)]
+    assert sorted(mine[0] + mine[1]) == list(range(len(ds))) and len(mine[0]) == len(mine[1]) == 6
     s = EpochSampler(ds, 1, 0, seed=0)
     s.set_position(0, start=5)                                      # resume: the rest of the epoch only
     assert len(s) == len(ds) - 5 and list(s) == list(EpochSampler(ds, 1, 0, seed=0))[5:]
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory):
+    """20 shards of 6 samples (one of them empty), so that windows and the handle pool matter."""
+    folder = tmp_path_factory.mktemp("many")
+    rng = np.random.default_rng(1)
+    shards = []
+    for j in range(20):
+        n = 0 if j == 7 else 6
+        L = rng.integers(0, 256, (n, S, S), dtype=np.uint8)
+        ab = rng.normal(0, 20, (n, 2, T, T)).astype(np.float16)
+        idx = rng.integers(0, 200, (n, K, T, T)).astype(np.uint16)
+        w = np.full((n, K, T, T), 1 / K, np.float16)
+        contract.write_shard(folder / f"train-{j:05d}.h5", L, ab, idx, w, [f"s{j}/img{i}.png" for i in range(n)])
+        shards.append({"file": f"train-{j:05d}.h5", "split": "train", "count": n})
+    contract.write_manifest(folder, {"dataset": "many", "config": {"size": S, "knn": K}, "shards": shards})
+    return folder
+
+
+def test_every_epoch_is_a_permutation_drawn_window_by_window(many):
+    ds = ShardDataset(many, crop=24, window=4)
+    assert len(ds) == 19 * 6 and ds.counts.shape == (20,)           # the index: per shard, not per sample
+    assert [ds.locate(i) for i in (0, 41, 42, 113)] == [(0, 0), (6, 5), (8, 0), (19, 5)]   # shard 7 is empty
+    sampler = EpochSampler(ds, seed=2)
+    orders = [sampler.order(e) for e in range(3)]
+    for order in orders:
+        assert sorted(order.tolist()) == list(range(len(ds)))      # each epoch: every sample once
+        shard_of = np.array([ds.locate(i)[0] for i in order])
+        # windows of 4 shards: a shard's 6 samples lie within 4 * 6 consecutive draws, mixed with other shards'
+        spans = [np.ptp(np.flatnonzero(shard_of == s)) for s in set(shard_of.tolist())]
+        assert max(spans) < 24 and len(set(shard_of[:12].tolist())) > 1
+    assert len({tuple(o) for o in orders}) == 3                     # and a new order every epoch
+    assert not np.array_equal(EpochSampler(ds, seed=3).order(0), orders[0])
+
+
+def test_open_handles_stay_bounded_and_each_shard_opens_once_an_epoch(many, monkeypatch):
+    opened = []
+    real = contract.open_shard
+    monkeypatch.setattr(contract, "open_shard", lambda p: opened.append(p) or real(p))
+    ds = ShardDataset(many, crop=24, window=3)
+    opened.clear()
+    order = [(0, int(i)) for i in EpochSampler(ds, seed=0).order(0)]
+    most = 0
+    for b in range(0, len(order), 5):
+        ds.__getitems__(order[b:b + 5])
+        most = max(most, len(ds._open))
+    assert most <= ds.max_open == 6
+    assert len(opened) == 19                                        # each non-empty shard once, none reopened
+    whole = ShardDataset(many, crop=24, window=3)                   # random order, no windows: the pool evicts
+    whole.__getitems__(list(range(0, len(whole), 2)))
+    assert len(whole._open) == whole.max_open
 
 
 def test_each_file_is_opened_once_per_process(coded, monkeypatch):

@@ -108,11 +108,11 @@ class ShardDataset(Dataset):
         y, x, flip = self.placement(i, epoch)
         c, t, ty, tx = self.crop, self.crop // STRIDE, y // STRIDE, x // STRIDE
         try:                                                           # one chunk read per array
-            L = sh.L[r][y:y + c, x:x + c]
-            tg = [a[r][:, ty:ty + t, tx:tx + t] for a in (sh.ab, sh.nn_idx, sh.nn_w)]
+            L, *tg = sh.sample(r)
         except OSError as e:                                           # e.g. a fletcher32 mismatch: a rotten chunk
             raise contract.ShardFormatError(f"{sh.path}: sample {r} ({keys[r]}) is unreadable ({e}); "
                                             f"run `cli.py verify {self.folder}`") from None
+        L, tg = L[y:y + c, x:x + c], [a[:, ty:ty + t, tx:tx + t] for a in tg]
         if flip:
             L, tg = L[:, ::-1], [a[..., ::-1] for a in tg]
         return (L, *tg, keys[r], i)

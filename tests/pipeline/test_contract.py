@@ -92,6 +92,9 @@ def test_every_storage_option_reads_back_bit_for_bit(tmp_path, storage):
         for name in contract.ARRAYS:
             np.testing.assert_array_equal(sh.read(slice(None))[name], arr[name])
             assert sh.h5[name].dtype == arr[name].dtype and sh.h5[name].fletcher32
+        for i in range(4):                                       # the loader's low-level read: the same arrays
+            for name, got in zip(contract.ARRAYS, sh.sample(i)):
+                np.testing.assert_array_equal(got, arr[name][i])
 
 
 def test_the_default_storage_compresses_and_the_cli_knows_every_option(tmp_path):

@@ -426,12 +426,19 @@ def bench_colorize(checkpoint, images, **opts):
 @click.option("--batch-size", default=64, help="Loader batch size.")
 @click.option("--workdir", default="", type=click.Path(file_okay=False),
               help="Where the temporary images and shards go (deleted afterwards); default: the system temp dir.")
-def bench_scale(**opts):
+@click.option("--loader-n", default=0, type=click.IntRange(min=0),
+              help="Instead: the loader alone at LOADER_N/8 and LOADER_N samples in shards written directly "
+                   "(e.g. 1000000); --workers and --batch-size apply.")
+def bench_scale(loader_n, **opts):
     """Preprocess, deep verify and the shard loader at N/4 and N images: rate per image and peak RSS at both."""
     import json
-    from pipeline.bench_scale import run_scale
+    from pipeline.bench_scale import run_loader_scale, run_scale
     try:
-        figures = run_scale(**opts, echo=click.echo)
+        if loader_n:
+            figures = run_loader_scale(loader_n, batch_size=opts["batch_size"], workers=opts["workers"],
+                                       workdir=opts["workdir"], echo=click.echo)
+        else:
+            figures = run_scale(**opts, echo=click.echo)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
     click.echo(json.dumps(figures))

@@ -8,6 +8,13 @@ measuring the pair is the point). For each it reports the rate per image and the
 process and all its children (loky or DataLoader workers). Equal rates and equal peaks at both sizes mean that
 nothing holds all samples in memory or does per-image work that grows with N.
 
+With `loader_n` (run_loader_scale), the loader alone at loader_n / 8 and loader_n samples (a million: ImageNet's
+training split), in shard files written directly: one real shard (preprocessed from these synthetic JPEGs at
+--size 32) copied loader_n / 256 times, the N/8 folder hard-linked to the first eighth of them. Preprocessing a
+million JPEGs on two cores would take over an hour and measure nothing new; the loader's memory depends on the
+number of files and samples, not on their pixels. Peak RSS of this process and its DataLoader workers, and the
+rate, for the same work at both sizes (8 epochs of N/8, 1 epoch of N).
+
 Noise control: a warm-up run on 16 images first (numba compilation, loky start-up); a run's fixed cost
 (listing, bins, the soft encoder's table) is left out of the "steady" preprocess rate, measured between the
 first and last shard's completion; the loader does the same work at both sizes (4 epochs of N/4, 1 of N),
@@ -16,6 +23,7 @@ twice in alternation, and keeps the best rate, with its worker start-up (first b
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import threading
@@ -157,6 +165,66 @@ def bench_loader(folder, batch_size: int, workers: int, crop: int, epochs: int =
     ds.close()
     return {"epochs": epochs, "samples": samples, "first_batch_s": round(first_s, 2), "seconds": round(seconds, 2),
             "samples_per_s": round(samples / seconds, 1), "peak_rss_mb": mem.peak_mb}
+
+
+def shard_copies(base, dst, n: int, link_from=None) -> int:
+    """A shard folder of about n samples made of copies of `base`'s first train shard (same arrays, same keys:
+    the loader does not read keys twice) and its prior; files are hard links into `link_from` where it has them.
+    Returns the samples written."""
+    from pipeline.contract import MANIFEST, PRIOR, read_manifest, write_manifest
+    entry = next(s for s in read_manifest(base)["shards"] if s["split"] == "train")
+    files = max(1, n // entry["count"])
+    dst = Path(dst)
+    dst.mkdir(parents=True)
+    shutil.copy(Path(base) / PRIOR, dst / PRIOR)
+    shards = []
+    for j in range(files):
+        name = f"train-{j:05d}.h5"
+        if link_from is not None and (Path(link_from) / name).exists():
+            os.link(Path(link_from) / name, dst / name)
+        else:
+            shutil.copyfile(Path(base) / entry["file"], dst / name)
+        shards.append({"file": name, "split": "train", "count": entry["count"]})
+    manifest = read_manifest(base)
+    written = files * entry["count"]
+    write_manifest(dst, {**{k: v for k, v in manifest.items() if k not in ("format_version", MANIFEST)},
+                         "shards": shards, "skipped": [], "counts": {"seen": written, "written": written, "skipped": 0}})
+    return written
+
+
+def run_loader_scale(n: int = 1_000_000, size: int = 32, batch_size: int = 64, workers: int = 2, workdir: str = "",
+                     echo=print) -> dict:
+    """The loader alone at n / 8 and n samples (module docstring): rate and peak RSS at both."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-loader-scale-", dir=workdir or None))
+    try:
+        make_images(tmp / "images", 320)
+        from pipeline.preprocess import run
+        run(PrepConfig(dataset="folder", root=str(tmp / "images"), out_dir=str(tmp / "base"), size=size,
+                       split="train", jobs=2), progress=False)
+        t = time.perf_counter()
+        big = shard_copies(tmp / "base", tmp / "big", n)
+        small = shard_copies(tmp / "base", tmp / "small", n // 8, link_from=tmp / "big")
+        disk = sum(p.stat().st_size for p in (tmp / "big").glob("*.h5"))
+        files = len(list((tmp / "big").glob("*.h5")))
+        echo(f"wrote {big} samples in {files} shard files ({disk / 2 ** 30:.2f} GiB) in {time.perf_counter() - t:.1f} s")
+        sizes = {}
+        for count, folder, epochs in ((small, tmp / "small", 8), (big, tmp / "big", 1)):
+            t = time.perf_counter()
+            from trainer.data import ShardDataset
+            ShardDataset(folder, "train", crop=size)
+            index_s = time.perf_counter() - t
+            sizes[str(count)] = load = {**bench_loader(folder, batch_size, workers, crop=size, epochs=epochs),
+                                        "shard_files": len(list(folder.glob("*.h5"))), "index_s": round(index_s, 2),
+                                        "loadavg_1min": round(os.getloadavg()[0], 2)}
+            echo(f"N={count} in {load['shard_files']} files: loader {load['samples_per_s']} samples/s over "
+                 f"{epochs} epoch(s), peak RSS {load['peak_rss_mb']} MB (loadavg {load['loadavg_1min']})")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    a, b = sizes[str(small)], sizes[str(big)]
+    return {"bench": "loader_scale", "n": big, "size": size, "loader_workers": workers, "batch_size": batch_size,
+            "sizes": sizes, "ratio_big_over_small": {
+                "loader_samples_per_s": round(b["samples_per_s"] / a["samples_per_s"], 3),
+                "loader_peak_rss": round(b["peak_rss_mb"] / a["peak_rss_mb"], 3)}}
 
 
 def run_scale(n: int = 20000, size: int = 64, px: int = 96, jobs: int = 2, shard_size: int = 256,

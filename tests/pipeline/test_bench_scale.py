@@ -31,3 +31,17 @@ def test_bench_scale_rejects_a_tiny_n():
     from cli import cli
     r = CliRunner().invoke(cli, ["bench", "scale", "--n", "10"])
     assert r.exit_code == 2 and "--n must be at least" in r.output
+
+
+def test_shard_copies_make_a_loadable_folder_of_the_asked_size_with_links(tmp_path):
+    from pipeline import contract
+    from pipeline.bench_scale import shard_copies
+    from trainer.data import ShardDataset
+    from trainer.synthetic import write_synthetic_shards
+    base = write_synthetic_shards(tmp_path / "base", n=16, size=16, per_shard=8)
+    assert shard_copies(base, tmp_path / "big", 80) == 80
+    assert shard_copies(base, tmp_path / "small", 20, link_from=tmp_path / "big") == 16
+    assert (tmp_path / "small" / "train-00001.h5").stat().st_ino == (tmp_path / "big" / "train-00001.h5").stat().st_ino
+    ds = ShardDataset(tmp_path / "big", crop=16)
+    assert len(ds) == 80 and len(ds.counts) == 10
+    assert contract.read_manifest(tmp_path / "big")["counts"]["written"] == 80

@@ -1,6 +1,6 @@
 """Where a photo's time goes inside `preprocess`: ms per image for each stage of a real run, in one process.
 
-    python tools/preprocess_stages.py [--photo 1024 768] [--images 200] [--root DIR]
+    python tools/preprocess_stages.py [--photo 1024 768] [--images 200] [--root DIR] [--storage NAME]
 
 Runs pipeline.preprocess.run (jobs 1, 32-image shards, after a warm-up run) with timers wrapped around the
 functions it calls (the real ones: nothing is re-implemented here), and the full-resolution decode of the same
@@ -55,11 +55,12 @@ def main() -> None:
     ap.add_argument("--photo", type=int, nargs=2, default=(1024, 768), metavar=("W", "H"))
     ap.add_argument("--images", type=int, default=200)
     ap.add_argument("--root", help="a folder of photos instead of generated JPEGs")
+    ap.add_argument("--storage", default=PrepConfig.storage, help="shard storage option (contract.STORAGE)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="preprocess_stages_"))
     try:
         root = args.root or str(synth_jpegs(tmp / "images", args.images, w=args.photo[0], h=args.photo[1]))
-        cfg = PrepConfig(dataset="folder", root=root, jobs=1, shard_size=32, limit=args.images)
+        cfg = PrepConfig(dataset="folder", root=root, jobs=1, shard_size=32, limit=args.images, storage=args.storage)
         preprocess.run(replace(cfg, limit=20, out_dir=str(tmp / "warm")), progress=False)
         seconds = collections.Counter()
         encoder = preprocess._encoder(cfg.knn, cfg.sigma)

@@ -180,10 +180,12 @@ def _mount_tmpfs(path: Path, kib: int) -> bool:
 
 
 def test_real_enospc_on_a_small_tmpfs(cfg, reference, tmp_path):
-    """The same on a real full filesystem (a 2 MiB tmpfs holds 2 of the ~0.65 MiB shards); skipped where
-    mounting is not allowed. h5py reports this one as a RuntimeError from its flush, not an OSError."""
+    """The same on a real full filesystem (a tmpfs that holds 2.5 shards, sized from the reference run's, as
+    compression makes them smaller than their ~0.65 MiB of arrays); skipped where mounting is not allowed. h5py
+    reports this one as a RuntimeError from its flush, not an OSError."""
     disk = tmp_path / "disk"
-    if not _mount_tmpfs(disk, 2048):
+    shard_kib = max(p.stat().st_size for p in reference.glob("*.h5")) / 1024
+    if not _mount_tmpfs(disk, int(2.5 * shard_kib)):
         pytest.skip("cannot mount a tmpfs here (needs root in a namespace that allows it)")
     try:
         out = disk / "shards"

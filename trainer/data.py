@@ -43,6 +43,8 @@ class ShardDataset(Dataset):
     def __init__(self, folder, split: str = "train", crop: int = 176, flip: bool = True, seed: int = 0,
                  window: int = WINDOW):
         self.folder, self.crop, self.flip, self.seed = Path(folder), crop, flip, seed
+        if window < 1:
+            raise ValueError(f"window must be at least 1 shard, got {window}")
         self.window = window                         # EpochSampler's shuffle window; the pool holds 2x
         self.epoch = 0                               # set by the loop before each epoch's iterator is made
         self.paths = contract.shard_paths(folder, split)

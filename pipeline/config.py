@@ -36,7 +36,7 @@ class PrepConfig:
                                  # average) when that leaves the shorter side >= decode_slack * size: about 2x
                                  # faster, for at most a 1/0.9 upscale (640x480 -> 240 -> 256; L PSNR ~42 dB
                                  # against a full decode). 1.0: never upscale after a reduced decode
-    storage: str = "blosc-lz4"   # lossless filter of the shard arrays, a name in contract.STORAGE
+    storage: str = "zstd-targets"  # lossless filter of the shard arrays, a name in contract.STORAGE
 
     def __post_init__(self):
         if self.size <= 0 or self.size % 4:
@@ -71,7 +71,8 @@ class PrepConfig:
     def encoding(self) -> dict:
         """The fields that decide a shard's content. Stored in each shard and compared on a rerun; the run-only
         fields (jobs, backend, scheduler, out_dir) are left out, so results do not depend on them."""
-        keep = ("dataset", "size", "knn", "sigma", "min_side", "gray_chroma", "decode_slack", "storage")   # in field order
+        keep = ("dataset", "size", "knn", "sigma", "min_side", "gray_chroma", "decode_slack",   # in field order
+                "storage")
         return {name: getattr(self, name) for name in keep}
 
     def as_dict(self) -> dict:

@@ -56,7 +56,7 @@ STORAGE: dict[str, dict[str, dict]] = {
     "zstd-targets": {"L": {}, **{a: {"plugin": "zstd"} for a in ARRAYS[1:]}},
     "blosc-mixed": {"L": {"plugin": "blosc-lz4"}, **{a: {"plugin": "blosc-zstd"} for a in ARRAYS[1:]}},
 }
-DEFAULT_STORAGE = "blosc-lz4"    # the smallest whose loader keeps >= 4,000 samples/s with 2 workers here
+DEFAULT_STORAGE = "zstd-targets"  # the smallest whose loader keeps >= 4,000 samples/s with 2 workers here
 
 
 _UMASK = os.umask(0)

@@ -100,8 +100,9 @@ def test_every_storage_option_reads_back_bit_for_bit(tmp_path, storage):
 def test_the_default_storage_compresses_and_the_cli_knows_every_option(tmp_path):
     from pipeline.config import STORAGE, PrepConfig
     assert tuple(contract.STORAGE) == STORAGE and PrepConfig().storage == contract.DEFAULT_STORAGE
-    arr = _arrays(n=4, s=64)
-    arr["L"] = np.repeat(np.arange(64, dtype=np.uint8)[None, None], 4 * 64, 0).reshape(4, 64, 64)   # smooth, as photos
+    arr = _arrays(n=4, s=64)                  # targets as smooth as a photo's: neighbouring pixels share bins
+    arr["nn_idx"] = np.broadcast_to(np.arange(5, dtype=np.uint16)[:, None, None] + 120, (4, 5, 16, 16)).copy()
+    arr["nn_w"] = np.broadcast_to(np.float16([.4, .3, .15, .1, .05])[:, None, None], (4, 5, 16, 16)).copy()
     for storage in ("none", contract.DEFAULT_STORAGE):
         contract.write_shard(tmp_path / f"{storage}.h5", **arr, storage=storage)
     assert (tmp_path / f"{contract.DEFAULT_STORAGE}.h5").stat().st_size < 0.8 * (tmp_path / "none.h5").stat().st_size

@@ -89,7 +89,7 @@ def test_outside_checker_accepts_the_shards(tmp_path):
         pytest.skip("../shared/tools is absent")
     root, _ = _root_with_photos(tmp_path)
     run(_cfg(root, tmp_path / "out", size=64), progress=False)
-    import hdf5plugin                 # the default storage's blosc filter, for a reader that knows only h5py
+    import hdf5plugin                 # the default storage's zstd filter, for a reader that knows only h5py
     env = {**os.environ, "HDF5_PLUGIN_PATH": hdf5plugin.PLUGIN_PATH}
     proc = subprocess.run([sys.executable, str(CHECKER), str(tmp_path / "out"), str(root)],
                           capture_output=True, text=True, timeout=120, env=env)

@@ -424,7 +424,7 @@ def bench_colorize(checkpoint, images, **opts):
 @click.option("--jobs", default=2, help="Preprocess worker processes.")
 @click.option("--workers", default=2, help="DataLoader worker processes.")
 @click.option("--batch-size", default=64, help="Loader batch size.")
-@click.option("--workdir", default="", type=click.Path(file_okay=False),
+@click.option("--workdir", default="", show_default=False, type=click.Path(file_okay=False),
               help="Where the temporary images and shards go (deleted afterwards); default: the system temp dir.")
 @click.option("--loader-n", default=0, type=click.IntRange(min=0),
               help="Instead: the loader alone at LOADER_N/8 and LOADER_N samples in shards written directly "

@@ -158,7 +158,7 @@ def run(cfg: ColorizeConfig, colorizer=None) -> ColorizeResult:
     check_outputs(pairs + videos, out_dir, record, cfg.overwrite)
     if colorizer is None:
         from inference.colorizer import load_colorizer
-        colorizer = load_colorizer(cfg.checkpoint, device=cfg.device, runtime=cfg.runtime)
+        colorizer = load_colorizer(cfg.checkpoint, device=cfg.device, runtime=cfg.runtime, announce=True)
     result = ColorizeResult(ignored=ignored, decoding=colorizer.describe(cfg.temperature))
     for path, reason in missing:
         tqdm.write(f"error: {path}: {reason}")

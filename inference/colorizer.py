@@ -14,6 +14,7 @@ bicubic upsampling. An explicit temperature overrides either.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import cv2
@@ -40,6 +41,7 @@ class Colorizer:
     device: torch.device
     released: bool = False            # released ECCV16 weights: decoded as the reference does
     runtime: str = "torch"            # "torch" | "onnx"
+    weights: str = "raw"              # "raw" | "ema": which of a checkpoint's weights were loaded
 
     @property
     def centers(self) -> torch.Tensor | None:
@@ -95,6 +97,20 @@ class Colorizer:
         ab = self._forward_ab(x, self.temperature_for(temperature))
         return ab[..., : H // 4, : W // 4].to(L.device)
 
+    @torch.no_grad()
+    def predict_raw(self, L: torch.Tensor) -> torch.Tensor:
+        """L (B, 1, H, W) float L* in 0..100 -> the head's output (B, C, H // 4, W // 4) on L's device: Q logits
+        over `centers`, or ab / AB_NORM for an l2 model (the scoring of evaluate needs logits for CE). Padded
+        as predict_ab pads."""
+        if self.model is None:
+            raise ValueError(f"{self.source}: the {self.runtime} runtime gives decoded colours only")
+        H, W = L.shape[-2:]
+        ph, pw = -H % 8, -W % 8
+        x = L.to(self.device, torch.float32)
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(H, W) > max(ph, pw) else "replicate")
+        return self.model(x)[..., : H // 4, : W // 4].to(L.device)
+
     def _forward_ab(self, x: torch.Tensor, temperature: float) -> torch.Tensor:
         """x (B, 1, H, W) on self.device, H and W multiples of 8 -> ab (B, 2, H/4, W/4)."""
         return decode(self.model(x), self.model.centers, temperature)
@@ -112,8 +128,10 @@ def released_model(state: dict, centers: torch.Tensor) -> ColorNet:
     return create_model("eccv16", len(centers), centers)        # load_trunk then names what does not fit
 
 
-def load_colorizer(ref, device="cpu", runtime: str = "auto") -> Colorizer:
+def load_colorizer(ref, device="cpu", runtime: str = "auto", announce: bool = False) -> Colorizer:
     """A checkpoint file or name -> Colorizer on `device` ("auto": CUDA if visible).
+    A checkpoint of a run with --ema loads its EMA weights (the ones validated and selected for best.pt);
+    `announce` says so on stderr.
     runtime "auto" runs .onnx files with onnxruntime and everything else with torch.
     Raises checkpoint.CheckpointError naming the file when it cannot or must not be loaded, hub.HubError when
     a named checkpoint cannot be fetched, extras.MissingExtra when onnxruntime is not installed."""
@@ -135,9 +153,14 @@ def load_colorizer(ref, device="cpu", runtime: str = "auto") -> Colorizer:
     device = torch.device(device)
     source = f"{ref} ({path})" if is_named(ref) else str(path)
     raw = checkpoint.load_any(path)
-    released = False
+    released, weights = False, "raw"
     if raw.get("format") == checkpoint.FORMAT:
         state = raw["model"]
+        if raw.get("ema") is not None:
+            state, weights = raw["ema"], "ema"
+            if announce:
+                print(f"{path}: using its EMA weights (decay {raw['config'].get('ema')}, step {raw.get('step')})",
+                      file=sys.stderr)
         centers = state.get("centers")
         model = create_model(raw["model_name"], raw["out_channels"], centers)
         loss = raw["loss"]
@@ -157,5 +180,5 @@ def load_colorizer(ref, device="cpu", runtime: str = "auto") -> Colorizer:
     except ValueError as e:
         raise checkpoint.CheckpointError(f"{path}: {e}") from None
     return Colorizer(model=model.to(device).eval(), loss=loss, prior=prior, source=source, device=device,
-                     released=released)
+                     released=released, weights=weights)
 

@@ -9,6 +9,11 @@ Two protocols, both on size x size squares so that numbers from shards and from 
   resized to S and centre-cropped as in preprocessing. The prediction is upsampled to S and everything
   is measured at full resolution against the photo itself.
 
+With --data, class models also get the soft-target CE against the stored targets, unweighted and
+class-rebalanced (the CE training loss), and every model the L2 on ab; `--crop C` scores centre crops, as
+the validation inside `fit` does. All scoring is trainer/scoring.py, the code `fit` validates with, so a
+validation row of a run equals `evaluate --data` of its checkpoint on the same samples.
+
 Rebalanced AuC weighs pixels by 1 / prior of their ground-truth bin, with the prior of the shards each
 model was trained on (stored in our checkpoints). For a model without one (a released ECCV16 state
 dict) and for the gray baseline, the first available of: --prior FILE, a model's training prior, the
@@ -23,16 +28,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from pipeline import contract
 from pipeline.images import is_grayscale, load_rgb, resize_center_crop, rgb_to_lab
-from trainer import metrics
-from inference.full_resolution import lab_to_rgb_in_gamut
+from trainer import metrics, scoring
 from inference.inputs import READ_ERRORS, list_inputs, report_unreadable
-
-GRAY = "gray (ab = 0)"
+from trainer.decode import DEFAULT_TEMPERATURE
+from trainer.scoring import GRAY, Sample, to_rgb, upsample_ab  # noqa: F401  (the shared scoring code)
 
 
 class EvalError(ValueError):
@@ -46,20 +49,13 @@ class EvalConfig:
     images: str = ""                 # or a folder of colour photos
     out: str = "artifacts/eval"
     split: str = "test"
+    crop: int = 0                    # --data: centre crops of this side (0: the stored size), as `fit` validates
     size: int = 256                  # side of the squares evaluated with --images
     temperature: float | None = None  # None: each model's default (1 for released weights, 0.38 for ours)
     prior: str = ""                  # prior.npz for models that carry none and for the gray baseline
     limit: int = 0                   # evaluate at most this many images (0: all)
     batch_size: int = 8
     device: str = "auto"
-
-
-@dataclass
-class Sample:
-    key: str
-    L: np.ndarray            # (S, S) float32, L* 0..100: what the network sees
-    gt_ab: np.ndarray        # (2, s, s) float32: ground truth at the resolution AuC is measured at
-    gt_rgb: np.ndarray       # (S, S, 3) uint8
 
 
 @dataclass
@@ -70,32 +66,11 @@ class Model:
 
 
 # ---- samples --------------------------------------------------------------------------------------------
-def upsample_ab(ab: np.ndarray, side: int, interpolation: int = cv2.INTER_CUBIC) -> np.ndarray:
-    """(2, s, s) -> (2, side, side), bicubic unless told (a model's own mode: Colorizer.interpolation)."""
-    return cv2.resize(ab.transpose(1, 2, 0), (side, side), interpolation=interpolation).transpose(2, 0, 1)
-
-
-def to_rgb(L: np.ndarray, ab_full: np.ndarray) -> np.ndarray:
-    """L (S, S), ab (2, S, S) -> (S, S, 3) uint8, chroma pulled into gamut so L is kept."""
-    return lab_to_rgb_in_gamut(L, np.ascontiguousarray(ab_full.transpose(1, 2, 0), dtype=np.float32))
-
-
-def shard_samples(folder, split: str = "test", limit: int = 0):
-    """Yield Samples of one split of a shard folder, in manifest order."""
-    paths = contract.shard_paths(folder, split)
-    if not paths:
+def shard_samples(folder, split: str = "test", limit: int = 0, crop: int = 0):
+    """Samples of one split of a shard folder, in manifest order (trainer.scoring.shard_samples)."""
+    if not contract.shard_paths(folder, split):
         raise EvalError(f"{folder}: no shards in split {split!r}")
-    n = 0
-    for path in paths:
-        with contract.open_shard(path) as shard:
-            keys = shard.keys()
-            for i in range(len(shard)):
-                if limit and n >= limit:
-                    return
-                L = contract.uint8_to_l(shard.L[i])
-                gt = shard.ab[i].astype(np.float32)
-                yield Sample(keys[i], L, gt, to_rgb(L, upsample_ab(gt, L.shape[0])))
-                n += 1
+    return scoring.shard_samples(folder, split, limit, crop)
 
 
 def image_samples(folder, size: int, limit: int, skipped: list, failed: list, echo: bool = True):
@@ -135,14 +110,8 @@ def model_name(checkpoint: str, taken: set) -> str:
 def load_models(checkpoints, device: str = "auto") -> list[Model]:
     from inference.colorizer import load_colorizer
     taken: set = set()
-    return [Model(model_name(c, taken), str(c), load_colorizer(c, device=device))
+    return [Model(model_name(c, taken), str(c), load_colorizer(c, device=device, announce=True))
             for c in checkpoints]
-
-
-def model_prior(colorizer):
-    """(centers (Q, 2), prob (Q,)) of the shards a model was trained on, or None (released weights)."""
-    prior = colorizer.prior                    # {"centers", "prob", "weights"} numpy arrays, or None
-    return None if prior is None else (np.asarray(prior["centers"]), np.asarray(prior["prob"]))
 
 
 def describe(colorizer, temperature) -> str | None:
@@ -150,14 +119,29 @@ def describe(colorizer, temperature) -> str | None:
     return colorizer.describe(temperature) if hasattr(colorizer, "describe") else None
 
 
+def predictor(m: Model, temperature: float | None = None) -> scoring.Predictor:
+    """A colorizer as a scoring.Predictor, with its own default temperature and upsampling unless `temperature`
+    is given: its raw head output when it has a torch model (CE can then be scored)."""
+    col = m.colorizer
+    t = col.temperature_for(temperature) if hasattr(col, "temperature_for") else (
+        DEFAULT_TEMPERATURE if temperature is None else temperature)
+    interp = getattr(col, "interpolation", cv2.INTER_CUBIC)
+    if hasattr(col, "predict_raw") and getattr(col, "model", None) is not None:
+        return scoring.Predictor(m.name, lambda x: col.predict_raw(x).float().cpu(), col.centers, t, interp)
+    # a colorizer that only decodes (ONNX, a stand-in): scored as an ab regressor, without CE
+    return scoring.Predictor(m.name, lambda x: col.predict_ab(x, temperature=t).float().cpu() / metrics.L2_SCALE,
+                             None, t, interp)
+
+
+def model_prior(colorizer):
+    """(centers (Q, 2), prob (Q,), weights (Q,)) of the shards a model was trained on, or None (released weights)."""
+    prior = colorizer.prior                    # {"centers", "prob", "weights"} numpy arrays, or None
+    if prior is None:
+        return None
+    return tuple(np.asarray(prior[k]) for k in ("centers", "prob", "weights") if k in prior)
+
+
 # ---- evaluation -----------------------------------------------------------------------------------------
-@torch.no_grad()
-def predict_batch(colorizer, Ls: list[np.ndarray], temperature: float | None) -> np.ndarray:
-    """[(S, S)] -> (B, 2, S/4, S/4) float32."""
-    x = torch.from_numpy(np.stack(Ls))[:, None]
-    return colorizer.predict_ab(x, temperature=temperature).float().cpu().numpy()
-
-
 def choose_priors(models: list[Model], explicit=None, evaluated=None) -> dict:
     """{row name: ((centers, prob), where it came from) or None}. A model's own training prior wins; the
     others (and the gray baseline) take --prior, else the first model's training prior, else the
@@ -170,42 +154,32 @@ def choose_priors(models: list[Model], explicit=None, evaluated=None) -> dict:
     return chosen
 
 
+def rebalancer(prior) -> metrics.Rebalancer | None:
+    """((centers, prob[, weights]), description) or None -> the Rebalancer of rebalanced AuC (and CE)."""
+    return metrics.Rebalancer(*prior[0]) if prior else None
+
+
 def evaluate(models: list[Model], samples, cfg: EvalConfig, explicit_prior=None, evaluated_prior=None,
-             desc: str = "evaluate") -> dict:
-    """Run every model and the gray baseline over the samples; returns metrics.json's content. desc labels
+             folder_centers=None, desc: str = "evaluate") -> dict:
+    """Run every model and the gray baseline over the samples; returns metrics.json's content.
+    folder_centers: the bins of shard samples' targets (CE is then scored for class models); desc labels
     the progress bar (compare runs this for its metric table)."""
     priors = choose_priors(models, explicit_prior, evaluated_prior)
-    by_name = {m.name: m for m in models}
-    totals = {name: metrics.MetricTotals(rebalancer=metrics.Rebalancer(*priors[name][0]) if priors[name] else None)
+    totals = {name: metrics.MetricTotals(rebalancer=rebalancer(priors[name]))
               for name in [GRAY] + [m.name for m in models]}
-
-    def flush(batch):
-        preds = {m.name: predict_batch(m.colorizer, [s.L for s in batch], cfg.temperature) for m in models}
-        for i, s in enumerate(batch):
-            side = s.L.shape[0]
-            for name, t in totals.items():
-                small = preds[name][i] if name != GRAY else np.zeros((2, side // 4, side // 4), np.float32)
-                full = (upsample_ab(small, side, getattr(by_name[name].colorizer, "interpolation", cv2.INTER_CUBIC))
-                        if name != GRAY
-                        else np.zeros((2, side, side), np.float32))
-                at_gt = small if s.gt_ab.shape[1] == small.shape[1] else full
-                t.update(s.key, at_gt, s.gt_ab, to_rgb(s.L, full), s.gt_rgb)
-
-    batch = []
-    for s in tqdm(samples, desc=desc, unit="img"):
-        batch.append(s)
-        if len(batch) == cfg.batch_size:
-            flush(batch)
-            batch = []
-    if batch:
-        flush(batch)
+    predictors = [scoring.Predictor(GRAY, None)] + [predictor(m, cfg.temperature) for m in models]
+    bar = tqdm(desc=desc, unit="img")
+    scoring.score_samples(predictors, totals, samples, cfg.batch_size, DEFAULT_TEMPERATURE, folder_centers, bar.update)
+    bar.close()
     if not totals[GRAY].images:
         raise EvalError("no colour images to evaluate")
+    by_name = {m.name: m for m in models}
     return {"config": asdict(cfg),
             "models": {name: {"checkpoint": by_name[name].checkpoint if name in by_name else None,
                               "loss": getattr(by_name[name].colorizer, "loss", None) if name in by_name else None,
-                              "prior": priors[name][1] if priors[name] else None,
+                              "weights": getattr(by_name[name].colorizer, "weights", None) if name in by_name else None,
                               "decoding": describe(by_name[name].colorizer, cfg.temperature) if name in by_name else None,
+                              "prior": priors[name][1] if priors[name] else None,
                               "summary": t.summary(), "per_image": t.per_image}
                        for name, t in totals.items()}}
 
@@ -249,7 +223,7 @@ def summary_line(report: dict) -> str:
 
 def load_prior(path, description: str):
     p = contract.Prior.load(path)
-    return (p.centers, p.prob), description
+    return (p.centers, p.prob, p.weights), description
 
 
 def run(cfg: EvalConfig, models: list[Model] | None = None, echo: bool = True, desc: str = "evaluate") -> dict:
@@ -261,13 +235,14 @@ def run(cfg: EvalConfig, models: list[Model] | None = None, echo: bool = True, d
     models = models if models is not None else load_models(cfg.checkpoints, cfg.device)
     skipped: list = []
     failed: list = []
-    samples = (shard_samples(cfg.data, cfg.split, cfg.limit) if cfg.data
+    samples = (shard_samples(cfg.data, cfg.split, cfg.limit, cfg.crop) if cfg.data
                else image_samples(cfg.images, cfg.size, cfg.limit, skipped, failed, echo))
     explicit = load_prior(cfg.prior, f"--prior {cfg.prior}") if cfg.prior else None
     data_prior = Path(cfg.data) / contract.PRIOR if cfg.data else None
     evaluated = (load_prior(data_prior, f"evaluated shards ({data_prior})")
                  if data_prior and data_prior.exists() else None)
-    report = evaluate(models, samples, cfg, explicit, evaluated, desc=desc)
+    folder_centers = contract.Prior.load(data_prior).centers if evaluated else None
+    report = evaluate(models, samples, cfg, explicit, evaluated, folder_centers, desc=desc)
     report["skipped"] = skipped
     report["failed"] = failed
     write_report(report, cfg.out)

@@ -29,6 +29,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 AUC_MAX_THRESHOLD = 150.0        # ab units; Zhang's sweep runs 0..150
 PSNR_CAP = 100.0                 # dB reported for an exact match (PSNR is infinite there)
+L2_SCALE = 110.0                 # ab / L2_SCALE is the l2 head's output scale (trainer.models.AB_NORM)
 
 
 # ---- per-pixel ab accuracy ----------------------------------------------------------------------------
@@ -65,13 +66,15 @@ class Rebalancer:
     """Pixel weights 1 / prior(q) with q the ground-truth pixel's nearest ab bin.
 
     centers (Q, 2), prob (Q,) from the training shards' prior.npz. A test pixel whose nearest bin never
-    occurred in training (prob 0) would get an infinite weight; it gets the weight of the rarest seen bin."""
+    occurred in training (prob 0) would get an infinite weight; it gets the weight of the rarest seen bin.
+    loss_weights (Q,), optional: the prior's rebalancing weights, for the class-rebalanced CE."""
 
-    def __init__(self, centers: np.ndarray, prob: np.ndarray):
+    def __init__(self, centers: np.ndarray, prob: np.ndarray, loss_weights: np.ndarray | None = None):
         prob = np.asarray(prob, np.float64)
         assert centers.shape == (len(prob), 2), (centers.shape, prob.shape)
         floor = prob[prob > 0].min()
         self.inv_prob = 1.0 / np.maximum(prob, floor)
+        self.loss_weights = None if loss_weights is None else np.asarray(loss_weights, np.float64)
         self.tree = cKDTree(np.asarray(centers, np.float64))
 
     def nearest_bin(self, gt_ab: np.ndarray) -> np.ndarray:
@@ -117,58 +120,89 @@ def ssim(gt_rgb: np.ndarray, pred_rgb: np.ndarray) -> float:
 
 
 # ---- running totals over a test set -------------------------------------------------------------------
+SUMS = ("images", "pixels", "auc_sum", "wauc_num", "wauc_den", "chroma_sum", "gt_chroma_sum", "l2_sum",
+        "ce_pixels", "ce_sum", "ce_rebal_sum", "psnr_sum", "ssim_sum", "colourfulness_sum", "gt_colourfulness_sum")
+
+
 @dataclass
 class MetricTotals:
-    """Accumulates one model's metrics over images; `summary()` gives the table row.
+    """Accumulates one model's metrics over images; `summary()` gives the table row. The one scoring code of
+    the project: `evaluate` and the validation inside `fit` both feed it (trainer/scoring.py).
 
-    Pixel metrics (AuC, chroma) are pooled over all pixels; image metrics (PSNR, SSIM, colourfulness)
-    are averaged over images, as usual in the literature."""
-    rebalancer: Rebalancer | None = None
-    images: int = 0
-    pixels: int = 0
-    auc_sum: float = 0.0
-    wauc_num: float = 0.0
-    wauc_den: float = 0.0
-    chroma_sum: float = 0.0
-    gt_chroma_sum: float = 0.0
-    per_image: list = field(default_factory=list)    # dicts: key, psnr, ssim, colourfulness, gt_colourfulness
+    Pixel metrics (AuC, chroma, L2, CE) are pooled over all pixels; image metrics (PSNR, SSIM, colourfulness)
+    are averaged over images, as usual in the literature. Everything is kept as plain sums (`SUMS`), so the
+    totals of several processes add up (`vector`, `add_vector`) to those of one process over all images.
+    - l2: 1/2 ||(pred - gt) / AB_NORM||^2 per pixel, the scale of the l2 training loss.
+    - ce / ce_rebalanced (class models, when soft targets are known): the soft-target cross-entropy per
+      pixel, unweighted and weighted by the rebalancing weight of the ground truth's nearest bin (the CE
+      training loss). Both need the rebalancer's `loss_weights`."""
+    rebalancer: "Rebalancer | None" = None
+    per_image: list = field(default_factory=list)    # dicts: key, auc, psnr, ssim, colourfulness, gt_colourfulness, chroma
 
-    def update(self, key: str, pred_ab: np.ndarray, gt_ab: np.ndarray,
-               pred_rgb: np.ndarray, gt_rgb: np.ndarray) -> dict:
-        """pred_ab/gt_ab (2, h, w) at the resolution AuC is measured at; pred_rgb/gt_rgb (H, W, 3) uint8."""
+    def __post_init__(self):
+        for k in SUMS:
+            setattr(self, k, 0.0)
+
+    def update(self, key: str, pred_ab: np.ndarray, gt_ab: np.ndarray, pred_rgb: np.ndarray, gt_rgb: np.ndarray,
+               ce_pix: np.ndarray | None = None) -> dict:
+        """pred_ab/gt_ab (2, h, w) at the resolution AuC is measured at; pred_rgb/gt_rgb (H, W, 3) uint8;
+        ce_pix (h, w) the unweighted soft-target CE of each pixel, or None."""
         err = ab_error(pred_ab, gt_ab)
         s = auc_scores(err)
         self.images += 1
         self.pixels += s.size
         self.auc_sum += float(s.sum())
+        self.l2_sum += float(0.5 * ((err / L2_SCALE) ** 2).sum())
         if self.rebalancer is not None:
-            w = self.rebalancer.weights(gt_ab)
+            idx = self.rebalancer.nearest_bin(gt_ab)
+            w = self.rebalancer.inv_prob[idx]
             self.wauc_num += float((w * s).sum())
             self.wauc_den += float(w.sum())
+        if ce_pix is not None:
+            ce_pix = np.asarray(ce_pix, np.float64)
+            self.ce_pixels += ce_pix.size
+            self.ce_sum += float(ce_pix.sum())
+            if self.rebalancer is not None and self.rebalancer.loss_weights is not None:
+                self.ce_rebal_sum += float((self.rebalancer.loss_weights[idx] * ce_pix).sum())
         pred_chroma, gt_chroma = mean_chroma(pred_ab), mean_chroma(gt_ab)
         self.chroma_sum += pred_chroma * s.size
         self.gt_chroma_sum += gt_chroma * s.size
         row = {"key": key, "auc": 100.0 * float(s.mean()), "psnr": psnr(gt_rgb, pred_rgb),
                "ssim": ssim(gt_rgb, pred_rgb), "colourfulness": colourfulness(pred_rgb),
                "gt_colourfulness": colourfulness(gt_rgb), "chroma": pred_chroma}
+        for k in ("psnr", "ssim", "colourfulness", "gt_colourfulness"):
+            setattr(self, f"{k}_sum", getattr(self, f"{k}_sum") + row[k])
         self.per_image.append(row)
         return row
 
+    def vector(self) -> np.ndarray:
+        """(len(SUMS),) float64: every sum, to be added across processes."""
+        return np.array([getattr(self, k) for k in SUMS], np.float64)
+
+    def set_vector(self, v: np.ndarray) -> None:
+        for k, x in zip(SUMS, np.asarray(v, np.float64)):
+            setattr(self, k, float(x))
+
     def summary(self) -> dict:
         assert self.images, "no images were evaluated"
-        mean = lambda k: float(np.mean([r[k] for r in self.per_image]))   # noqa: E731
-        M, M_gt = mean("colourfulness"), mean("gt_colourfulness")
+        n = self.images
+        M, M_gt = self.colourfulness_sum / n, self.gt_colourfulness_sum / n
+        ce = self.ce_sum / self.ce_pixels if self.ce_pixels else None
+        rebal_ce = (self.ce_pixels and self.rebalancer is not None and self.rebalancer.loss_weights is not None)
         return {
-            "images": self.images,
+            "images": int(n),
             "auc": 100.0 * self.auc_sum / self.pixels,
             "auc_rebalanced": 100.0 * self.wauc_num / self.wauc_den if self.wauc_den else None,
-            "psnr": mean("psnr"),
-            "ssim": mean("ssim"),
+            "psnr": self.psnr_sum / n,
+            "ssim": self.ssim_sum / n,
             "colourfulness": M,
             "gt_colourfulness": M_gt,
             "colourfulness_gap": M - M_gt,
             "chroma": self.chroma_sum / self.pixels,
             "gt_chroma": self.gt_chroma_sum / self.pixels,
+            "l2": self.l2_sum / self.pixels,
+            "ce": ce,
+            "ce_rebalanced": self.ce_rebal_sum / self.ce_pixels if rebal_ce else None,
         }
 
 
@@ -181,6 +215,9 @@ COLUMNS = (  # (key in summary, header, format) for the Markdown / HTML tables
     ("gt_colourfulness", "GT colourfulness", "{:.2f}"),
     ("colourfulness_gap", "gap (pred - GT)", "{:+.2f}"),
     ("chroma", "mean chroma", "{:.2f}"),
+    ("l2", "L2", "{:.4f}"),
+    ("ce", "CE", "{:.3f}"),
+    ("ce_rebalanced", "rebal. CE", "{:.3f}"),
 )
 
 

@@ -161,7 +161,7 @@ def _user_errors():
 @click.option("--init", default=None, callback=_checkpoint_ref,
               help="Start from a released-ECCV16-layout state dict (model1..model8, model_out), our checkpoint, "
                    "or eccv16-released (downloaded once into the torch hub cache).")
-@click.option("--lr", default=3e-5, type=_FINITE_POSITIVE, help="Adam learning rate.")
+@click.option("--lr", default=3.16e-5, type=_FINITE_POSITIVE, help="Adam learning rate (the reference solver's base_lr).")
 @click.option("--weight-decay", default=1e-3, type=_FINITE_NONNEGATIVE, help="Adam weight decay (L2 penalty).")
 @click.option("--batch-size", default=40, type=click.IntRange(min=1),
               help="Per process; torchrun multiplies it by the world size.")
@@ -191,6 +191,27 @@ def _user_errors():
 @click.option("--compile", is_flag=True, help="torch.compile the network and the loss (first steps are slow).")
 @click.option("--log-every", default=20, type=click.IntRange(min=1),
               help="Steps between reads of the losses to the host (log rows, NaN check, progress).")
+@click.option("--val-every", default=0, type=click.IntRange(min=-1),
+              help="Steps between validations (0: once per epoch; -1: never); always at the end.")
+@click.option("--val-data", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Shard folder to validate on (its test split, else all of it); repeatable, each reported under "
+                   "its own name. Default: the test split of --data.")
+@click.option("--val-limit", default=1000, type=click.IntRange(min=0),
+              help="Validate on the first N samples of each folder (0: all).")
+@click.option("--select", default="auc_rebalanced",
+              help="[FOLDER:]METRIC whose improvement writes RUN_DIR/best.pt (first validation folder by default).")
+@click.option("--lr-schedule", type=click.Choice(["constant", "step", "cosine"]), default="constant",
+              help="step: the reference solver's x0.316 every 215k iterations of batch 40 (see --lr-step).")
+@click.option("--warmup", default=0, type=click.IntRange(min=0), help="Steps of linear lr warm-up.")
+@click.option("--lr-step", default=0, type=click.IntRange(min=0),
+              help="step schedule: steps between decays (0: 215,000 x 40 / global batch, the reference's samples).")
+@click.option("--lr-gamma", default=0.316, type=click.FloatRange(0, 1, min_open=True),
+              help="step schedule: lr factor at every decay.")
+@click.option("--ema", default=0.0, type=click.FloatRange(0, 1, max_open=True),
+              help="Decay of an exponential moving average of the weights (0: off); validation, best.pt and "
+                   "colorize/evaluate/compare then use the EMA weights.")
+@click.option("--grad-clip", default=0.0, type=click.FloatRange(min=0),
+              help="Clip the global gradient norm to this (0: off); the norm is logged either way.")
 def fit(**opts):
     """Train a colorization network on shards (`torchrun --nproc-per-node N cli.py fit ...` for DDP).
     Ctrl-C (or SIGTERM) finishes the current step, saves last.pt and prints the --resume command."""
@@ -202,7 +223,7 @@ def fit(**opts):
     from trainer.stop import RunStopped, resume_command
     try:
         init = str(resolve_checkpoint(opts["init"])) if opts["init"] else ""
-        run_dir = run_fit(FitConfig(**{**opts, "init": init}))
+        run_dir = run_fit(FitConfig(**{**opts, "init": init, "val_data": tuple(opts["val_data"])}))
     except _user_errors() as e:
         raise click.ClickException(str(e)) from None
     except RunStopped as e:

@@ -17,7 +17,7 @@ class FitConfig:
     model: str = "eccv16"                   # trainer.models.MODELS: eccv16 | tiny
     loss: str = "ce"                        # trainer.losses.LOSSES: ce | l2 | focal | focal-exact
     init: str = ""                          # state dict in the released ECCV16 layout (model1..model8, model_out)
-    lr: float = 3e-5                        # Adam, betas (0.9, 0.99), as in the reference recipe
+    lr: float = 3.16e-5                     # Adam, betas (0.9, 0.99), base_lr of the reference solver
     weight_decay: float = 1e-3
     batch_size: int = 40                    # per process; the global batch is batch_size * world size
     crop: int = 176                         # random crops, offsets multiples of 4 so targets stay aligned
@@ -37,6 +37,17 @@ class FitConfig:
     block_size: int = 4                     # block side, in target pixels
     compile: bool = False                   # torch.compile the network and the loss (before the DDP wrap)
     log_every: int = 20                     # steps between host reads of the losses (log rows, NaN check, bar)
+    # watching the run (trainer/validate.py, schedule.py, ema.py)
+    val_every: int = 0                      # steps between validations; 0: once per epoch; -1: never; always at the end
+    val_data: tuple = ()                    # shard folders validated on (their test split, else all); (): data's test split
+    val_limit: int = 1000                   # first N samples of each validation folder (0: all)
+    select: str = "auc_rebalanced"          # [FOLDER:]METRIC that picks RUN_DIR/best.pt (first folder by default)
+    lr_schedule: str = "constant"           # constant | step | cosine
+    warmup: int = 0                         # steps of linear warm-up from 0 to lr
+    lr_step: int = 0                        # step schedule: steps between decays; 0: 215,000 x 40 / global batch
+    lr_gamma: float = 0.316                 # step schedule: lr multiplied by this at every lr_step
+    ema: float = 0.0                        # decay of an exponential moving average of the weights; 0: off
+    grad_clip: float = 0.0                  # clip the global gradient norm to this; 0: off (the norm is logged)
 
     def __post_init__(self):
         if self.crop <= 0 or self.crop % 8:
@@ -61,6 +72,17 @@ class FitConfig:
             raise FitError(f"--verify must be quick, deep or off, got {self.verify!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise FitError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        object.__setattr__(self, "val_data", tuple(self.val_data))    # a list from JSON -> the tuple of the CLI
+        if self.val_every < -1 or self.val_limit < 0 or self.warmup < 0 or self.lr_step < 0:
+            raise FitError("--val-every must be >= -1; --val-limit, --warmup and --lr-step >= 0")
+        if self.lr_schedule not in ("constant", "step", "cosine"):
+            raise FitError(f"--lr-schedule must be constant, step or cosine, got {self.lr_schedule!r}")
+        if not 0 < self.lr_gamma <= 1:
+            raise FitError(f"--lr-gamma must be in (0, 1], got {self.lr_gamma}")
+        if not 0 <= self.ema < 1:
+            raise FitError(f"--ema must be in [0, 1) (0: off), got {self.ema}")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
+            raise FitError(f"--grad-clip must be >= 0 (0: off), got {self.grad_clip}")
 
     def to_dict(self) -> dict:
         return asdict(self)

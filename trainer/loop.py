@@ -24,8 +24,13 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from pipeline import contract
-from trainer import checkpoint, dist, stop
+from trainer import checkpoint, dist, schedule, stop
 from trainer.config import FitConfig, FitError
+from trainer.ema import EMA
+from trainer.scoring import map_bins
+from trainer.tb import Board
+from trainer.validate import BEST, VAL_LOG, Validator
+from trainer.validate import trim as trim_val_log
 from trainer.data import EpochSampler, ShardDataset, make_loader
 from trainer.losses import LOSSES, create_loss
 from trainer.models import MODELS, ColorNet, create_model, from_released, is_released_layout, load_trunk
@@ -35,7 +40,8 @@ LOG, LAST, CONFIG = "log.jsonl", "last.pt", "config.json"
 HOST_FIELDS = ("step", "epoch", "lr", "samples", "elapsed_s")     # a log row's fields beside the loss terms
 # Options whose change would make a resumed run a different run; the others (steps, workers, ...) may differ.
 SAME_ON_RESUME = ("data", "model", "loss", "init", "lr", "weight_decay", "batch_size", "crop", "flip", "seed",
-                  "alpha", "beta", "gamma", "block", "block_size")
+                  "alpha", "beta", "gamma", "block", "block_size", "lr_schedule", "warmup", "lr_step", "lr_gamma",
+                  "ema", "grad_clip", "val_data", "val_limit", "select")
 
 
 class NonFiniteLoss(FitError):
@@ -91,15 +97,10 @@ def bin_remap(model: ColorNet, prior: contract.Prior) -> torch.Tensor | None:
     Needed when the model's bins come from --init (the released 313) rather than from the shards."""
     if model.centers is None:
         return None
-    mine = model.centers.cpu().numpy()
-    if mine.shape == prior.centers.shape and np.allclose(mine, prior.centers, atol=1e-3):
-        return None
-    d = np.abs(prior.centers[:, None, :] - mine[None]).max(-1)              # (Q_shards, Q_model)
-    missing = np.flatnonzero(d.min(1) > 1e-3)
-    if len(missing):
-        raise FitError(f"{len(missing)} shard bins (e.g. ab {prior.centers[missing[0]].tolist()}) are not among "
-                       f"the model's {len(mine)} bins; targets cannot be mapped onto its classifier")
-    return torch.from_numpy(d.argmin(1)).long()
+    try:
+        return map_bins(model.centers.cpu().numpy(), prior.centers)
+    except ValueError as e:
+        raise FitError(str(e)) from None
 
 
 def _non_finite(row: dict, keys: list) -> NonFiniteLoss:
@@ -122,6 +123,8 @@ def _resume(cfg: FitConfig, run_dir: Path) -> dict:
     ck = checkpoint.load(run_dir / LAST)
     old = FitConfig.from_dict(ck["config"])
     changed = [f"{k}: {getattr(old, k)!r} -> {getattr(cfg, k)!r}" for k in SAME_ON_RESUME if getattr(old, k) != getattr(cfg, k)]
+    if old.lr_schedule == "cosine" and (old.steps, old.epochs) != (cfg.steps, cfg.epochs):
+        changed.append("steps/epochs (the cosine schedule spans the whole run)")
     if changed:
         raise FitError(f"--resume {run_dir / LAST}: options differ from the stopped run ({'; '.join(changed)})")
     return ck
@@ -167,6 +170,7 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
     cuda = device.type == "cuda"
     model.to(device, memory_format=torch.channels_last if cuda else torch.contiguous_format)
     opt = create_optimizer(model, cfg)
+    ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
 
     step = epoch = epoch_step = 0
     if cfg.resume:
@@ -175,6 +179,8 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         keep_fused(opt)
+        if ema is not None:
+            ema.load(ck["ema"], ck["ema_updates"])
         step, epoch, epoch_step = ck["step"], ck["epoch"], ck["epoch_step"]
         if ck.get("world_size", 1) != info.world_size:
             raise FitError(f"--resume: the run was stopped with {ck.get('world_size', 1)} process(es), this one has "
@@ -189,6 +195,11 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
         raise FitError(f"{cfg.data}: {len(dataset)} training samples make no full batch of {cfg.batch_size} "
                        f"per process ({info.world_size} process(es)); lower --batch-size")
     total = cfg.steps or cfg.epochs * steps_per_epoch
+    validator = Validator(cfg, prior, info, device, run_dir, model.centers is not None, steps_per_epoch, total)
+    if cfg.resume:
+        validator.restore(ck.get("validation"))
+    lr_of = lambda s: schedule.lr_at(s, cfg.lr, cfg.lr_schedule, total, cfg.warmup, cfg.lr_step,  # noqa: E731
+                                     cfg.lr_gamma, cfg.batch_size * info.world_size)
     loader = make_loader(dataset, cfg.batch_size, sampler, cfg.workers)
     loader.worker_init_fn = stop.with_ignored_signals(loader.worker_init_fn)   # the training process decides
     net, loss_c = compile_parts(model, loss_fn) if cfg.compile else (model, loss_fn)
@@ -203,17 +214,26 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
             tmp.write_text(json.dumps(cfg.to_dict(), indent=1))
         if cfg.resume:
             _trim_log(run_dir / LOG, step)
+            trim_val_log(run_dir / VAL_LOG, step)
+        elif (run_dir / VAL_LOG).exists():
+            (run_dir / VAL_LOG).unlink()
+        if not validator.enabled:
+            print(f"no validation: {cfg.data} has no test split and no --val-data was given"
+                  if cfg.val_every != -1 else "no validation (--val-every -1)")
         log = open(run_dir / LOG, "a" if cfg.resume else "w", buffering=1)
+    board = Board(run_dir, purge_step=step + 1 if cfg.resume else None, enabled=info.is_primary)
 
-    def save():
-        checkpoint.save(run_dir / LAST, {
+    def save(path=run_dir / LAST, **extra):
+        checkpoint.save(path, {
             "model": model.state_dict(), "optimizer": opt.state_dict(), "model_name": cfg.model,
             "out_channels": model.out_channels, "loss": cfg.loss, "config": cfg.to_dict(),
             "step": step, "epoch": epoch, "epoch_step": epoch_step, "world_size": info.world_size,
             "rng": torch.get_rng_state(),
-            "prior": {k: torch.as_tensor(getattr(prior, k)) for k in ("centers", "prob", "weights")}})
+            "ema": ema.state_dict() if ema is not None else None, "ema_updates": ema.updates if ema else 0,
+            "validation": validator.state(),
+            "prior": {k: torch.as_tensor(getattr(prior, k)) for k in ("centers", "prob", "weights")}, **extra})
 
-    train_step = TrainStep(net, loss_c, opt, device, rebal, remap, info)
+    train_step = TrainStep(net, loss_c, opt, device, rebal, remap, info, clip=cfg.grad_clip)
     pending = StepLog()
 
     def read_back():
@@ -224,6 +244,7 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
                 terms = {k: v for k, v in r.items() if k not in ("finite", "applied", "keys", *HOST_FIELDS)}
                 log.write(json.dumps({"step": r["step"], "epoch": r["epoch"], **terms,
                                       **{k: r[k] for k in HOST_FIELDS[2:]}}) + "\n")
+                board.scalars(r["step"], {**terms, "lr": r["lr"]}, prefix="train/")
         if bad is not None:
             raise _non_finite(rows[bad], rows[bad]["keys"])
         if rows:
@@ -238,7 +259,11 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
             sampler.set_position(epoch, epoch_step * cfg.batch_size)
             dataset.epoch = epoch
             for batch in DevicePrefetcher(loader, device):
+                lr = lr_of(step)                                         # the schedule is a function of the step
+                schedule.set_lr(opt, lr)
                 res = train_step(batch)                                  # queued on the device, not waited for
+                if ema is not None:
+                    ema.update(model)                                    # one fused kernel, no sync
                 step, epoch_step = step + 1, epoch_step + 1
                 pending.add(res, step=step, epoch=epoch, keys=batch["key"], lr=opt.param_groups[0]["lr"],
                             samples=step * cfg.batch_size * info.world_size,
@@ -246,8 +271,16 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
                 bar.update()
                 saved = step % cfg.save_every == 0 or step == total
                 stopping = step < total and dist.any_rank_now(stopper.requested, info)   # all ranks, same step
-                if saved or stopping or step % cfg.log_every == 0:
+                validating = validator.due(step, epoch_step)
+                if saved or stopping or validating or step % cfg.log_every == 0:
                     read_back()                                          # before any save: no NaN step is saved
+                if validating:
+                    shown = ema.model if ema is not None else model
+                    improved = validator.run(step, epoch, shown, "ema" if ema is not None else "raw", board)
+                    if info.is_primary:
+                        board.image("samples", step, validator.last_grid)
+                        if improved:
+                            save(run_dir / BEST, best=validator.best)
                 if info.is_primary and saved:
                     save()
                 if step >= total:
@@ -263,6 +296,13 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
     finally:
         stopper.restore()
         bar.close()
+        board.close()
         if log is not None:
             log.close()
+    if info.is_primary and validator.enabled:
+        wall = time.perf_counter() - t0
+        share = 100 * validator.seconds / max(wall, 1e-9)
+        print(f"validation: {validator.seconds:.1f} s of {wall:.1f} s ({share:.0f} %)"
+              + (f"; best {validator.best['metric']} {validator.best['value']:.3f} at step {validator.best['step']}"
+                 f" -> {run_dir / BEST}" if validator.best else ""))
     return run_dir

@@ -63,9 +63,11 @@ class TrainStep:
     """step(batch) -> {"loss", its extra terms, "finite" (this rank), "applied" (all ranks)}: 0-dim device
     tensors, nothing synced. The update is applied only when every rank's loss is finite."""
 
-    def __init__(self, net, loss_fn, opt: torch.optim.Optimizer, device, rebal, remap, info: dist.DistInfo):
+    def __init__(self, net, loss_fn, opt: torch.optim.Optimizer, device, rebal, remap, info: dist.DistInfo,
+                 clip: float = 0.0):
         self.net, self.loss_fn, self.opt, self.device = net, loss_fn, opt, device
-        self.rebal, self.remap, self.info = rebal, remap, info
+        self.rebal, self.remap, self.info, self.clip = rebal, remap, info, clip
+        self.params = [p for g in opt.param_groups for p in g["params"]]
 
     def __call__(self, batch: dict) -> dict:
         res = forward_loss(self.net, self.loss_fn, batch, self.device, self.rebal, self.remap)
@@ -75,8 +77,17 @@ class TrainStep:
         finite = torch.isfinite(loss.detach()).float()
         applied = dist.device_min(finite, self.info)                  # 0 on every rank if any rank's was not
         self.opt.found_inf = 1.0 - applied                            # read by fused Adam inside its kernel
+        norm = clip_gradients(self.params, self.clip)                 # a device value, not read here
         self.opt.step()
-        return {**{k: v.detach() for k, v in res.items()}, "finite": finite, "applied": applied}
+        return {**{k: v.detach() for k, v in res.items()}, "grad_norm": norm.detach(), "finite": finite,
+                "applied": applied}
+
+
+def clip_gradients(params, clip: float = 0.0) -> torch.Tensor:
+    """The global gradient norm (before clipping), with the gradients scaled down to `clip` when it is > 0.
+    (after DDP's all-reduce, so every rank sees the same norm)."""
+    params = [p for p in params if p.grad is not None]
+    return torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
 
 
 class StepLog:

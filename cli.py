@@ -322,6 +322,8 @@ def serve(**opts):
               help="Folder for metrics.json and metrics.md.")
 @click.option("--split", default="test", type=click.Choice(["train", "test"]),
               help="Split of the shard folder evaluated with --data (a val split is stored as test).")
+@click.option("--crop", default=0, type=click.IntRange(min=0),
+              help="--data: score centre crops of this side (0: the stored size), as `fit` validates at its --crop.")
 @_size_opt
 @_temp_opt
 @_prior_opt

@@ -408,6 +408,18 @@ def study(**opts):
     click.echo(f"-> {report}")
 
 
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", default="artifacts/curves.png", type=click.Path(dir_okay=False))
+def plot(run_dirs, out):
+    """Curves of RUN_DIRs overlaid: training loss and every validation figure against steps, one panel each."""
+    from trainer.curves import PlotError, plot_runs
+    try:
+        click.echo(f"-> {plot_runs(run_dirs, out)}")
+    except PlotError as e:
+        raise click.ClickException(str(e)) from None
+
+
 # ---- benchmarks (each prints one JSON object on its last line) -------------------------------------------
 _peak_opt = click.option("--peak-tflops", default=None, type=_FINITE_POSITIVE,
                          help="Peak TFLOP/s for MFU  [default: the table's dense bf16 peak for a known GPU; "

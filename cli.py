@@ -371,6 +371,10 @@ def compare(checkpoints, **opts):
         raise click.ClickException(f"{len(failed)} input(s) could not be compared (listed above)")
 
 
+def _losses(ctx, param, value):
+    return tuple(x.strip() for x in value.split(",") if x.strip())
+
+
 @cli.command()
 @click.option("--checkpoint", required=True, callback=_checkpoint_ref,
               help="Our checkpoint, a released ECCV16 state dict or eccv16-released.")
@@ -392,18 +396,29 @@ def export(checkpoint, out, force):
 
 
 @cli.command()
-@click.option("--steps", default=600, callback=_positive, help="Training steps per loss (the same for l2, ce, focal).")
+@click.option("--train", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Training shard folder  [default: the bundled sample, preprocessed into OUT/shards]")
+@click.option("--test", "tests", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Test shard folder (its test split, else all of it); repeatable. Default: the test split of --train.")
+@click.option("--losses", default="l2,ce,focal", callback=_losses, help="Comma-separated losses to compare.")
+@click.option("--model", type=click.Choice(["tiny", "eccv16"]), default="tiny", help="The network every loss trains.")
+@click.option("--steps", default=600, callback=_positive, help="Training steps per loss (the same for every loss).")
 @click.option("--out", default="artifacts/study", type=click.Path(file_okay=False),
-              help="Shards, runs, evaluations, panels and report.md go here; finished parts are reused.")
+              help="Shards, runs, evaluations, curves, panels and report.md go here; finished parts are reused.")
 @click.option("--seed", default=0, help="Seed of every run's init, shuffle, crops and flips.")
 @click.option("--lr", default=1e-3, callback=_positive, help="Adam learning rate of every run.")
 @click.option("--batch-size", default=6, callback=_positive, help="Batch size of every run.")
-def study(**opts):
-    """Loss study on the bundled sample: train `tiny` with l2, ce, focal for equal steps; evaluate and compare."""
-    from inference.study import StudyConfig, run
+@click.option("--crop", default=176, callback=_net_size, help="Training crop (and validation centre crop) side.")
+@click.option("--val-every", default=0, type=click.IntRange(min=0), help="Steps between validations (0: steps / 10).")
+@click.option("--val-limit", default=1000, type=click.IntRange(min=0), help="Validation samples per test folder.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", help="Where the runs train.")
+def study(train, tests, **opts):
+    """Loss study: train each loss with the same budget, init and data order, validate along the way, and
+    report every metric per test folder beside the gray baseline (with no --train: on the bundled sample)."""
+    from inference.study import StudyConfig, StudyError, run
     try:
-        report = run(StudyConfig(**opts))
-    except _user_errors() as e:
+        report = run(StudyConfig(train=train or "", tests=tuple(tests), **opts))
+    except (*_user_errors(), StudyError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"-> {report}")
 

@@ -48,7 +48,7 @@ class EvalConfig:
     data: str = ""                   # shard folder: evaluate its `split`
     images: str = ""                 # or a folder of colour photos
     out: str = "artifacts/eval"
-    split: str = "test"
+    split: str = "test"              # train | test | all
     crop: int = 0                    # --data: centre crops of this side (0: the stored size), as `fit` validates
     size: int = 256                  # side of the squares evaluated with --images
     temperature: float | None = None  # None: each model's default (1 for released weights, 0.38 for ours)
@@ -68,6 +68,7 @@ class Model:
 # ---- samples --------------------------------------------------------------------------------------------
 def shard_samples(folder, split: str = "test", limit: int = 0, crop: int = 0):
     """Samples of one split of a shard folder, in manifest order (trainer.scoring.shard_samples)."""
+    split = None if split == "all" else split
     if not contract.shard_paths(folder, split):
         raise EvalError(f"{folder}: no shards in split {split!r}")
     return scoring.shard_samples(folder, split, limit, crop)

@@ -20,3 +20,30 @@ def test_study_runs_end_to_end_and_reports_every_loss(tmp_path):
     logs = {k: (tmp_path / "runs" / k / "log.jsonl").stat().st_mtime_ns for k in ("l2", "ce", "focal")}
     run(cfg)
     assert logs == {k: (tmp_path / "runs" / k / "log.jsonl").stat().st_mtime_ns for k in logs}
+
+
+def test_study_on_any_shards_with_several_test_folders(tmp_path):
+    from click.testing import CliRunner
+    from cli import cli
+    from trainer.synthetic import write_synthetic_shards
+    train = write_synthetic_shards(tmp_path / "objects", n=16, size=64, test_every=4, seed=2)
+    scenes = write_synthetic_shards(tmp_path / "scenes", n=5, size=64, seed=3)        # no test split: all of it
+    out = tmp_path / "study"
+    res = CliRunner().invoke(cli, ["study", "--train", str(train), "--test", str(train), "--test", str(scenes),
+                                   "--losses", "l2,focal-exact", "--steps", "2", "--batch-size", "4", "--crop", "48",
+                                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    study = json.loads((out / "study.json").read_text())
+    assert set(study["tests"]) == {"objects", "scenes"}
+    assert study["tests"]["objects"][GRAY]["images"] == 4 and study["tests"]["scenes"]["l2"]["images"] == 5
+    assert study["tests"]["objects"]["focal-exact"]["ce"] is not None and study["tests"]["scenes"]["l2"]["ce"] is None
+    text = (out / "report.md").read_text()
+    for s in ("## Test folder `objects`", "## Test folder `scenes`", "| focal-exact |", "| gray (ab = 0) |",
+              "panels_scenes.png", "--losses l2,focal-exact"):
+        assert s in text, s
+    for loss in ("l2", "focal-exact"):
+        rows = [json.loads(x) for x in (out / "runs" / loss / "val.jsonl").read_text().splitlines()]
+        assert {r["folder"] for r in rows} == {"objects", "scenes"}
+    assert (out / "curves.png").stat().st_size > 10_000 and (out / "panels_objects.png").exists()
+    bad = CliRunner().invoke(cli, ["study", "--train", str(train), "--losses", "l2,hinge", "--out", str(out)])
+    assert bad.exit_code == 1 and "unknown ['hinge']" in bad.output

@@ -16,6 +16,14 @@ def test_study_runs_end_to_end_and_reports_every_loss(tmp_path):
     assert set(study["heldout"]) == {GRAY, "l2", "ce", "focal"}
     assert all(study["heldout"][k]["images"] == 4 and study["train"][k]["images"] == 7 for k in study["heldout"])
     assert len(list((tmp_path / "compare").glob("*.png"))) == 4 and (tmp_path / "compare" / "index.html").exists()
+    # the same 2-step study was recorded beside docs/results.md: a change of what the study computes shows here
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("results_check", Path(__file__).parents[2] / "tools" / "results_check.py")
+    rc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rc)
+    diff = rc.compare_fingerprint(study["heldout"])
+    assert not diff, f"the study's figures changed, docs/results.md is stale ({rc.RERUN}):\n" + "\n".join(diff)
     # a second run reuses the finished shards and runs instead of training again
     logs = {k: (tmp_path / "runs" / k / "log.jsonl").stat().st_mtime_ns for k in ("l2", "ce", "focal")}
     run(cfg)

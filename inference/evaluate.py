@@ -127,7 +127,7 @@ def predictor(m: Model, temperature: float | None = None) -> scoring.Predictor:
     t = col.temperature_for(temperature) if hasattr(col, "temperature_for") else (
         DEFAULT_TEMPERATURE if temperature is None else temperature)
     interp = getattr(col, "interpolation", cv2.INTER_CUBIC)
-    if hasattr(col, "predict_raw") and getattr(col, "model", None) is not None:
+    if hasattr(col, "predict_raw") and getattr(col, "model", "no model attribute") is not None:
         return scoring.Predictor(m.name, lambda x: col.predict_raw(x).float().cpu(), col.centers, t, interp)
     # a colorizer that only decodes (ONNX, a stand-in): scored as an ab regressor, without CE
     return scoring.Predictor(m.name, lambda x: col.predict_ab(x, temperature=t).float().cpu() / metrics.L2_SCALE,

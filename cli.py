@@ -399,7 +399,8 @@ def export(checkpoint, out, force):
 @click.option("--train", default=None, type=click.Path(exists=True, file_okay=False),
               help="Training shard folder  [default: the bundled sample, preprocessed into OUT/shards]")
 @click.option("--test", "tests", multiple=True, type=click.Path(exists=True, file_okay=False),
-              help="Test shard folder (its test split, else all of it); repeatable. Default: the test split of --train.")
+              help="Test shard folder (its test split, else all of it); repeatable. "
+                   "Default: the test split of --train.")
 @click.option("--losses", default="l2,ce,focal", callback=_losses, help="Comma-separated losses to compare.")
 @click.option("--model", type=click.Choice(["tiny", "eccv16"]), default="tiny", help="The network every loss trains.")
 @click.option("--steps", default=600, callback=_positive, help="Training steps per loss (the same for every loss).")

@@ -137,7 +137,7 @@ class MetricTotals:
       pixel, unweighted and weighted by the rebalancing weight of the ground truth's nearest bin (the CE
       training loss). Both need the rebalancer's `loss_weights`."""
     rebalancer: "Rebalancer | None" = None
-    per_image: list = field(default_factory=list)    # dicts: key, auc, psnr, ssim, colourfulness, gt_colourfulness, chroma
+    per_image: list = field(default_factory=list)    # dicts: key, auc, psnr, ssim, colourfulness, gt_..., chroma
 
     def __post_init__(self):
         for k in SUMS:

@@ -19,7 +19,8 @@ def test_study_runs_end_to_end_and_reports_every_loss(tmp_path):
     # the same 2-step study was recorded beside docs/results.md: a change of what the study computes shows here
     import importlib.util
     from pathlib import Path
-    spec = importlib.util.spec_from_file_location("results_check", Path(__file__).parents[2] / "tools" / "results_check.py")
+    tool = Path(__file__).parents[2] / "tools" / "results_check.py"
+    spec = importlib.util.spec_from_file_location("results_check", tool)
     rc = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rc)
     diff = rc.compare_fingerprint(study["heldout"])

@@ -99,23 +99,19 @@ def _truth_colorizer(samples, mirror=False):
     return Truth()
 
 
-def test_evaluate_gives_the_truth_auc_100_and_a_mirrored_prediction_less(tiny_runs_or_shards):
+def test_evaluate_gives_the_truth_auc_100_and_a_mirrored_prediction_less(shards):
     from inference.evaluate import EvalConfig, Model, evaluate
-    data = tiny_runs_or_shards
+    data = shards
     samples = list(scoring.shard_samples(data, "test"))
     p = contract.Prior.load(data / contract.PRIOR)
     models = [Model("truth", "", _truth_colorizer(samples)), Model("mirrored", "", _truth_colorizer(samples, True))]
-    rep = evaluate(models, iter(samples), EvalConfig(data=str(data)), evaluated_prior=((p.centers, p.prob, p.weights), "x"))
+    rep = evaluate(models, iter(samples), EvalConfig(data=str(data)),
+                   evaluated_prior=((p.centers, p.prob, p.weights), "x"))
     truth, mirrored = rep["models"]["truth"]["summary"], rep["models"]["mirrored"]["summary"]
     assert truth["auc"] == pytest.approx(100.0, abs=1e-6) and truth["auc_rebalanced"] == pytest.approx(100.0, abs=1e-6)
     assert truth["l2"] == pytest.approx(0.0, abs=1e-9) and truth["colourfulness_gap"] == pytest.approx(0.0, abs=0.5)
     assert mirrored["auc"] < truth["auc"] - 5 and mirrored["auc_rebalanced"] < truth["auc_rebalanced"] - 5
     assert mirrored["l2"] > 0.01
-
-
-@pytest.fixture
-def tiny_runs_or_shards(shards):
-    return shards
 
 
 def test_rebalancer_uses_the_nearest_bin():

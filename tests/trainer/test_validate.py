@@ -54,6 +54,13 @@ def test_validation_row_equals_evaluate_on_the_same_samples_and_checkpoint(shard
     _close(last, ev["run"]["summary"], FIGURES)
     _close(gray[0], ev["gray (ab = 0)"]["summary"], FIGURES)
     assert last["ce"] > 0 and last["ce_rebalanced"] > 0 and last["l2"] > 0
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(photo)
+    for cmd in (["colorize", str(photo), "--out", str(tmp_path / "col")],
+                ["compare", "--images", str(tmp_path), "--out", str(tmp_path / "cmp")]):
+        flag = "--checkpoint"
+        res = CliRunner().invoke(cli, [*cmd, flag, str(run / "last.pt"), "--size", "32", "--device", "cpu"])
+        assert res.exit_code == 0 and "using its EMA weights" in res.output, res.output
 
 
 def test_two_process_gloo_validation_equals_one_process(shards, tmp_path):

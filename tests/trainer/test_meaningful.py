@@ -11,6 +11,7 @@ from pipeline import contract
 from trainer import loop, metrics, scoring
 from trainer.losses import create_loss
 from trainer.models import create_model
+from trainer.step import forward_loss
 from trainer.synthetic import gamut_centers, make_prior, soft_encode
 
 # The generator of richzhang/colorization colorizers/eccv16.py, written out: every conv in order as
@@ -69,7 +70,7 @@ def test_forward_loss_equals_a_dense_reference_with_remapped_bins_and_rebalancin
     torch.testing.assert_close(model.centers[remap], torch.from_numpy(shard_centers))     # each bin to itself
     batch, ab = _batch(shard_centers, prior)
     rebal = torch.as_tensor(prior.weights, dtype=torch.float32)
-    got = loop.forward_loss(model, create_loss("ce"), batch, torch.device("cpu"), rebal, remap)["loss"]
+    got = forward_loss(model, create_loss("ce"), batch, torch.device("cpu"), rebal, remap)["loss"]
     # dense reference: the Q_model-wide soft target, each pixel weighted by its nearest shard bin's weight
     with torch.no_grad():
         logits = model(batch["L"].unsqueeze(1).float() * contract.L_SCALE)

@@ -426,7 +426,8 @@ def study(train, tests, **opts):
 
 @cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--out", default="artifacts/curves.png", type=click.Path(dir_okay=False))
+@click.option("--out", default="artifacts/curves.png", type=click.Path(dir_okay=False),
+              help="The PNG to write (one panel per figure).")
 def plot(run_dirs, out):
     """Curves of RUN_DIRs overlaid: training loss and every validation figure against steps, one panel each."""
     from trainer.curves import PlotError, plot_runs

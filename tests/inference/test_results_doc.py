@@ -31,7 +31,8 @@ def test_a_changed_figure_in_the_doc_is_caught():
     assert ce in doc.split("**What it shows.**")[1]
     known = {abs(x) for x in results_check.figures_at(figures, 1)}
     wrong = next(f"{float(ce) + d / 10:.1f}" for d in range(1, 1000) if round(float(ce) + d / 10, 1) not in known)
-    stale = doc.replace(ce, wrong, 1)
+    head, prose = doc.split("**What it shows.**")
+    stale = head + "**What it shows.**" + prose.replace(ce, wrong, 1)
     assert any("none of the study's figures" in p for p in results_check.check(stale, figures))
     table = doc.replace(f"{figures['train']['l2']['auc']:.2f}", "1.23", 1)
     assert any("train table differs" in p for p in results_check.check(table, figures))

@@ -1,6 +1,8 @@
 import sys
 from pathlib import Path
 
+import hdf5plugin  # noqa: F401  (registers zstd/blosc: tests read shard arrays with plain h5py, as README tells
+                  #  outside readers to; colorfast itself registers them when it opens a shard)
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -87,14 +87,8 @@ class Colorizer:
         """L (B, 1, H, W) float L* in 0..100 -> ab (B, 2, H // 4, W // 4) float32 in ab units, on L's device.
         Class models decode with the annealed mean at temperature_for(temperature); l2 models ignore it.
         H and W need not be multiples of 8: L is reflect-padded up to them and the prediction cropped back."""
-        if L.ndim != 4 or L.shape[1] != 1:
-            raise ValueError(f"L must be (B, 1, H, W), got {tuple(L.shape)}")
         H, W = L.shape[-2:]
-        ph, pw = -H % 8, -W % 8
-        x = L.to(self.device, torch.float32)
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(H, W) > max(ph, pw) else "replicate")
-        ab = self._forward_ab(x, self.temperature_for(temperature))
+        ab = self._forward_ab(self._padded(L), self.temperature_for(temperature))
         return ab[..., : H // 4, : W // 4].to(L.device)
 
     @torch.no_grad()
@@ -105,11 +99,19 @@ class Colorizer:
         if self.model is None:
             raise ValueError(f"{self.source}: the {self.runtime} runtime gives decoded colours only")
         H, W = L.shape[-2:]
+        return self.model(self._padded(L))[..., : H // 4, : W // 4].to(L.device)
+
+    def _padded(self, L: torch.Tensor) -> torch.Tensor:
+        """L (B, 1, H, W) -> float32 on self.device, reflect-padded (replicated when too small to reflect) at the
+        bottom and right up to multiples of 8, the network's stride."""
+        if L.ndim != 4 or L.shape[1] != 1:
+            raise ValueError(f"L must be (B, 1, H, W), got {tuple(L.shape)}")
+        H, W = L.shape[-2:]
         ph, pw = -H % 8, -W % 8
         x = L.to(self.device, torch.float32)
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(H, W) > max(ph, pw) else "replicate")
-        return self.model(x)[..., : H // 4, : W // 4].to(L.device)
+        return x
 
     def _forward_ab(self, x: torch.Tensor, temperature: float) -> torch.Tensor:
         """x (B, 1, H, W) on self.device, H and W multiples of 8 -> ab (B, 2, H/4, W/4)."""

@@ -197,8 +197,8 @@ def write_report(report: dict, out) -> tuple[Path, Path]:
     source = f"shards `{cfg['data']}` (split {cfg['split']})" if cfg["data"] else f"images `{cfg['images']}`"
     md = [f"# Evaluation on {source}\n",
           metrics.markdown_table(summaries(report)),
-          f"AuC over ab-error thresholds 0..150; rebalanced AuC weighs pixels by 1/prior of their ground-truth "
-          f"bin; colourfulness: Hasler & Suesstrunk 2003 M(3); gap = prediction - ground truth.\n",
+          "AuC over ab-error thresholds 0..150; rebalanced AuC weighs pixels by 1/prior of their ground-truth "
+          "bin; colourfulness: Hasler & Suesstrunk 2003 M(3); gap = prediction - ground truth.\n",
           "Decoding: " + "; ".join(f"{n}: {m['decoding']}" for n, m in report["models"].items()
                                    if m.get("decoding")) + "\n",
           "Prior used for rebalancing: " + "; ".join(f"{n}: {m['prior'] or 'none'}"

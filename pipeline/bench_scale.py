@@ -22,7 +22,6 @@ twice in alternation, and keeps the best rate, with its worker start-up (first b
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile

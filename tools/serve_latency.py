@@ -11,7 +11,6 @@ instead of the checkpoint's own network; latency does not depend on the weights'
 markdown table and the figures as JSON on the last line.
 """
 import argparse
-import io
 import json
 import os
 import socket
@@ -37,7 +36,6 @@ from pipeline.images import load_rgb               # noqa: E402
 
 def eccv16_checkpoint(like: str, path: Path) -> Path:
     """A colorfast checkpoint of a randomly initialised ECCV16 network with `like`'s bin centres."""
-    import torch
     from trainer import checkpoint
     from trainer.models import create_model
     centers = load_colorizer(like).centers

@@ -21,7 +21,6 @@ import torch
 
 from pipeline import contract
 from pipeline.gamut import lab_to_rgb_in_gamut
-from trainer import metrics
 from trainer.decode import decode
 from trainer.losses import Targets, soft_ce_pixels
 

@@ -11,16 +11,13 @@ import json
 import os
 import sys
 
+import step_output   # beside this script
+
 work, out, bs, bs_small = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 
 
 def last_json(name):
-    try:
-        with open(os.path.join(work, name + ".out"), errors="replace") as f:
-            lines = [ln for ln in f if ln.startswith("{")]
-        return json.loads(lines[-1]) if lines else None
-    except (OSError, ValueError):
-        return None
+    return step_output.last_json(work, name)
 
 
 def util(name):

@@ -1,20 +1,16 @@
 """Read the steps' last JSON lines (WORK/<step>.out) and print the issue-3 verdicts: CE/L2 <= 1.05, and
 loader samples/s above what training consumes (the epoch's samples/s after its first step)."""
 import glob
-import json
 import os
 import sys
+
+import step_output   # beside this script
 
 work = sys.argv[1]
 
 
 def last_json(name):
-    try:
-        with open(os.path.join(work, name + ".out"), errors="replace") as f:
-            lines = [ln for ln in f if ln.startswith("{")]
-        return json.loads(lines[-1]) if lines else None
-    except (OSError, ValueError):
-        return None
+    return step_output.last_json(work, name)
 
 
 for path in sorted(glob.glob(os.path.join(work, "step_b*.out"))):

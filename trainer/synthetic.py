@@ -43,12 +43,9 @@ def make_prior(nearest: np.ndarray, centers: np.ndarray, sigma: float = 5.0, lam
     """Prior from the nearest-bin indices of all training target pixels, Gaussian-smoothed in ab space."""
     Q = len(centers)
     counts = np.bincount(nearest.ravel().astype(np.int64), minlength=Q)
-    d2 = ((centers[:, None] - centers[None]) ** 2).sum(-1)
-    prob = np.exp(-d2 / (2 * sigma ** 2)) @ (counts / max(counts.sum(), 1))
-    prob = prob / prob.sum()
-    w = 1.0 / ((1 - lam) * prob + lam / Q)
-    w = w / (prob * w).sum()
-    return contract.Prior(centers=centers, counts=counts, prob=prob, weights=w, lam=lam, sigma=sigma)
+    prob = contract.smoothed_prior(counts, centers, sigma)           # the contract's formulas, as preprocess uses
+    return contract.Prior(centers=centers, counts=counts, prob=prob, weights=contract.rebalancing_weights(prob, lam),
+                          lam=lam, sigma=sigma)
 
 
 def random_images(n: int, size: int, rng: np.random.Generator) -> np.ndarray:

@@ -159,7 +159,9 @@ def test_a_killed_run_leaves_nothing_under_the_final_name(tmp_path, ckpt, sig):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     p = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "colorize", str(src), "--checkpoint", str(ckpt),
-                          "--out", str(out), "--size", "32"], stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+                          "--out", str(out), "--size", "32"], stderr=subprocess.PIPE, env=env, cwd=tmp_path,
+                         # a suite started in the background inherits SIGINT ignored; a user's shell does not
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = b""
     deadline = time.time() + 300
     def frames_done():

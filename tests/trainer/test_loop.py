@@ -191,13 +191,19 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint(shards, tmp_path):
 def test_a_second_signal_stops_at_once():
     from trainer.stop import GracefulStop
     seen = []
-    with GracefulStop(announce=seen.append) as stopper:
-        os.kill(os.getpid(), signal.SIGINT)
-        assert stopper.requested and "finishing the current step" in seen[0]
-        with pytest.raises(KeyboardInterrupt):
+    # the suite may run with SIGINT ignored (started in the background by a non-interactive shell): start from
+    # Python's own handler, and check that the stopper puts back whatever it found
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with GracefulStop(announce=seen.append) as stopper:
             os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(1)                                # the handler runs before this ends
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+            assert stopper.requested and "finishing the current step" in seen[0]
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)                                # the handler runs before this ends
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 def test_two_process_run_stops_together_on_ctrl_c(shards, tmp_path):

@@ -30,7 +30,7 @@ from trainer.ema import EMA
 from trainer.scoring import map_bins
 from trainer.tb import Board
 from trainer.validate import BEST, VAL_LOG, Validator
-from trainer.validate import trim as trim_val_log
+from trainer.validate import trim_rows
 from trainer.data import EpochSampler, ShardDataset, make_loader
 from trainer.losses import LOSSES, create_loss
 from trainer.models import MODELS, ColorNet, create_model, from_released, is_released_layout, load_trunk
@@ -137,14 +137,6 @@ def _check_same_bins(ck: dict, prior: contract.Prior, run_dir: Path) -> None:
                        f"({len(old)} -> {len(prior.centers)} bins); preprocess was rerun with other settings")
 
 
-def _trim_log(path: Path, last_step: int) -> None:
-    """Drop log lines of steps after the checkpoint: they are recomputed, and each step is logged once."""
-    if path.exists():
-        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= last_step]
-        with contract.atomic_write(path) as tmp:
-            tmp.write_text("".join(ln + "\n" for ln in keep))
-
-
 def fit(cfg: FitConfig) -> Path:
     """Train as cfg says; return the run dir. Raises FitError (and its NonFiniteLoss), CheckpointError or
     ShardFormatError with a message for the user."""
@@ -213,8 +205,8 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
         with contract.atomic_write(run_dir / CONFIG) as tmp:
             tmp.write_text(json.dumps(cfg.to_dict(), indent=1))
         if cfg.resume:
-            _trim_log(run_dir / LOG, step)
-            trim_val_log(run_dir / VAL_LOG, step)
+            trim_rows(run_dir / LOG, step)             # steps and validations after the checkpoint are
+            trim_rows(run_dir / VAL_LOG, step)         # redone, and each is logged once
         elif (run_dir / VAL_LOG).exists():
             (run_dir / VAL_LOG).unlink()
         if not validator.enabled:

@@ -219,8 +219,9 @@ def _console_line(r: dict) -> str:
             f"[{r['seconds']:.1f} s]")
 
 
-def trim(path: Path, last_step: int) -> None:
-    """Drop rows of validations after the checkpoint's step: a resumed run redoes them."""
+def trim_rows(path: Path, last_step: int) -> None:
+    """Drop the rows of a JSON-lines log (log.jsonl, val.jsonl) whose step is after the checkpoint's: a resumed
+    run redoes those steps and validations."""
     if path.exists():
         keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= last_step]
         with contract.atomic_write(path) as tmp:

@@ -22,18 +22,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
 
+from pipeline.contract import atomic_write
 from pipeline.images import EXIF_ORIENTATION, orient
 
 RECORD = ".colorize-record.jsonl"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 FORMATS = {                       # --format -> (suffix, OpenCV encoder parameters, keeps alpha)
     "png": (".png", [], True),
     "jpg": (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 92], False),
@@ -69,20 +67,11 @@ def write_image(path: Path, img: np.ndarray, fmt: str, before_rename=None) -> No
     order = [2, 1, 0, 3][: img.shape[2]]
     for y0 in range(0, img.shape[0], 256):
         img[y0:y0 + 256] = img[y0:y0 + 256][..., order]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        if not cv2.imwrite(tmp, img, params):
+    with atomic_write(path, suffix=".tmp" + suffix) as tmp:
+        if not cv2.imwrite(str(tmp), img, params):
             raise OSError(f"could not write {path}")
-        os.chmod(tmp, 0o666 & ~_UMASK)             # mkstemp makes 0600; an image is shared like any file
         if before_rename:
-            before_rename(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+            before_rename(tmp)
 
 
 # ---- the job record --------------------------------------------------------------------------------------

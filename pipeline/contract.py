@@ -68,12 +68,14 @@ class ShardFormatError(ValueError):
 
 
 @contextlib.contextmanager
-def atomic_write(path):
+def atomic_write(path, suffix: str = ".tmp"):
     """Yield a temporary path beside `path`; on success fsync and rename it over `path`, else remove it.
-    A reader therefore sees either the old complete file or the new complete one, never a partial one."""
+    A reader therefore sees either the old complete file or the new complete one, never a partial one.
+    `suffix` ends the temporary name (writers that pick the format by extension, such as cv2.imwrite, need
+    the real one at its end)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)          # mkstemp makes 0600; shards are shared, like any file we write
     try:

@@ -3,7 +3,7 @@ Heavy imports (torch, faiss, numba) happen inside the commands, so `--help` is i
 Multi-GPU training launches this same file: `torchrun --nproc-per-node=4 cli.py fit ...`."""
 import click
 
-from pipeline.config import BACKENDS, SPLITS, STORAGE, SUBSETS, PrepConfig   # both stdlib-only: --help stays instant
+from pipeline.config import BACKENDS, ORDERS, SPLITS, STORAGE, SUBSETS, PrepConfig   # both stdlib-only: --help stays instant
 from pipeline.datasets import DATASETS, DatasetError
 
 
@@ -54,6 +54,10 @@ def _size(ctx, param, value):
               help="Replace shards in --out that another dataset, root or config wrote (never other files).")
 @click.option("--storage", default=PrepConfig.storage, show_default=True, type=click.Choice(sorted(STORAGE)),
               help="Lossless filter of the shard arrays (docs/benchmarks.md, 'Shard storage'); none: format 1's.")
+@click.option("--order", default=PrepConfig.order, show_default=True, type=click.Choice(ORDERS),
+              help="Keys within each split's shards: mixed (a stable hash order: every shard and every batch "
+                   "mixes classes) or name (sorted, as before; reads an archive in sequence, and a dataset that "
+                   "grows at the end keeps its earlier shards).")
 def preprocess(overwrite, **opts):
     """Images -> Lab -> soft-encoded ab targets -> HDF5 shards, manifest.json and prior.npz.
     Rerunning the same command keeps the shards already complete."""

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 BACKENDS = ("loky", "dask")
 SPLITS = ("all", "train", "test", "val")   # val: ImageNet's, Places365's and COCO's name for the held-out split,
                                            # which shards store as "test" (what evaluate reads by default)
+ORDERS = ("mixed", "name")               # the order of keys within a split's shards (pipeline.datasets.shard_order)
 SUBSETS = ("", "first10k", "ctest10k")     # ImageNet evaluation subsets (pipeline.subsets); "" = the whole split
 STORAGE = ("none", "lzf", "gzip", "gzip-targets", "lzf-targets", "zstd", "blosc-lz4", "blosc-zstd", "zstd-targets",
            "blosc-mixed")                # names of contract.STORAGE (kept here so that the CLI needs no h5py)
@@ -37,6 +38,8 @@ class PrepConfig:
                                  # faster, for at most a 1/0.9 upscale (640x480 -> 240 -> 256; L PSNR ~42 dB
                                  # against a full decode). 1.0: never upscale after a reduced decode
     storage: str = "zstd-targets"  # lossless filter of the shard arrays, a name in contract.STORAGE
+    order: str = "mixed"         # mixed: each split's keys in a stable hash order, so every shard mixes classes;
+                                 # name: sorted by name, as class folders list them (reads archives in sequence)
 
     def __post_init__(self):
         if self.size <= 0 or self.size % 4:
@@ -57,6 +60,8 @@ class PrepConfig:
             raise ValueError(f"decode_slack must be in (0, 1], got {self.decode_slack}")
         if self.storage not in STORAGE:
             raise ValueError(f"storage must be one of {sorted(STORAGE)}, got {self.storage!r}")
+        if self.order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, got {self.order!r}")
         if not 1 <= self.partition <= 10:
             raise ValueError(f"partition must be 1..10, got {self.partition}")
 

@@ -60,6 +60,16 @@ def _hash_order(key: str) -> bytes:
     return hashlib.sha1(("limit:" + key).encode()).digest()
 
 
+def shard_order(keys, order: str = "mixed") -> list[str]:
+    """The order in which a split's keys fill its shard files. "name": sorted, so a class-folder dataset puts one
+    or two classes in each 256-key shard (ImageNet has ~1,300 images a class), and the loader's windowed shuffle
+    (trainer.data.EpochSampler), which mixes only the samples of a few dozen shards, then gives runs of hundreds
+    of batches drawn from a few dozen classes, while validation's "first N test samples" cover the first classes
+    only. "mixed": the stable hash order that `limit` already uses, so every shard, window and prefix is a
+    spread-out sample of the whole split, the same on every machine and for tar or extracted inputs."""
+    return sorted(keys) if order == "name" else sorted(keys, key=_hash_order)
+
+
 def list_dataset(name: str, root: str = "", partition: int = 1, test_fraction: float = 0.1,
                  split: str = "all", limit: int = 0, subset: str = "") -> Listing:
     """The inputs of one run. `subset` names an evaluation subset (pipeline.subsets); `limit` keeps a stable,

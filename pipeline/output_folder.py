@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 SHARD_NAME = re.compile(r"^(train|test)-\d{5}\.h5$")
 OUR_TMP = re.compile(r"^\.(manifest\.json|prior\.npz|(train|test)-\d{5}\.h5)\.\w+\.tmp$")   # contract.atomic_write's
-PLAN_FIELDS = ("split", "subset", "limit", "shard_size", "partition", "test_fraction")   # which inputs, which file
+PLAN_FIELDS = ("split", "subset", "limit", "shard_size", "partition", "test_fraction", "order")  # which inputs, which file
+PLAN_DEFAULTS_BEFORE = {"order": "name"}  # plan fields a shard written before they existed was made with
 
 
 class OutputConflict(Exception):
@@ -59,8 +60,8 @@ def _recorded_job(path: Path, manifest_job: dict | None) -> tuple[dict | None, s
             if "fingerprint" not in a or "inputs_sha" not in a:
                 return None, "an HDF5 file without a shard's attrs"
             if "job" in a:
-                return json.loads(a["job"]), ""
-            return {**(manifest_job or {}), **json.loads(a.get("config", "{}"))}, ""
+                return {**PLAN_DEFAULTS_BEFORE, **json.loads(a["job"])}, ""
+            return {**PLAN_DEFAULTS_BEFORE, **(manifest_job or {}), **json.loads(a.get("config", "{}"))}, ""
     except (OSError, ValueError):
         return None, "not a readable HDF5 file"
 
@@ -77,7 +78,7 @@ def _manifest_job(path: Path) -> tuple[dict | None, str | None]:
     if not (isinstance(m, dict) and {"format_version", "dataset", "shards"} <= m.keys()):
         return None, "JSON without a shard manifest's format_version, dataset and shards"
     config = m.get("config") if isinstance(m.get("config"), dict) else {}
-    return {**{k: v for k, v in config.items() if k in JOB_KEYS}, "root": m.get("root")}, None
+    return {**PLAN_DEFAULTS_BEFORE, **{k: v for k, v in config.items() if k in JOB_KEYS}, "root": m.get("root")}, None
 
 
 def _describe(theirs: dict, ours: dict) -> tuple[str, str]:

@@ -38,7 +38,7 @@ from pipeline import contract
 from pipeline.archives import read_member
 from pipeline.bins import fingerprint, in_gamut_centers
 from pipeline.config import PrepConfig
-from pipeline.datasets import DatasetError, Listing, list_dataset
+from pipeline.datasets import DatasetError, Listing, list_dataset, shard_order
 from pipeline.images import ImageError, is_gray_ab, load_rgb, resize_center_crop, rgb_to_lab
 from pipeline.output_folder import OUR_TMP, check_output, job_of
 from pipeline.prior import build_prior
@@ -92,10 +92,10 @@ class ShardContext:
     fingerprint: str              # encoding config + bin set: a shard made otherwise is not reused
 
 
-def plan_shards(listing: Listing, shard_size: int) -> list[ShardSpec]:
+def plan_shards(listing: Listing, shard_size: int, order: str = "mixed") -> list[ShardSpec]:
     specs = []
     for split in ("train", "test"):
-        keys = listing.split(split)
+        keys = shard_order(listing.split(split), order)
         specs += [ShardSpec(split, i // shard_size, tuple(keys[i:i + shard_size]),
                             tuple(listing.members.get(k) for k in keys[i:i + shard_size]) if listing.members else ())
                   for i in range(0, len(keys), shard_size)]
@@ -217,7 +217,7 @@ def run(cfg: PrepConfig, progress: bool = True, overwrite: bool = False) -> Prep
     listing = list_dataset(cfg.dataset, cfg.root, cfg.partition, cfg.test_fraction, cfg.split, cfg.limit,
                            cfg.subset)
     out = Path(cfg.out)
-    specs = plan_shards(listing, cfg.shard_size)
+    specs = plan_shards(listing, cfg.shard_size, cfg.order)
     centers = in_gamut_centers()
     fp = fingerprint_of(cfg, centers)
     reused, stale = check_output(out, specs, fp, job_of(cfg, listing.root), overwrite)   # reads only

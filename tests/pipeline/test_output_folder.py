@@ -110,14 +110,20 @@ def test_a_killed_first_run_of_another_job_is_refused_by_its_shards_attrs(done, 
     (out / contract.PRIOR).unlink()
     with pytest.raises(OutputConflict, match="this run has knn 3"):
         run(_cfg(root, out, knn=3), progress=False)
-    for p in out.glob("*.h5"):
+    root, old = _photos(tmp_path / "six", n=6), tmp_path / "old"   # 6: the name and hash orders differ
+    run(_cfg(root, old, order="name"), progress=False)  # a killed run of a version that recorded no job (names)
+    (old / contract.MANIFEST).unlink()
+    (old / contract.PRIOR).unlink()
+    for p in old.glob("*.h5"):
         with h5py.File(p, "r+") as h:
             del h.attrs["job"]
-    before = _state(out)
+    before = _state(old)
     with pytest.raises(OutputConflict, match="dataset 'folder' with knn 5; this run has knn 3"):
-        run(_cfg(root, out, knn=3), progress=False)
-    assert _state(out) == before
-    assert run(_cfg(root, out), progress=False).reused == 2       # its own job resumes from them
+        run(_cfg(root, old, knn=3, order="name"), progress=False)
+    with pytest.raises(OutputConflict, match="with order 'name'; this run has order 'mixed'"):
+        run(_cfg(root, old), progress=False)                      # today's default plan is another job
+    assert _state(old) == before
+    assert run(_cfg(root, old, order="name"), progress=False).reused == 3   # its own job resumes from them
 
 
 def test_files_preprocess_did_not_write_are_never_deleted(done, tmp_path):

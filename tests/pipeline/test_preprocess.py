@@ -139,11 +139,11 @@ def test_a_shard_whose_inputs_were_all_skipped_is_recorded(tmp_path):
     root.mkdir()
     (root / "a.jpg").write_bytes(jpeg_bytes(photo()))
     (root / "b.jpg").write_bytes(b"")
-    result = run(_cfg(root, tmp_path / "out", shard_size=1, test_fraction=0.0), progress=False)
+    result = run(_cfg(root, tmp_path / "out", shard_size=1, test_fraction=0.0, order="name"), progress=False)
     manifest = contract.read_manifest(tmp_path / "out")
     assert [(s["file"], s["count"]) for s in manifest["shards"]] == [("train-00000.h5", 1), ("train-00001.h5", 0)]
     assert result.written == 1 and manifest["skipped"] == [{"key": "b.jpg", "reason": "empty: 0 bytes"}]
-    assert run(_cfg(root, tmp_path / "out", shard_size=1, test_fraction=0.0), progress=False).reused == 2
+    assert run(_cfg(root, tmp_path / "out", shard_size=1, test_fraction=0.0, order="name"), progress=False).reused == 2
 
 
 def test_sun_scenes_end_to_end_with_a_listed_but_missing_file(tmp_path):

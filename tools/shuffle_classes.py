@@ -44,7 +44,7 @@ def class_mixing(classes: int, per_class: int, shard_size: int, batch: int, orde
     runs = [len(np.unique(batches[i:i + 100])) for i in range(0, len(batches) - 99, 100)]
     return {"order": order, "classes per batch": round(float(np.mean([len(np.unique(b)) for b in batches])), 1),
             "classes per 100 consecutive batches (min / mean)": f"{min(runs)} / {np.mean(runs):.0f}",
-            "classes in the first 1,000 samples": int(len(np.unique(label[:1000])))}
+            "classes in the first 1,000 samples": len(np.unique(label[:1000]))}
 
 
 def main() -> None:

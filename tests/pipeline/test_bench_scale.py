@@ -3,7 +3,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 from click.testing import CliRunner
 
 from pipeline.bench_scale import make_images

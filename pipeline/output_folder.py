@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 SHARD_NAME = re.compile(r"^(train|test)-\d{5}\.h5$")
 OUR_TMP = re.compile(r"^\.(manifest\.json|prior\.npz|(train|test)-\d{5}\.h5)\.\w+\.tmp$")   # contract.atomic_write's
-PLAN_FIELDS = ("split", "subset", "limit", "shard_size", "partition", "test_fraction", "order")  # which inputs, which file
+PLAN_FIELDS = ("split", "subset", "limit", "shard_size", "partition", "test_fraction", "order")  # inputs per file
 PLAN_DEFAULTS_BEFORE = {"order": "name"}  # plan fields a shard written before they existed was made with
 
 

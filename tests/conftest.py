@@ -10,6 +10,15 @@ sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _listing_cache(tmp_path_factory):
+    """Archive listings go to a cache of the session's own (pipeline.archives), never the user's ~/.cache;
+    set in the environment, so the commands the tests start as subprocesses use it too."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COLORFAST_CACHE", str(tmp_path_factory.mktemp("colorfast_cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_runs(tmp_path_factory):
     """Synthetic shards (2 of 8 images in the test split) and real checkpoints in seconds: {"ce", "l2"} ->

@@ -139,8 +139,8 @@ def main() -> None:
             t0 = time.perf_counter()
             _decode_shard(everything, str(listing.root))
             decode = (time.perf_counter() - t0) / len(everything.keys)
-            print(f"{label:20s} pipeline {1e3 * best:.3f} ms/img, decode-only {1e3 * decode:.3f}: ratio {decode / best:.2f}",
-                  flush=True)
+            print(f"{label:20s} pipeline {1e3 * best:.3f} ms/img, decode-only {1e3 * decode:.3f}: "
+                  f"ratio {decode / best:.2f}", flush=True)
     finally:
         preprocess.encode_image = original
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,6 +1,7 @@
 """Inputs read straight from tar files: the same shards as from the extracted tree, in parallel and resumable."""
 import gzip
 import json
+import os
 import pickle
 import tarfile
 
@@ -199,3 +200,35 @@ def test_tar_members_skips_what_is_not_a_file(tmp_path):
         tar.add(__file__, arcname="./dir/a.py")
     (name, member), = tar_members(str(path))
     assert name == "dir/a.py" and read_member(member) == open(__file__, "rb").read()
+
+
+def test_a_listing_is_read_back_from_the_cache_until_the_archive_changes(tmp_path, monkeypatch):
+    """The second listing of an unchanged tar parses no header (a resumed ImageNet run would spend ~1 min on
+    it); a tar rewritten in place, even to the same size, is listed again; a damaged or unwritable cache
+    changes nothing but the time."""
+    import pipeline.archives as archives
+    monkeypatch.setenv("COLORFAST_CACHE", str(tmp_path / "cache"))
+    outer = tmp_path / "outer.tar"
+    outer.write_bytes(tar_bytes({"n1.tar": tar_bytes({"a.JPEG": b"a" * 700}), "n2.tar": tar_bytes({"b.JPEG": b"b"})}))
+    flat = tmp_path / "flat.tar"
+    flat.write_bytes(tar_bytes({"x.JPEG": b"x" * 10, "y.JPEG": b"y"}))
+    first = (list(nested_tar_members(str(outer))), list(tar_members(str(flat))))
+    assert len(list((tmp_path / "cache" / "archive-listings").glob("*.npz"))) == 2
+
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("parsed the tar again")
+    with monkeypatch.context() as m:
+        m.setattr(archives.tarfile, "open", no_parsing)
+        assert (list(nested_tar_members(str(outer))), list(tar_members(str(flat)))) == first
+
+    before = flat.stat()
+    flat.write_bytes(tar_bytes({"x.JPEG": b"z" * 10, "w.JPEG": b"w"}))          # same size, other members
+    os.utime(flat, ns=(before.st_atime_ns, before.st_mtime_ns))                # within the clock's granularity
+    assert flat.stat().st_size == before.st_size and flat.stat().st_ino == before.st_ino
+    assert [(n, read_member(m)) for n, m in tar_members(str(flat))] == [("x.JPEG", b"z" * 10), ("w.JPEG", b"w")]
+
+    for entry in (tmp_path / "cache" / "archive-listings").glob("*.npz"):
+        entry.write_bytes(b"damaged")
+    assert list(nested_tar_members(str(outer))) == first[0]
+    monkeypatch.setenv("COLORFAST_CACHE", str(flat))                          # a file: no cache can be made
+    assert list(nested_tar_members(str(outer))) == first[0]

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.archives import ArchiveError, Member, nested_tar_members, tar_members
+from pipeline.archives import ArchiveError, Member, ZipMember, nested_tar_members, tar_members, zip_members
 from pipeline.registry import Registry
 
 DATASETS = Registry("dataset")
@@ -44,7 +44,7 @@ class Listing:
     name: str
     root: Path
     items: tuple[tuple[str, str], ...]        # (key, split), sorted by split then key
-    members: Mapping[str, Member] = field(default_factory=dict)   # key -> its bytes in a tar; others: root/key
+    members: Mapping[str, Member | ZipMember] = field(default_factory=dict)  # key -> its bytes in an archive
 
     def split(self, name: str) -> list[str]:
         return [k for k, s in self.items if s == name]
@@ -274,15 +274,22 @@ def places365(root: str = "", partition: int = 1, test_fraction: float = 0.1) ->
 
 @DATASETS.register
 def coco(root: str = "", partition: int = 1, test_fraction: float = 0.1) -> Listing:
-    """COCO 2017 images: train2017/ and val2017/ (the test split), unzipped. Labels are not needed."""
+    """COCO 2017 images: train2017/ and val2017/ (the test split), or train2017.zip / val2017.zip as downloaded,
+    read in place under the same keys (train2017/000000000009.jpg). A folder wins over its zip. Labels are not
+    needed."""
     path = _need_root("coco", root)
-    items = [(f"{folder}/{k}", split) for folder, split in (("train2017", "train"), ("val2017", "test"))
-             if (path / folder).is_dir() for k in _image_files(path / folder)]
+    items, members = [], {}
+    for folder, split in (("train2017", "train"), ("val2017", "test")):
+        if (path / folder).is_dir():
+            items += [(f"{folder}/{k}", split) for k in _image_files(path / folder)]
+        elif (path / f"{folder}.zip").is_file():
+            found = {name: m for name, m in zip_members(str(path / f"{folder}.zip"))
+                     if name.startswith(folder + "/") and _is_image(name)}
+            members.update(found)
+            items += [(key, split) for key in found]
     if not items:
-        zips = [z for z in ("train2017.zip", "val2017.zip") if (path / z).is_file()]
-        hint = f" (unzip {' and '.join(zips)} there: zip archives are not read in place)" if zips else ""
-        raise DatasetError(f"--root {root}: no images in train2017/ or val2017/{hint}")
-    return Listing("coco", path, tuple(sorted(items)))
+        raise DatasetError(f"--root {root}: no images in train2017/ or val2017/ (or train2017.zip, val2017.zip)")
+    return Listing("coco", path, tuple(sorted(items)), members)
 
 
 def _split_of_tar(rel: str) -> str | None:

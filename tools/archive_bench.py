@@ -1,13 +1,13 @@
-"""Preprocessing from ImageNet-shaped tars against the extracted tree, and the cost of listing a tar.
+"""Preprocessing from archives (ImageNet-shaped tars, a COCO zip) against the extracted files; listing a tar.
 
     python tools/archive_bench.py [N_IMAGES] [JOBS]        (defaults 768 and 2)
 
 Writes N 500x375 JPEGs (pipeline.bench.synth_jpegs) as train/nXXXXXXXX/*.JPEG, the same as a nested
 ILSVRC2012_img_train.tar, preprocesses both (after a warm-up run that starts the worker pool; alternating, 3 times
-each, fresh output folders) and prints img/s of each and their ratio; then lists a nested tar of 50 classes x
-1,300 members (the headers only) and prints the microseconds per member, and what that makes for ImageNet's
-1,281,167 training images, the first time and again from the cached listing (pipeline.archives, kept in a
-temporary cache here). One JSON line at the end.
+each, fresh output folders) and prints img/s of each and their ratio; the same for COCO's train2017.zip (deflated,
+read in place) against its unzipped folder; then lists a nested tar of 50 classes x 1,300 members (the headers only)
+and prints the microseconds per member, and what that makes for ImageNet's 1,281,167 training images, the first time
+and again from the cached listing (pipeline.archives, kept in a temporary cache here). One JSON line at the end.
 """
 import io
 import json
@@ -17,6 +17,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -75,6 +76,20 @@ def main(n: int, jobs: int) -> dict:
                 r = run(PrepConfig(dataset="imagenet", root=str(root), out_dir=str(out), jobs=jobs), progress=False)
                 rates[side].append(r.seen / (time.perf_counter() - t))
                 shutil.rmtree(out)
+        coco_tree, coco_zip = work / "coco_tree", work / "coco_zip"           # COCO's layout: train2017.zip, deflated
+        coco_zip.mkdir()
+        with zipfile.ZipFile(coco_zip / "train2017.zip", "w", compression=zipfile.ZIP_DEFLATED) as z:
+            for i, f in enumerate(sorted(src.rglob("*.jpg"))):
+                (coco_tree / "train2017").mkdir(parents=True, exist_ok=True)
+                (coco_tree / "train2017" / f"{i:012d}.jpg").write_bytes(f.read_bytes())
+                z.write(f, f"train2017/{i:012d}.jpg")
+        for rep in range(3):
+            for side, root in (("coco_tree", coco_tree), ("coco_zip", coco_zip)):
+                out = work / f"out_{side}_{rep}"
+                t = time.perf_counter()
+                r = run(PrepConfig(dataset="coco", root=str(root), out_dir=str(out), jobs=jobs), progress=False)
+                rates.setdefault(side, []).append(r.seen / (time.perf_counter() - t))
+                shutil.rmtree(out)
         t = time.perf_counter()
         listed = len(list_dataset("imagenet", str(tars)).items)
         list_small = time.perf_counter() - t
@@ -90,6 +105,9 @@ def main(n: int, jobs: int) -> dict:
         tree_rate, tar_rate = max(rates["tree"]), max(rates["tars"])
         return {"images": n, "jobs": jobs, "tree_img_s": [round(x, 1) for x in rates["tree"]],
                 "tars_img_s": [round(x, 1) for x in rates["tars"]], "tars_over_tree": round(tar_rate / tree_rate, 3),
+                "coco_tree_img_s": [round(x, 1) for x in rates["coco_tree"]],
+                "coco_zip_img_s": [round(x, 1) for x in rates["coco_zip"]],
+                "zip_over_tree": round(max(rates["coco_zip"]) / max(rates["coco_tree"]), 3),
                 "list_s": round(list_small, 3), "listed": listed, "list_us_per_member": round(per_member * 1e6, 1),
                 "imagenet_train_list_s": round(per_member * IMAGENET_TRAIN, 1),
                 "list_cached_us_per_member": round(per_member_cached * 1e6, 2),

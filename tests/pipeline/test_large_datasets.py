@@ -1,5 +1,6 @@
 """ImageNet, Places365 and COCO layouts as distributed, ImageNet's evaluation subsets and their resource."""
 import hashlib
+import zipfile
 
 import pytest
 from click.testing import CliRunner
@@ -156,10 +157,51 @@ def test_coco_train2017_and_val2017(tmp_path):
     with pytest.raises(DatasetError, match="no images in train2017"):
         list_dataset("coco", str(tmp_path))
     (tmp_path / "val2017.zip").write_bytes(b"PK")
-    with pytest.raises(DatasetError, match="unzip val2017.zip"):
+    with pytest.raises(DatasetError, match="val2017.zip: not a readable zip file"):
         list_dataset("coco", str(tmp_path))
+    (tmp_path / "val2017.zip").unlink()
     _touch(tmp_path, "train2017/000000000009.jpg", "train2017/000000000025.jpg", "val2017/000000000139.jpg",
            "annotations/instances_val2017.json")
     listing = list_dataset("coco", str(tmp_path))
     assert listing.split("train") == ["train2017/000000000009.jpg", "train2017/000000000025.jpg"]
     assert listing.split("test") == ["val2017/000000000139.jpg"]
+
+
+def _coco_zips(folder, files, method):
+    folder.mkdir(parents=True, exist_ok=True)
+    for part in ("train2017", "val2017"):
+        with zipfile.ZipFile(folder / f"{part}.zip", "w", compression=method) as z:
+            z.writestr(f"{part}/", b"")                                      # the folder entry `zip -r` writes
+            for key, payload in files.items():
+                if key.startswith(part + "/"):
+                    z.writestr(key, payload)
+    return folder
+
+
+def test_coco_zips_read_in_place_give_the_shards_of_the_unzipped_folders(tmp_path):
+    """COCO ships train2017.zip and val2017.zip; read in place, stored or deflated, they give the same shards as
+    the unzipped folders, and a damaged entry is a recorded skip, not a crash."""
+    files = {f"train2017/{i:012d}.jpg": _image(i) for i in range(5)}
+    files.update({f"val2017/{i:012d}.jpg": _image(i) for i in range(5, 8)})
+    tree = write_tree(tmp_path / "tree", files)
+    cfg = dict(dataset="coco", size=64, min_side=32, shard_size=2, jobs=2)
+    run(PrepConfig(root=str(tree), out_dir=str(tmp_path / "from_tree"), **cfg), progress=False)
+    expected = shard_contents(tmp_path / "from_tree")
+    assert expected[1]["counts"]["written"] == 8
+    for method in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        zips = _coco_zips(tmp_path / f"zips{method}", files, method)
+        listing = list_dataset("coco", str(zips))
+        assert set(listing.members) == set(files) == {k for k, _ in listing.items}
+        run(PrepConfig(root=str(zips), out_dir=str(tmp_path / f"out{method}"), **cfg), progress=False)
+        assert_same(expected, shard_contents(tmp_path / f"out{method}"))
+
+    zips = tmp_path / f"zips{zipfile.ZIP_DEFLATED}"
+    key, member = sorted(list_dataset("coco", str(zips)).members.items())[0]
+    data = bytearray((zips / "train2017.zip").read_bytes())
+    start = member.header + 30 + len(key)                     # writestr adds no extra field
+    data[start + 10:start + 20] = bytes(10)                   # zeroes inside its deflated bytes
+    (zips / "train2017.zip").write_bytes(bytes(data))
+    result = run(PrepConfig(root=str(zips), out_dir=str(tmp_path / "damaged"), **cfg), progress=False)
+    skipped = contract.read_manifest(tmp_path / "damaged")["skipped"]
+    assert result.written == 7 and [s["key"] for s in skipped] == [key]
+    assert skipped[0]["reason"].startswith("undecodable: ") and "train2017.zip" in skipped[0]["reason"]

@@ -97,14 +97,14 @@ def prior_plot(data, out):
 @click.option("--shallow", is_flag=True, help="Metadata, counts and prior only; skip reading every chunk.")
 def verify(folder, shallow):
     """Check a shard FOLDER against its manifest: counts, checksums, shapes, prior. Exit 1 on problems."""
-    from pipeline import contract
-    problems = contract.verify_folder(folder, deep=not shallow, progress=True)
+    from pipeline.verify import describe_folder, repair_advice, verify_folder
+    problems = verify_folder(folder, deep=not shallow, progress=True)
     if problems:
         for p in problems:
             click.echo(p, err=True)
         raise click.ClickException(f"{folder}: {len(problems)} problem(s). "
-                                   f"{contract.repair_advice(folder, problems)}")
-    click.echo(f"ok: {contract.describe_folder(folder)}, "
+                                   f"{repair_advice(folder, problems)}")
+    click.echo(f"ok: {describe_folder(folder)}, "
                f"{'metadata only' if shallow else 'every chunk checksummed'}")
 
 

@@ -130,7 +130,8 @@ def steady_rate(folder) -> float | None:
 
 def bench_verify(folder) -> dict:
     """`cli.py verify` (deep: every chunk's checksum) over the folder; it must pass and stream in flat memory."""
-    from pipeline.contract import read_manifest, verify_folder
+    from pipeline.contract import read_manifest
+    from pipeline.verify import verify_folder
     with PeakRSS() as mem:
         t = time.perf_counter()
         problems = verify_folder(folder)

@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from pipeline import contract
+from pipeline.verify import verify_folder
 from trainer import checkpoint, dist, schedule, stop
 from trainer.config import FitConfig, FitError
 from trainer.ema import EMA
@@ -113,7 +114,7 @@ def _check_data(cfg: FitConfig, info: dist.DistInfo, device) -> None:
     problems = []
     # quick by default: every chunk's fletcher32 is also checked when the loader reads it, naming file and key
     if info.is_primary and cfg.verify != "off":
-        problems = contract.verify_folder(cfg.data, deep=cfg.verify == "deep")
+        problems = verify_folder(cfg.data, deep=cfg.verify == "deep")
     if dist.any_rank(bool(problems), info, device):
         shown = "\n  ".join(problems[:10]) or "(see rank 0)"
         raise FitError(f"{cfg.data} failed verification; run `cli.py verify {cfg.data}` and preprocess again:\n  {shown}")

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from cli import cli
 from hostile_files import jpeg_bytes, photo
-from pipeline import contract
+from pipeline import contract, verify
 from pipeline.config import PrepConfig
 from pipeline.datasets import hash_split
 from pipeline.output_folder import OutputConflict
@@ -65,7 +65,7 @@ def test_another_dataset_is_refused_before_anything_is_touched_then_overwrite_re
 
     r = CliRunner().invoke(cli, [*args, "--overwrite"])
     assert r.exit_code == 0, r.output
-    assert contract.read_manifest(out)["dataset"] == "sample" and contract.verify_folder(out) == []
+    assert contract.read_manifest(out)["dataset"] == "sample" and verify.verify_folder(out) == []
 
 
 @pytest.mark.parametrize("change, message", [
@@ -83,7 +83,7 @@ def test_another_root_config_or_plan_is_refused(done, tmp_path, change, message)
     assert message.format(a=root.resolve(), b=(tmp_path / "b").resolve()) in str(e.value), str(e.value)
     assert _state(out) == before
     result = run(cfg, progress=False, overwrite=True)
-    assert result.removed >= 1 and contract.verify_folder(out) == []
+    assert result.removed >= 1 and verify.verify_folder(out) == []
     assert result.reused == 0 or cfg.root == str(root)          # the same keys under another root: other images
     assert contract.read_manifest(out)["config"] == cfg.as_dict()
 
@@ -99,7 +99,7 @@ def test_what_replaces_nothing_of_another_job_goes_ahead(done):
     assert wider.reused == more.shards and wider.shards > more.shards
     (root / "9.jpg").write_bytes(jpeg_bytes(photo("coffee", 80, 96)))      # the dataset grew: same job
     grown = run(_cfg(root, out, test_fraction=0.5), progress=False)
-    assert grown.written == 5 and contract.verify_folder(out) == []
+    assert grown.written == 5 and verify.verify_folder(out) == []
 
 
 def test_a_killed_first_run_of_another_job_is_refused_by_its_shards_attrs(done, tmp_path):
@@ -169,9 +169,9 @@ def test_a_damaged_manifest_or_prior_beside_its_shards_is_rebuilt_by_the_rerun_v
     data = bytearray((out / contract.PRIOR).read_bytes())
     data[len(data) // 2] ^= 0xFF
     (out / contract.PRIOR).write_bytes(bytes(data))
-    assert contract.verify_folder(out)
+    assert verify.verify_folder(out)
     assert run(_cfg(root, out), progress=False).reused == 2
-    assert contract.verify_folder(out) == []
+    assert verify.verify_folder(out) == []
 
 
 def test_a_folder_of_grayscale_photos_fails_like_an_empty_one(tmp_path):
@@ -208,7 +208,7 @@ def test_a_train_split_without_colour_fails_even_when_the_test_split_has_some(tm
     assert not (tmp_path / "out" / contract.MANIFEST).exists()
     only_test = run(_cfg(root, tmp_path / "out", dataset="sun_scenes", split="test"), progress=False,
                     overwrite=True)
-    assert only_test.splits == {"train": 0, "test": 2} and contract.verify_folder(tmp_path / "out") == []
+    assert only_test.splits == {"train": 0, "test": 2} and verify.verify_folder(tmp_path / "out") == []
 
     (root / "Training_01.txt").write_text("")                       # nothing listed for training at all
     with pytest.raises(NothingToTrainOn, match="the train split lists no input"):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hostile_files import SHARED, jpeg_bytes, photo, write_hostile
-from pipeline import contract
+from pipeline import contract, verify
 from pipeline.config import PrepConfig
 from pipeline.output_folder import OutputConflict
 from pipeline.preprocess import run
@@ -81,7 +81,7 @@ def test_hostile_folder_every_input_written_or_skipped_with_its_reason(tmp_path)
     prior = contract.Prior.load(tmp_path / "out" / contract.PRIOR)
     assert abs(prior.prob.sum() - 1) < 1e-6 and abs((prior.prob * prior.weights).sum() - 1) < 1e-6
     assert prior.counts.sum() == 8 * 8 * sum(s["count"] for s in manifest["shards"] if s["split"] == "train")
-    assert contract.verify_folder(tmp_path / "out") == []
+    assert verify.verify_folder(tmp_path / "out") == []
 
 
 def test_outside_checker_accepts_the_shards(tmp_path):
@@ -131,7 +131,7 @@ def test_jobs_backend_and_resume_do_not_change_the_result(tmp_path):
     only_test = run(_cfg(root, tmp_path / "two", knn=3, split="test"), progress=False, overwrite=True)
     assert only_test.removed > 0 and "removed" in only_test.summary()
     assert not list((tmp_path / "two").glob("train-*.h5")) and "uniform prior" in only_test.prior_note
-    assert contract.verify_folder(tmp_path / "two") == []
+    assert verify.verify_folder(tmp_path / "two") == []
 
 
 def test_a_shard_whose_inputs_were_all_skipped_is_recorded(tmp_path):

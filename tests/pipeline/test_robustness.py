@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pipeline import contract
+from pipeline import contract, verify
 from pipeline.bench_scale import make_images
 from pipeline.config import PrepConfig
 
@@ -62,7 +62,7 @@ def _manifest_sans_run_details(folder):
 
 
 def assert_same_output(got: Path, want: Path):
-    assert contract.verify_folder(got) == []
+    assert verify.verify_folder(got) == []
     assert _manifest_sans_run_details(got) == _manifest_sans_run_details(want)
     names = sorted(p.name for p in want.glob("*.h5"))
     assert sorted(p.name for p in got.glob("*.h5")) == names
@@ -112,11 +112,11 @@ def test_sigkill_then_rerun_equals_clean_run(cfg, reference, tmp_path):
     shards = sorted(out.glob("*.h5"))
     assert 1 <= len(shards) < N_IMAGES // SHARD
     assert not (out / contract.MANIFEST).exists()              # so nothing downstream takes it as complete
-    problems = contract.verify_folder(out)
+    problems = verify.verify_folder(out)
     assert problems and "no readable manifest" in problems[0]
     for p in shards:                                            # what survived a SIGKILL is complete and intact
         with contract.open_shard(p) as sh:
-            assert len(sh) == SHARD and contract._shard_data_problems(sh, sh.keys(), None) == []
+            assert len(sh) == SHARD and verify._shard_data_problems(sh, sh.keys(), None) == []
     # whether or not the kill caught a write in flight, leave the worst debris a crash can: a half-written
     # temporary shard. It must be ignored, and cleaned by the rerun.
     (out / ".train-00001.h5.k1ll3d.tmp").write_bytes(shards[0].read_bytes()[:5000])
@@ -164,7 +164,7 @@ def test_disk_full_is_a_clear_error_and_the_rerun_resumes(cfg, reference, tmp_pa
     assert sorted(p.name for p in out.iterdir()) == ["train-00000.h5", "train-00001.h5", "train-00002.h5"]
     for p in out.iterdir():                                  # the three shards finished before the failure
         with contract.open_shard(p) as sh:
-            assert contract._shard_data_problems(sh, sh.keys(), None) == []
+            assert verify._shard_data_problems(sh, sh.keys(), None) == []
     monkeypatch.undo()
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0 and "(3 reused from an earlier run)" in r.output, r.output
@@ -196,7 +196,7 @@ def test_real_enospc_on_a_small_tmpfs(cfg, reference, tmp_path):
         assert kept and not [p for p in out.iterdir() if p.name.endswith(".tmp")]
         for p in kept:
             with contract.open_shard(p) as sh:
-                assert contract._shard_data_problems(sh, sh.keys(), None) == []
+                assert verify._shard_data_problems(sh, sh.keys(), None) == []
         subprocess.run(["mount", "-o", "remount,size=16m", str(disk)], check=True)     # space freed
         r = subprocess.run(_command(cfg, out), capture_output=True, text=True, timeout=300)
         assert r.returncode == 0 and f"({len(kept)} reused" in r.stdout, r.stderr[-3000:]

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from cli import cli
 from hostile_files import jpeg_bytes, photo
-from pipeline import contract
+from pipeline import contract, verify
 from pipeline.datasets import Listing, list_dataset
 from pipeline.preprocess import plan_shards
 from trainer.data import EpochSampler
@@ -72,7 +72,7 @@ def test_preprocess_writes_mixed_shards_by_default_and_name_order_on_request(tmp
                 "--shard-size", "4", "--jobs", "1"] + (["--order", order] if order == "name" else [])
         r = CliRunner().invoke(cli, args)
         assert r.exit_code == 0, r.output
-        assert contract.verify_folder(out) == []
+        assert verify.verify_folder(out) == []
         keys[order] = []
         for path in contract.shard_paths(out, "train"):
             with contract.open_shard(path) as shard:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pipeline import contract
+from pipeline import contract, verify
 from pipeline.prior import build_prior
 
 Q = 12
@@ -63,8 +63,8 @@ def _flip_bytes_in_chunk(path, dataset, sample):
 
 
 def test_good_folder_passes_and_cli_says_ok(folder):
-    assert contract.verify_folder(folder) == []
-    contract.require_verified(folder)
+    assert verify.verify_folder(folder) == []
+    verify.require_verified(folder)
     from cli import cli
     r = CliRunner().invoke(cli, ["verify", str(folder)])
     assert r.exit_code == 0, r.output
@@ -73,13 +73,13 @@ def test_good_folder_passes_and_cli_says_ok(folder):
 
 def test_flipped_bytes_in_a_chunk_are_a_checksum_error_naming_file_and_sample(folder):
     _flip_bytes_in_chunk(folder / "train-00000.h5", "L", 3)
-    problems = contract.verify_folder(folder)
+    problems = verify.verify_folder(folder)
     assert len(problems) == 1, problems
     assert "train-00000.h5" in problems[0] and "checksum" in problems[0]
     assert "L sample 3" in problems[0] and "train/img_3.jpg" in problems[0]
-    assert contract.verify_folder(folder, deep=False) == []       # metadata alone cannot see it
+    assert verify.verify_folder(folder, deep=False) == []       # metadata alone cannot see it
     with pytest.raises(contract.ShardFormatError, match="train-00000.h5"):
-        contract.require_verified(folder)
+        verify.require_verified(folder)
     from cli import cli
     r = CliRunner().invoke(cli, ["verify", str(folder)])
     assert r.exit_code == 1 and "checksum" in r.output and "Traceback" not in r.output
@@ -87,14 +87,14 @@ def test_flipped_bytes_in_a_chunk_are_a_checksum_error_naming_file_and_sample(fo
 
 def test_missing_shard_is_named(folder):
     (folder / "test-00000.h5").unlink()
-    problems = contract.verify_folder(folder)
+    problems = verify.verify_folder(folder)
     assert problems == [f"{folder / 'test-00000.h5'}: listed in manifest.json but missing"]
 
 
 def test_truncated_shard_is_named(folder):
     p = folder / "test-00000.h5"
     p.write_bytes(p.read_bytes()[:3000])
-    problems = contract.verify_folder(folder)
+    problems = verify.verify_folder(folder)
     assert len(problems) == 1 and "test-00000.h5" in problems[0] and "not a readable HDF5" in problems[0]
 
 
@@ -107,13 +107,13 @@ def test_truncated_shard_is_named(folder):
 ])
 def test_manifest_count_edits_are_named(folder, edit, message):
     _edit_manifest(folder, edit)
-    problems = contract.verify_folder(folder)
+    problems = verify.verify_folder(folder)
     assert any(message in p for p in problems), problems
 
 
 def test_unreadable_manifest(folder):
     (folder / contract.MANIFEST).write_text("{not json")
-    problems = contract.verify_folder(folder)
+    problems = verify.verify_folder(folder)
     assert len(problems) == 1 and "manifest.json" in problems[0] and "preprocess" in problems[0]
 
 
@@ -127,7 +127,7 @@ def test_unreadable_manifest(folder):
 def test_inconsistent_prior_is_named(folder, change, message):
     from dataclasses import replace
     replace(contract.Prior.load(folder / contract.PRIOR), **change).save(folder / contract.PRIOR)
-    problems = contract.verify_folder(folder)
+    problems = verify.verify_folder(folder)
     assert problems and all(p.startswith(str(folder / contract.PRIOR)) for p in problems), problems
     assert any(message in p for p in problems), problems
 
@@ -140,18 +140,18 @@ def test_prob_must_be_the_smoothed_prior_of_counts(folder):
     raw = prior.counts / prior.counts.sum()
     replace(prior, prob=raw, weights=contract.rebalancing_weights(raw, prior.lam)).save(folder / contract.PRIOR)
     for deep in (True, False):
-        problems = contract.verify_folder(folder, deep=deep)
+        problems = verify.verify_folder(folder, deep=deep)
         assert len(problems) == 1 and problems[0].startswith(str(folder / contract.PRIOR)), problems
         assert "not the smoothed prior of these counts" in problems[0]
     replace(prior, sigma=3.0).save(folder / contract.PRIOR)          # smoothed, but with another width
-    assert any("sigma 3" in p for p in contract.verify_folder(folder))
+    assert any("sigma 3" in p for p in verify.verify_folder(folder))
     replace(prior, prob=prior.prob.astype(np.float32)).save(folder / contract.PRIOR)   # float rounding is fine
-    assert contract.verify_folder(folder) == []
+    assert verify.verify_folder(folder) == []
 
 
 def test_unreadable_prior(folder):
     (folder / contract.PRIOR).write_bytes(b"garbage")
-    problems = contract.verify_folder(folder)
+    problems = verify.verify_folder(folder)
     assert len(problems) == 1 and "prior.npz" in problems[0] and "not a readable prior" in problems[0]
 
 
@@ -160,7 +160,7 @@ def test_bad_values_are_named(folder, tmp_path):
     arr["nn_idx"][2, 0, 0, 0] = Q                      # one index past the prior's bins
     arr["nn_w"][1, :, 1, 1] = np.float16(0.5)          # K = 3 weights summing to 1.5
     contract.write_shard(folder / "test-00000.h5", **arr)
-    problems = contract.verify_folder(folder)
+    problems = verify.verify_folder(folder)
     assert len(problems) == 2 and all("test-00000.h5" in p for p in problems), problems
     assert any("nn_idx" in p and f"Q = {Q}" in p for p in problems)
     assert any("nn_w" in p and "sum to 1" in p for p in problems)
@@ -168,15 +168,15 @@ def test_bad_values_are_named(folder, tmp_path):
 
 def test_stray_h5_is_a_problem_but_a_temp_file_is_not_a_shard(folder):
     (folder / ".train-00001.h5.abc123.tmp").write_bytes(b"half a shard")   # what a killed atomic_write leaves
-    assert contract.verify_folder(folder) == []
+    assert verify.verify_folder(folder) == []
     contract.write_shard(folder / "train-00001.h5", **_shard_arrays(2, seed=5, prefix="other"))
-    problems = contract.verify_folder(folder)
+    problems = verify.verify_folder(folder)
     assert len(problems) == 1 and "train-00001.h5" in problems[0] and "not listed" in problems[0]
 
 
 def test_duplicate_keys_across_shards(folder):
     contract.write_shard(folder / "test-00000.h5", **_shard_arrays(3, seed=1, prefix="train"))
-    problems = contract.verify_folder(folder)
+    problems = verify.verify_folder(folder)
     assert any("test-00000.h5" in p and "also stored in train-00000.h5" in p for p in problems), problems
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
-from pipeline import contract
+from pipeline import contract, verify
 from trainer.data import EpochSampler, ShardDataset, make_loader
 
 S, T, K = 32, 8, 3
@@ -159,7 +159,7 @@ def test_crop_larger_than_the_shards_is_refused(coded):
 
 
 def test_synthetic_shards_used_by_tests_and_benches_pass_verification(shards):
-    assert contract.verify_folder(shards, deep=True) == []
+    assert verify.verify_folder(shards, deep=True) == []
     assert len(ShardDataset(shards, "train", crop=32)) == 48 and len(ShardDataset(shards, "test", crop=32)) == 8
 
 

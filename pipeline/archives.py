@@ -15,11 +15,12 @@ header and its stored or deflated bytes, which a worker reads with two preads, i
 against the CRC-32 the zip records. zipfile itself would do the same through a ZipFile per worker that parses
 the central directory (118 k entries for COCO) again in every process.
 
-Listing a tar parses every header in Python (~30-50 us a member: ~1 min for ImageNet's 1.28 M on two cores), so it
-shows progress, and a listing is kept in the user's cache (`listing_cache_dir()`: by default
-~/.cache/colorfast/archive-listings), keyed by the archive's path, size, mtime, inode and both ends: a resumed
-or repeated run reads it back in about a second, and a changed archive is listed again. The cache is only a shortcut: an
-unwritable or damaged one is ignored.
+Listing a tar parses every header in Python (16-50 us a member: ~20-60 s for ImageNet's 1.28 M on two cores),
+so it shows progress, and a listing is kept in the user's cache (`listing_cache_dir()`: by default
+~/.cache/colorfast/archive-listings, one small file per archive, never evicted: delete the folder to reclaim it),
+keyed by the archive's path, size, mtime, inode and both ends: a resumed or repeated run reads it back in about a
+second, and a changed archive is listed again. The cache is only a shortcut: an unwritable or damaged one is
+ignored.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ ENDS = 64 * 1024                 # bytes at each end of an archive that its cach
 
 
 class ArchiveError(ValueError):
-    """A file that should be an uncompressed tar is not one (compressed, truncated, not a tar)."""
+    """A file that should be an uncompressed tar or a zip is not one (compressed, truncated, another format)."""
 
 
 class Member(NamedTuple):

@@ -1,7 +1,8 @@
 """On-disk format of a shard folder (DESIGN.md, "Data contract").
 
 The only pipeline module that trainer/ reads shards through (pipeline/verify.py, which checks a folder against
-this contract, is the other one it imports), so it needs nothing beyond numpy, h5py and the standard library. A folder holds `manifest.json`, `prior.npz` and shard files `*.h5` with the datasets
+this contract, is the other one it imports), so it needs nothing beyond numpy, h5py and the standard library.
+A folder holds `manifest.json`, `prior.npz` and shard files `*.h5` with the datasets
 
     L       uint8   (N, S, S)            L* = value * L_SCALE
     ab      float16 (N, 2, S/4, S/4)     ground-truth ab at target resolution (area-averaged)

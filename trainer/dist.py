@@ -75,6 +75,16 @@ def any_rank_now(flag: bool, info: DistInfo) -> bool:
     return bool(t.item())
 
 
+def gather_objects(obj, info: DistInfo) -> list:
+    """obj of every rank, in rank order, on every rank: a pickled all-gather over the CPU group (gloo), for the
+    rare report that must name another rank's data (a non-finite loss), never per step."""
+    if not info.enabled:
+        return [obj]
+    out = [None] * info.world_size
+    dist.all_gather_object(out, obj, group=_CONTROL)
+    return out
+
+
 def device_min(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """The minimum of t over every rank, computed where t lives (on a GPU: an NCCL all-reduce queued on the
     stream, no host sync). t itself in one process."""

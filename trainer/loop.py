@@ -104,9 +104,17 @@ def bin_remap(model: ColorNet, prior: contract.Prior) -> torch.Tensor | None:
         raise FitError(str(e)) from None
 
 
-def _non_finite(row: dict, keys: list) -> NonFiniteLoss:
-    where = f"batch keys {keys}" if row["finite"] < 1 else "another rank's batch"
-    return NonFiniteLoss(f"non-finite loss ({row['loss']}) at step {row['step']}, {where}; the step was not applied "
+def _non_finite(step: int, reports: list[tuple[int, float, float, list]]) -> NonFiniteLoss:
+    """reports: (rank, 1.0 if its loss was finite, its loss, its batch keys) of every rank, for the skipped step.
+    Under torchrun the rank whose batch failed is named, whichever rank prints."""
+    bad = [(rank, loss, keys) for rank, finite, loss, keys in reports if finite < 1] \
+        or [(rank, loss, keys) for rank, _, loss, keys in reports]          # (every rank skipped it: all agree)
+    if len(reports) == 1:
+        where = f"batch keys {bad[0][2]}"
+    else:
+        where = "; ".join(f"rank {rank}'s batch, keys {keys}" for rank, _, keys in bad)
+    losses = ", ".join(str(loss) for _, loss, _ in bad)
+    return NonFiniteLoss(f"non-finite loss ({losses}) at step {step}, {where}; the step was not applied "
                          f"and no checkpoint was written for it")
 
 
@@ -239,7 +247,8 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
                                       **{k: r[k] for k in HOST_FIELDS[2:]}}) + "\n")
                 board.scalars(r["step"], {**terms, "lr": r["lr"]}, prefix="train/")
         if bad is not None:
-            raise _non_finite(rows[bad], rows[bad]["keys"])
+            r = rows[bad]
+            raise _non_finite(r["step"], dist.gather_objects((info.rank, r["finite"], r["loss"], list(r["keys"])), info))
         if rows:
             bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}", epoch=rows[-1]["epoch"])
 

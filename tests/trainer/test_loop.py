@@ -114,6 +114,34 @@ def test_two_process_gloo_run_logs_once_and_saves(shards, tmp_path):
     assert res.stdout.count("run: ") == 1, res.stdout                # printed by rank 0 only
 
 
+def test_a_nan_in_rank_1s_batch_is_named_with_its_rank_and_keys_by_every_rank(shards, tmp_path):
+    """Under torchrun the skipped step's report is gathered from every rank, so rank 0 (and the log a user
+    reads first) names rank 1's batch and the sample in it, not "another rank's batch"."""
+    import shutil
+
+    import h5py
+    from trainer.data import EpochSampler, ShardDataset
+    data = Path(shutil.copytree(shards, tmp_path / "data"))
+    ds = ShardDataset(data, "train", crop=32, flip=True, seed=5)
+    first = int(EpochSampler(ds, num_replicas=2, rank=1, seed=5).order(0)[0])     # rank 1's first sample
+    shard = int(np.searchsorted(ds.starts, first, side="right") - 1)
+    path, row = ds.paths[shard], first - int(ds.starts[shard])
+    ds.close()
+    with h5py.File(path, "r+") as h:
+        nn_w = h["nn_w"][row]
+        h["nn_w"][row] = np.full_like(nn_w, np.nan)
+        key = h["key"][row].decode()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "cli.py", "fit",
+           "--data", str(data), "--out", str(tmp_path / "run"), "--model", "tiny", "--crop", "32", "--batch-size",
+           "2", "--steps", "3", "--workers", "0", "--device", "cpu", "--seed", "5", "--verify", "off"]
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=150)
+    assert res.returncode != 0
+    reports = [ln for ln in (res.stdout + res.stderr).splitlines() if "non-finite loss (nan) at step 1" in ln]
+    assert reports and all(f"rank 1's batch, keys [" in ln and repr(key) in ln for ln in reports), res.stderr[-3000:]
+    assert "another rank" not in res.stdout + res.stderr
+
+
 @pytest.mark.parametrize("args", [["fit"], ["bench", "step"], ["bench", "loader"], ["bench", "epoch"]])
 def test_help(args):
     res = CliRunner().invoke(cli, [*args, "--help"])

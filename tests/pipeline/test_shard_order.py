@@ -82,3 +82,19 @@ def test_preprocess_writes_mixed_shards_by_default_and_name_order_on_request(tmp
     mixed = [k for ks in keys["mixed"] for k in ks]
     assert sorted(mixed) == listed and mixed != listed
     assert sum(len(_classes(ks)) for ks in keys["mixed"]) > sum(len(_classes(ks)) for ks in keys["name"])
+
+
+def test_a_larger_limit_reuses_the_shards_of_a_smaller_one(tmp_path):
+    """--limit keeps the keys first in the same hash order, so in mixed order a limited run's shards are the
+    first shards of a larger one: growing --limit resumes instead of starting over."""
+    from pipeline.config import PrepConfig
+    from pipeline.preprocess import run
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(12):
+        (root / f"{i:02d}.jpg").write_bytes(jpeg_bytes(photo(NAMES[i % 4], 48 + 2 * i, 40)))
+    cfg = dict(dataset="folder", root=str(root), out_dir=str(tmp_path / "out"), size=32, min_side=16, shard_size=2,
+               jobs=1, test_fraction=0.0)
+    assert run(PrepConfig(limit=6, **cfg), progress=False).written == 6
+    grown = run(PrepConfig(limit=12, **cfg), progress=False, overwrite=True)   # another --limit: another job
+    assert grown.reused == 3 and grown.written == 12          # 3 of its 6 shards came from the first run

@@ -4,7 +4,7 @@ A folder belongs to a job: the dataset root, the encoding config (cfg.encoding()
 inputs go in which shard file), recorded in every shard's attrs ("job") and in manifest.json. A run
 - reuses the planned shard files that are complete for its spec and were made from the same root;
 - replaces or deletes the other shard files only if they are its own job's (a damaged shard, a dataset that grew,
-  a new bin set), or with `overwrite` another job's; lam is not part of the job (only prior.npz depends on it,
+  a larger --limit, a new bin set), or with `overwrite` another job's; lam is not part of the job (only prior.npz depends on it,
   and every run rebuilds that);
 - never deletes or replaces a file preprocess did not write: an HDF5 file without a shard's attrs under a shard's
   name, a manifest.json or prior.npz of something else (one beside shards of a run is taken for that run's, maybe
@@ -93,6 +93,19 @@ def _describe(theirs: dict, ours: dict) -> tuple[str, str]:
     return f"dataset {ours['dataset']!r} with {show(theirs, keys)}", f"has {show(ours, keys)}"
 
 
+def same_job(recorded: dict, job: dict) -> bool:
+    """A shard recorded as `recorded` belongs to this run's `job`: every field equal (a field it predates counts as
+    equal), except that a larger --limit (or none) is the same job grown, like a dataset that gained files: the
+    stable subset of a limit is the start of a larger one's (pipeline.datasets.shard_order), so it resumes."""
+    for k, v in job.items():
+        theirs = recorded.get(k, v)
+        if k == "limit" and theirs and (v == 0 or v >= theirs):
+            continue
+        if theirs != v:
+            return False
+    return True
+
+
 def check_output(out: Path, specs: list[ShardSpec], fingerprint: str, job: dict, overwrite: bool = False):
     """Decide, reading only, what this run may do to the output folder. Returns (the planned shard files that are
     reused, the shard files to delete: unplanned, or planned but not reusable). Raises OutputConflict when one of
@@ -112,7 +125,7 @@ def check_output(out: Path, specs: list[ShardSpec], fingerprint: str, job: dict,
             foreign.append(f"{p.name} was not written by preprocess ({why})")
             continue
         stale.append(p)
-        if any(recorded.get(k, v) != v for k, v in job.items()):
+        if not same_job(recorded, job):
             others[json.dumps(recorded, sort_keys=True)] += 1
     ours_beside = bool(reused or stale)       # then a damaged manifest.json or prior.npz is a run's, rebuilt by this
     if manifest_foreign and not ours_beside:

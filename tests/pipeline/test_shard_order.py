@@ -2,12 +2,14 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from cli import cli
 from hostile_files import jpeg_bytes, photo
 from pipeline import contract, verify
 from pipeline.datasets import Listing, list_dataset
+from pipeline.output_folder import OutputConflict
 from pipeline.preprocess import plan_shards
 from trainer.data import EpochSampler
 
@@ -84,9 +86,9 @@ def test_preprocess_writes_mixed_shards_by_default_and_name_order_on_request(tmp
     assert sum(len(_classes(ks)) for ks in keys["mixed"]) > sum(len(_classes(ks)) for ks in keys["name"])
 
 
-def test_a_larger_limit_reuses_the_shards_of_a_smaller_one(tmp_path):
+def test_a_larger_limit_resumes_from_the_shards_of_a_smaller_one(tmp_path):
     """--limit keeps the keys first in the same hash order, so in mixed order a limited run's shards are the
-    first shards of a larger one: growing --limit resumes instead of starting over."""
+    first shards of a larger one: growing --limit resumes instead of starting over; shrinking it is refused."""
     from pipeline.config import PrepConfig
     from pipeline.preprocess import run
     root = tmp_path / "photos"
@@ -96,5 +98,7 @@ def test_a_larger_limit_reuses_the_shards_of_a_smaller_one(tmp_path):
     cfg = dict(dataset="folder", root=str(root), out_dir=str(tmp_path / "out"), size=32, min_side=16, shard_size=2,
                jobs=1, test_fraction=0.0)
     assert run(PrepConfig(limit=6, **cfg), progress=False).written == 6
-    grown = run(PrepConfig(limit=12, **cfg), progress=False, overwrite=True)   # another --limit: another job
-    assert grown.reused == 3 and grown.written == 12          # 3 of its 6 shards came from the first run
+    grown = run(PrepConfig(limit=12, **cfg), progress=False)          # the same job, grown: no --overwrite
+    assert grown.reused == 3 and grown.written == 12                  # 3 of its 6 shards came from the first run
+    with pytest.raises(OutputConflict, match="with limit (6|12).*; this run has limit 4"):
+        run(PrepConfig(limit=4, **cfg), progress=False)               # a smaller one would delete shards: asked

@@ -113,12 +113,18 @@ def encode_image(path: Path, cfg: PrepConfig, member=None):
     h, w = rgb.shape[:2]
     if min(h, w) < cfg.min_side:
         return f"too small: {w}x{h} px, shorter side below --min-side {cfg.min_side}"
-    lab = rgb_to_lab(resize_center_crop(rgb, cfg.size))                        # (S, S, 3) float32
-    T = cfg.size // contract.TARGET_STRIDE
-    ab = cv2.resize(lab, (T, T), interpolation=cv2.INTER_AREA)[..., 1:]        # exact 4x4 box mean, (T, T, 2)
+    L, ab = stored_l_ab(resize_center_crop(rgb, cfg.size))
     if is_gray_ab(ab, cfg.gray_chroma):                                        # by chroma, not by file mode
         return "grayscale: no ab signal"
-    return l_uint8(lab), ab.transpose(2, 0, 1).astype(np.float16)
+    return L, ab.transpose(2, 0, 1).astype(np.float16)
+
+
+def stored_l_ab(square: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(S, S, 3) uint8 sRGB -> (stored L (S, S) uint8, ab (T, T, 2) float32 at target resolution): OpenCV's
+    float Lab, then the exact 4x4 box mean of a and b."""
+    lab = rgb_to_lab(square)                                                   # (S, S, 3) float32
+    T = square.shape[0] // contract.TARGET_STRIDE
+    return l_uint8(lab), cv2.resize(lab, (T, T), interpolation=cv2.INTER_AREA)[..., 1:]
 
 
 def l_uint8(lab: np.ndarray) -> np.ndarray:

@@ -244,7 +244,7 @@ def _cache_file(path: str, kind: str) -> Path:
 
 def cached_listing(path: str, kind: str, list_it: Callable[[str], list]) -> list[tuple[str, str, int, int]]:
     """[(inner tar name or "", member name, offset, size)] of the archive at `path`: from the cache when this very
-    file (path, size, mtime, inode) was listed before, else from `list_it(path)`, then kept. Stored as two
+    file (`_cache_file`'s key) was listed before, else from `list_it(path)`, then kept. Stored as two
     NUL-joined name blobs and two int64 arrays (no pickle): ImageNet's listing is ~60 MB and loads in ~1 s."""
     cache = _cache_file(path, kind)
     try:

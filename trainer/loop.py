@@ -107,8 +107,7 @@ def bin_remap(model: ColorNet, prior: contract.Prior) -> torch.Tensor | None:
 def _non_finite(step: int, reports: list[tuple[int, float, float, list]]) -> NonFiniteLoss:
     """reports: (rank, 1.0 if its loss was finite, its loss, its batch keys) of every rank, for the skipped step.
     Under torchrun the rank whose batch failed is named, whichever rank prints."""
-    bad = [(rank, loss, keys) for rank, finite, loss, keys in reports if finite < 1] \
-        or [(rank, loss, keys) for rank, _, loss, keys in reports]          # (every rank skipped it: all agree)
+    bad = [(rank, loss, keys) for rank, finite, loss, keys in reports if finite < 1]   # >= 1: applied = min finite
     if len(reports) == 1:
         where = f"batch keys {bad[0][2]}"
     else:

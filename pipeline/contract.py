@@ -10,8 +10,8 @@ A folder holds `manifest.json`, `prior.npz` and shard files `*.h5` with the data
     nn_w    float16 (N, K, S/4, S/4)     Gaussian soft-encoding weights, summing to 1 over K
     key     utf-8   (N,)                 source path relative to the dataset root
 
-and, in shards written since inputs are recorded, a group `sources` of 1-D datasets, one row per input the shard
-was made from (every listed key, the skipped ones included, in plan order; SOURCE_FIELDS):
+and, in shards written since inputs are recorded, `sources`, a table (compound dtype SOURCE_DTYPE) with one row
+per input the shard was made from (every listed key, the skipped ones included, in plan order):
 
     key               utf-8   the input's key
     size              int64   its bytes (a file's size, an archive member's); -1: not there when written
@@ -24,7 +24,7 @@ was made from (every listed key, the skipped ones included, in plan order; SOURC
     crc               int64   a zip entry's CRC-32 (from the central directory); -1 otherwise
 
 A rerun of preprocess compares them with the inputs on disk (pipeline/sources.py) and rewrites a shard whose
-inputs changed; `verify --sources` lists such inputs. The group is an addition within format 2: readers that do
+inputs changed; `verify --sources` lists such inputs. The table is an addition within format 2: readers that do
 not know it ignore it, and shards without it (written before) read as before, their sources unknown (None).
 
 Format 2 stores the same arrays, bit for bit, through a lossless HDF5 filter chosen by name from STORAGE (the
@@ -60,6 +60,8 @@ ARRAYS = DATASETS[:4]
 SOURCES = "sources"
 SOURCE_FIELDS = {"key": str, "size": int, "mtime_ns": int, "digest": str, "archive": str, "archive_size": int,
                  "archive_mtime_ns": int, "offset": int, "crc": int}
+SOURCE_DTYPE = np.dtype([(name, h5py.string_dtype("utf-8") if kind is str else np.int64)
+                         for name, kind in SOURCE_FIELDS.items()])
 
 # Lossless filters per array (h5py create_dataset keywords), by name; docs/benchmarks.md, "Shard storage", has
 # bytes per sample, loader and write cost of each (tools/storage_options.py). shuffle groups the bytes of each
@@ -86,7 +88,7 @@ os.umask(_UMASK)                           # read once: os.umask can only be rea
 
 
 class Source(NamedTuple):
-    """What one input of a shard was made from (the `sources` group, one row); -1 and "" where not applicable."""
+    """What one input of a shard was made from (one row of the `sources` table); -1 and "" where not applicable."""
     key: str
     size: int = -1
     mtime_ns: int = -1
@@ -150,7 +152,7 @@ def write_shard(path, L, ab, nn_idx, nn_w, keys, attrs: dict | None = None, stor
                 sources: list[Source] | None = None) -> None:
     """Write one shard atomically, one HDF5 chunk per sample (random access reads one chunk per array)
     with fletcher32 checksums so that a flipped bit is an error on read, not a silently wrong target, each
-    array through `storage`'s lossless filter (STORAGE); `sources`, when given, as the `sources` group.
+    array through `storage`'s lossless filter (STORAGE); `sources`, when given, as the `sources` table.
     The file is built in memory and written with plain file I/O: HDF5 reports a full disk from inside its
     close as a RuntimeError and leaves a broken handle that crashes the interpreter at exit, whereas a
     Python write raises a clean OSError (ENOSPC) and the temporary file is removed."""
@@ -169,14 +171,11 @@ def write_shard(path, L, ab, nn_idx, nn_w, keys, attrs: dict | None = None, stor
                              **filters)
         h.create_dataset("key", data=np.array(keys, dtype=object), dtype=h5py.string_dtype("utf-8"))
         if sources is not None:
-            group = h.create_group(SOURCES)
+            table = np.empty(len(sources), SOURCE_DTYPE)
             for i, (name, kind) in enumerate(SOURCE_FIELDS.items()):
-                column = [s[i] for s in sources]
-                if kind is str:   # as bytes: a key that is not valid UTF-8 (surrogate-escaped) is kept, not an error
-                    data = np.array([v.encode("utf-8", "surrogateescape") for v in column], dtype=object)
-                    group.create_dataset(name, data=data, dtype=h5py.string_dtype("utf-8"))
-                else:
-                    group.create_dataset(name, data=np.array(column, dtype=np.int64))
+                # strings as bytes: a key that is not valid UTF-8 (surrogate-escaped) is kept, not an error
+                table[name] = [s[i].encode("utf-8", "surrogateescape") if kind is str else s[i] for s in sources]
+            h.create_dataset(SOURCES, data=table)
         h.attrs["format_version"] = FORMAT_VERSION
         h.attrs["storage"] = storage
         h.attrs["count"] = N
@@ -242,7 +241,7 @@ class Shard:
         return [k.decode() if isinstance(k, bytes) else str(k) for k in self.h5["key"][:]]
 
     def sources(self) -> list[Source] | None:
-        """What each input of this shard was made from (the `sources` group), or None for a shard written
+        """What each input of this shard was made from (the `sources` table), or None for a shard written
         before inputs were recorded."""
         return _sources_in(self.h5)
 
@@ -282,9 +281,9 @@ def open_shard(path) -> Shard:
 def _sources_in(h5: h5py.File) -> list[Source] | None:
     if SOURCES not in h5:
         return None
-    group = h5[SOURCES]
-    columns = [[v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else str(v) for v in group[name][:]]
-               if kind is str else group[name][:].tolist() for name, kind in SOURCE_FIELDS.items()]
+    table = h5[SOURCES][()]
+    columns = [[v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else str(v) for v in table[name]]
+               if kind is str else table[name].tolist() for name, kind in SOURCE_FIELDS.items()]
     return [Source(*row) for row in zip(*columns)]
 
 

@@ -1,4 +1,4 @@
-"""What each shard was made from, and whether its inputs are still that (the `sources` group of pipeline/contract.py).
+"""What each shard was made from, and whether its inputs are still that (`sources` in pipeline/contract.py).
 
 A worker records, for every input of its shard, what it read: a file's size and mtime, an archive member's size
 and offset with its archive's size and mtime (a zip entry also its CRC-32, free from the central directory), and
@@ -122,38 +122,16 @@ def change(recorded: Source, now: Source) -> str | None:
     return None
 
 
-def content_change(recorded: Source, root, zips: dict) -> str | None:
-    """For `verify --sources deep`: read the input where it was recorded and compare its digest; None when the same
-    or when nothing was recorded (an input that could not be read when the shard was written)."""
+def content_change(recorded: Source, root, member) -> str | None:
+    """For `verify --sources deep`: read the input as a rerun would (`member` from the current listing, or the file
+    root/key) and compare its digest with the recorded one; None when the same, or when nothing was recorded (an
+    input that could not be read when its shard was written)."""
     if not recorded.digest:
         return None
-    try:
-        data = _read_recorded(recorded, root, zips)
-    except OSError as e:
-        return f"unreadable now ({e.strerror or e})"
+    data, _ = read_input(Path(root, recorded.key), recorded.key, member)
     if data is None:
-        return "missing: no such entry in the zip now"
+        return "unreadable now"
     return None if digest(data) == recorded.digest else "changed: content differs (same size and mtime)"
-
-
-def _read_recorded(recorded: Source, root, zips: dict) -> bytes | None:
-    if not recorded.archive:
-        return Path(root, recorded.key).read_bytes()
-    if recorded.crc < 0:                                      # a tar member: the byte range, as a worker reads it
-        with open(recorded.archive, "rb") as f:
-            return os.pread(f.fileno(), recorded.size, recorded.offset)
-    from pipeline.archives import ArchiveError, read_member, zip_members
-    from pipeline.images import ImageError
-    if recorded.archive not in zips:                          # one central-directory read per zip
-        try:
-            zips[recorded.archive] = {m.header: m for _, m in zip_members(recorded.archive)}
-        except ArchiveError as e:
-            raise OSError(str(e)) from None
-    member = zips[recorded.archive].get(recorded.offset)
-    try:
-        return None if member is None else read_member(member)
-    except ImageError as e:
-        raise OSError(str(e)) from None
 
 
 def changed_inputs(path: Path, spec: ShardSpec, root, archives: dict) -> list[str] | None:
@@ -200,7 +178,6 @@ def check_folder(folder, deep: bool = False, progress: bool = False) -> tuple[li
         return [f"{folder}: the dataset it was made from cannot be listed now: {e}"], []
     members = listing.members
     archives: dict[str, tuple[int, int]] = {}
-    zips: dict = {}
     problems, unrecorded = [], []
     entries = manifest.get("shards", [])
     if progress:
@@ -217,9 +194,10 @@ def check_folder(folder, deep: bool = False, progress: bool = False) -> tuple[li
             unrecorded.append(entry["file"])
             continue
         for was in recorded:
-            why = change(was, on_disk(listing.root, was.key, members.get(was.key), archives))
+            member = members.get(was.key)
+            why = change(was, on_disk(listing.root, was.key, member, archives))
             if why is None and deep:
-                why = content_change(was, listing.root, zips)
+                why = content_change(was, listing.root, member)
             if why:
                 problems.append(f"{path}: {was.key}: {why}")
     return problems, unrecorded

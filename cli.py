@@ -95,10 +95,10 @@ def prior_plot(data, out):
 @cli.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @click.option("--shallow", is_flag=True, help="Metadata, counts and prior only; skip reading every chunk.")
-@click.option("--sources", type=click.Choice(["stat", "deep"]), is_flag=False, flag_value="stat", default=None,
-              help="Also compare each input with what its shard recorded: size and mtime (stat, the default), "
-                   "or also the bytes' digest (deep). Exit 1 when an input changed or is gone.")
-def verify(folder, shallow, sources):
+@click.option("--sources", is_flag=True, help="Also compare each input's size and mtime (a tar's, a zip entry's "
+              "CRC-32) with what its shard recorded. Exit 1 when an input changed or is gone.")
+@click.option("--sources-deep", is_flag=True, help="--sources, and read every input to compare its digest too.")
+def verify(folder, shallow, sources, sources_deep):
     """Check a shard FOLDER against its manifest: counts, checksums, shapes, prior. Exit 1 on problems."""
     from pipeline.verify import describe_folder, repair_advice, verify_folder
     problems = verify_folder(folder, deep=not shallow, progress=True)
@@ -108,15 +108,15 @@ def verify(folder, shallow, sources):
         raise click.ClickException(f"{folder}: {len(problems)} problem(s). "
                                    f"{repair_advice(folder, problems)}")
     checked = ""
-    if sources:
+    if sources or sources_deep:
         from pipeline.sources import check_folder
-        changed, unrecorded = check_folder(folder, deep=sources == "deep", progress=True)
+        changed, unrecorded = check_folder(folder, deep=sources_deep, progress=True)
         for line in changed:
             click.echo(line, err=True)
         if changed:
             raise click.ClickException(f"{folder}: {len(changed)} input(s) changed since their shards were written; "
                                        "rerun the same `cli.py preprocess` command: it rewrites those shards")
-        checked = f", inputs unchanged ({'content digests' if sources == 'deep' else 'size and mtime'})"
+        checked = f", inputs unchanged ({'content digests' if sources_deep else 'size and mtime'})"
         if unrecorded:
             checked += (f"; {len(unrecorded)} shard(s) predate recorded sources and were not checked "
                         f"(e.g. {unrecorded[0]})")

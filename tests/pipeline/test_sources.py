@@ -50,35 +50,36 @@ def _stored_l(out, key):
         return sh.L[i]
 
 
-def _verify_sources(out, mode=None):
-    return CliRunner().invoke(cli, ["verify", str(out), "--sources", *([mode] if mode else [])])
+def _verify_sources(out, deep=False):
+    return CliRunner().invoke(cli, ["verify", "--sources-deep" if deep else "--sources", str(out)])
 
 
-@pytest.mark.parametrize("overwrite", [False, True])
-def test_a_replaced_input_is_reported_then_its_shard_alone_is_rewritten(tmp_path, overwrite):
+@pytest.mark.parametrize("rerun", ["same", "overwrite", "larger limit"])
+def test_a_replaced_input_is_reported_then_its_shard_alone_is_rewritten(tmp_path, rerun):
     root, out = _files(tmp_path / "in"), tmp_path / "out"
     cfg = _cfg(root, out)
-    run(cfg, progress=False)
+    run(_cfg(root, out, limit=4) if rerun == "larger limit" else cfg, progress=False)
     r = _verify_sources(out)
     assert r.exit_code == 0 and "inputs unchanged" in r.output, r.output
-    holder, _ = _holder(out, "3.jpg")
-    old_l = _stored_l(out, "3.jpg")
-    (root / "3.jpg").write_bytes(_image(9))                     # repaired or replaced: same name, other image
+    key = sorted(k for p in out.glob("*.h5") for k in contract.Shard(p).keys())[0]
+    holder, _ = _holder(out, key)
+    old_l = _stored_l(out, key)
+    (root / key).write_bytes(_image(9))                         # repaired or replaced: same name, other image
     r = _verify_sources(out)
     assert r.exit_code == 1, r.output
-    assert f"{out / holder}: 3.jpg: changed: " in r.output and "1 input(s) changed" in r.output
+    assert f"{out / holder}: {key}: changed: " in r.output and "1 input(s) changed" in r.output
     before = _identity(out)
 
-    result = run(cfg, progress=False, overwrite=overwrite)
+    result = run(cfg, progress=False, overwrite=rerun == "overwrite")
     assert list(result.changed) == [holder] and result.reused == len(before) - 1
-    assert "rewrote 1 shards whose inputs changed since they were written (1 input(s), e.g. 3.jpg: changed:" \
+    assert f"rewrote 1 shard(s) whose inputs changed since they were written (1 input(s), e.g. {key}: changed:" \
         in result.summary()
     after = _identity(out)
     assert after[holder] != before[holder]
-    assert {k: v for k, v in after.items() if k != holder} == {k: v for k, v in before.items() if k != holder}
-    new_l = _stored_l(out, "3.jpg")
+    assert {k: after[k] for k in before if k != holder} == {k: v for k, v in before.items() if k != holder}
+    new_l = _stored_l(out, key)
     assert not np.array_equal(new_l, old_l)
-    assert np.array_equal(new_l, encode_image(root / "3.jpg", cfg)[0])
+    assert np.array_equal(new_l, encode_image(root / key, cfg)[0])
     assert verify_folder(out) == []
     assert _verify_sources(out).exit_code == 0
     assert run(cfg, progress=False).reused == len(after)        # and a third run has nothing to redo
@@ -107,7 +108,7 @@ def test_same_size_new_bytes_with_the_old_mtime_are_found_by_deep_only(tmp_path)
     path.write_bytes(bytes(data))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert _verify_sources(out).exit_code == 0
-    r = _verify_sources(out, "deep")
+    r = _verify_sources(out, deep=True)
     assert r.exit_code == 1 and "4.jpg: changed: content differs (same size and mtime)" in r.output, r.output
 
 
@@ -133,7 +134,7 @@ def test_a_changed_tar_member_rewrites_its_shard_and_an_untouched_tar_is_reused(
     new = tmp_path / "000002.jpg"
     new.write_bytes(_image(11))
     assert np.array_equal(_stored_l(out, "000002.jpg"), encode_image(new, cfg)[0])
-    assert _verify_sources(out, "deep").exit_code == 0
+    assert _verify_sources(out, deep=True).exit_code == 0
 
 
 def _zip(path, files):
@@ -164,7 +165,7 @@ def test_a_changed_zip_entry_rewrites_only_its_shard_by_its_crc(tmp_path):
     assert list(result.changed) == [holder]
     after = _identity(out)
     assert [k for k in after if after[k] != before[k]] == [holder]
-    assert _verify_sources(out, "deep").exit_code == 0
+    assert _verify_sources(out, deep=True).exit_code == 0
 
 
 def test_shards_without_recorded_sources_still_load_verify_and_are_reused_with_a_note(tmp_path):
@@ -183,7 +184,7 @@ def test_shards_without_recorded_sources_still_load_verify_and_are_reused_with_a
     assert f"{first.shards} shard(s) predate recorded sources and were not checked" in r.output
     result = run(cfg, progress=False)
     assert result.reused == first.shards and result.unrecorded == first.shards and not result.changed
-    assert f"{first.shards} reused shards predate recorded sources" in result.summary()
+    assert f"{first.shards} reused shard(s) predate recorded sources" in result.summary()
 
 
 def test_every_input_is_recorded_the_skipped_ones_too(tmp_path):

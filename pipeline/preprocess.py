@@ -207,10 +207,10 @@ class PrepResult:
         if self.changed:
             n = sum(map(len, self.changed.values()))
             first = next(iter(self.changed.values()))[0]
-            lines.append(f"  rewrote {len(self.changed)} shards whose inputs changed since they were written "
+            lines.append(f"  rewrote {len(self.changed)} shard(s) whose inputs changed since they were written "
                          f"({n} input(s), e.g. {first})")
         if self.unrecorded:
-            lines.append(f"  {self.unrecorded} reused shards predate recorded sources: their inputs were not checked "
+            lines.append(f"  {self.unrecorded} reused shard(s) predate recorded sources: their inputs were not checked "
                          "for changes (delete them to rewrite them)")
         lines += [f"  skipped {n:5d}  {reason}" for reason, n in sorted(self.by_reason.items())]
         lines.append(f"  prior: {self.prior_note}")
@@ -242,7 +242,7 @@ def run(cfg: PrepConfig, progress: bool = True, overwrite: bool = False) -> Prep
     centers = in_gamut_centers()
     fp = fingerprint_of(cfg, centers)
     reused, stale = check_output(out, specs, fp, job_of(cfg, listing.root), overwrite)   # reads only
-    changed, unrecorded = stale_shards(out, [s for s in specs if s.file in reused], listing.root)
+    changed, unrecorded = stale_shards(out, [s for s in specs if s.file in reused], listing.root, progress)
     reused -= changed.keys()          # rewritten in place: the old file stays until its replacement is complete
     with _writing(out):
         out.mkdir(parents=True, exist_ok=True)

@@ -202,3 +202,23 @@ def test_every_input_is_recorded_the_skipped_ones_too(tmp_path):
     (root / "1.jpg").write_bytes(good)                          # repaired
     result = run(cfg, progress=False)
     assert len(result.changed) == 1 and result.skipped == 0 and result.written == 5
+
+
+def test_a_tar_changed_in_place_counts_as_changed_for_its_members(tmp_path):
+    """Member offsets and sizes stay when bytes are patched in place: the tar's own size and mtime tell, and every
+    member of it counts as changed (telling which would mean reading them all)."""
+    root, out = tmp_path / "wds", tmp_path / "out"
+    root.mkdir()
+    tar = root / "shard-train-000.tar"
+    tar.write_bytes(tar_bytes({f"{i:06d}.jpg": _image(i) for i in range(4)}))
+    cfg = _cfg(root, out, dataset="webdataset")
+    first = run(cfg, progress=False)
+    with contract.Shard(out / _holder(out, "000001.jpg")[0]) as sh:
+        at = {s.key: s for s in sh.sources()}["000001.jpg"]
+    data = bytearray(tar.read_bytes())
+    data[at.offset + at.size // 2] ^= 0xFF
+    tar.write_bytes(bytes(data))
+    os.utime(tar, ns=(at.archive_mtime_ns + 10**9, at.archive_mtime_ns + 10**9))   # a coarse clock still moves
+    r = _verify_sources(out)
+    assert r.exit_code == 1 and f"000001.jpg: changed: its archive {tar} was modified" in r.output, r.output
+    assert len(run(cfg, progress=False).changed) == first.shards

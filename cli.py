@@ -109,14 +109,18 @@ def verify(folder, shallow, sources, sources_deep):
                                    f"{repair_advice(folder, problems)}")
     checked = ""
     if sources or sources_deep:
+        from pipeline.contract import read_manifest
         from pipeline.sources import check_folder
         changed, unrecorded = check_folder(folder, deep=sources_deep, progress=True)
         for line in changed:
             click.echo(line, err=True)
         if changed:
-            raise click.ClickException(f"{folder}: {len(changed)} input(s) changed since their shards were written; "
-                                       "rerun the same `cli.py preprocess` command: it rewrites those shards")
-        checked = f", inputs unchanged ({'content digests' if sources_deep else 'size and mtime'})"
+            raise click.ClickException(f"{folder}: {len(changed)} input(s) changed or gone since their shards were "
+                                       "written (or records unreadable); rerun the same `cli.py preprocess` command: "
+                                       "it rewrites those shards")
+        n = len(read_manifest(folder)["shards"])
+        checked = (f", inputs of {n - len(unrecorded)} shard(s) unchanged "
+                   f"({'content digests' if sources_deep else 'size and mtime'})")
         if unrecorded:
             checked += (f"; {len(unrecorded)} shard(s) predate recorded sources and were not checked "
                         f"(e.g. {unrecorded[0]})")

@@ -281,6 +281,8 @@ def open_shard(path) -> Shard:
 def _sources_in(h5: h5py.File) -> list[Source] | None:
     if SOURCES not in h5:
         return None
+    if not isinstance(h5[SOURCES], h5py.Dataset) or set(h5[SOURCES].dtype.names or ()) != set(SOURCE_FIELDS):
+        raise ShardFormatError(f"{h5.filename}: '{SOURCES}' is not the table of SOURCE_FIELDS")
     table = h5[SOURCES][()]
     columns = [[v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else str(v) for v in table[name]]
                if kind is str else table[name].tolist() for name, kind in SOURCE_FIELDS.items()]
@@ -293,6 +295,8 @@ def read_sources(path) -> list[Source] | None:
     try:
         with h5py.File(path, "r") as h:
             return _sources_in(h)
+    except ShardFormatError:
+        raise
     except (OSError, KeyError, ValueError) as e:
         raise ShardFormatError(f"{path}: its recorded sources are unreadable ({e})") from e
 

@@ -159,7 +159,10 @@ def stale_shards(out: Path, specs: list[ShardSpec], root, progress: bool = False
     archives: dict[str, tuple[int, int]] = {}
     changed, unrecorded = {}, []
     for spec in tqdm(specs, desc="checking inputs", unit="shard", leave=False, disable=not progress or None):
-        found = changed_inputs(out / spec.file, spec, root, archives)
+        try:
+            found = changed_inputs(out / spec.file, spec, root, archives)
+        except ShardFormatError:                  # a damaged record: rewriting the shard records it again
+            found = ["(all): its recorded sources are unreadable"]
         if found is None:
             unrecorded.append(spec.file)
         elif found:
@@ -169,17 +172,12 @@ def stale_shards(out: Path, specs: list[ShardSpec], root, progress: bool = False
 
 def check_folder(folder, deep: bool = False, progress: bool = False) -> tuple[list[str], list[str]]:
     """`verify --sources`: (one line per input that differs from what its shard recorded, naming shard and key;
-    the shards that recorded nothing). Lists the dataset again as its manifest says, so a tar or zip is looked up
-    as a rerun would; with `deep`, also reads every input whose stat matches and compares its digest."""
-    from pipeline.datasets import DatasetError, list_dataset
+    the shards that recorded nothing). Lists the dataset again as its manifest says (once a shard has sources to
+    compare), so a tar or zip is looked up as a rerun would; with `deep`, also reads every input whose stat
+    matches and compares its digest."""
     folder = Path(folder)
     manifest = read_manifest(folder)
-    config, root = manifest.get("config") or {}, manifest.get("root", "")
-    try:
-        listing = list_dataset(manifest["dataset"], root, config.get("partition", 1), config.get("test_fraction", 0.1))
-    except DatasetError as e:
-        return [f"{folder}: the dataset it was made from cannot be listed now: {e}"], []
-    members = listing.members
+    listing = None
     archives: dict[str, tuple[int, int]] = {}
     problems, unrecorded = [], []
     entries = manifest.get("shards", [])
@@ -196,11 +194,26 @@ def check_folder(folder, deep: bool = False, progress: bool = False) -> tuple[li
         if recorded is None:
             unrecorded.append(entry["file"])
             continue
+        if listing is None:
+            listing, why = _listing_of(manifest)
+            if why:
+                return [f"{folder}: the dataset its shards were made from cannot be listed now: {why}"], unrecorded
         for was in recorded:
-            member = members.get(was.key)
+            member = listing.members.get(was.key)
             why = change(was, on_disk(listing.root, was.key, member, archives))
             if why is None and deep:
                 why = content_change(was, listing.root, member)
             if why:
                 problems.append(f"{path}: {was.key}: {why}")
     return problems, unrecorded
+
+
+def _listing_of(manifest: dict):
+    """(the dataset listed as the manifest records it, None), or (None, why not)."""
+    from pipeline.datasets import DatasetError, list_dataset
+    config = manifest.get("config") or {}
+    try:
+        return list_dataset(manifest.get("dataset", "?"), manifest.get("root", ""), config.get("partition", 1),
+                            config.get("test_fraction", 0.1)), None
+    except (DatasetError, ValueError) as e:
+        return None, str(e)

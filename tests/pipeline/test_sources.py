@@ -60,14 +60,14 @@ def test_a_replaced_input_is_reported_then_its_shard_alone_is_rewritten(tmp_path
     cfg = _cfg(root, out)
     run(_cfg(root, out, limit=4) if rerun == "larger limit" else cfg, progress=False)
     r = _verify_sources(out)
-    assert r.exit_code == 0 and "inputs unchanged" in r.output, r.output
+    assert r.exit_code == 0 and "shard(s) unchanged (size and mtime)" in r.output, r.output
     key = sorted(k for p in out.glob("*.h5") for k in contract.Shard(p).keys())[0]
     holder, _ = _holder(out, key)
     old_l = _stored_l(out, key)
     (root / key).write_bytes(_image(9))                         # repaired or replaced: same name, other image
     r = _verify_sources(out)
     assert r.exit_code == 1, r.output
-    assert f"{out / holder}: {key}: changed: " in r.output and "1 input(s) changed" in r.output
+    assert f"{out / holder}: {key}: changed: " in r.output and "1 input(s) changed or gone" in r.output
     before = _identity(out)
 
     result = run(cfg, progress=False, overwrite=rerun == "overwrite")
@@ -222,3 +222,18 @@ def test_a_tar_changed_in_place_counts_as_changed_for_its_members(tmp_path):
     r = _verify_sources(out)
     assert r.exit_code == 1 and f"000001.jpg: changed: its archive {tar} was modified" in r.output, r.output
     assert len(run(cfg, progress=False).changed) == first.shards
+
+
+def test_a_damaged_sources_table_is_named_and_a_rerun_rewrites_its_shard(tmp_path):
+    root, out = _files(tmp_path / "in", 4), tmp_path / "out"
+    cfg = _cfg(root, out)
+    run(cfg, progress=False)
+    victim = sorted(out.glob("*.h5"))[0]
+    with h5py.File(victim, "r+") as h:
+        del h[contract.SOURCES]
+        h[contract.SOURCES] = np.arange(3)                      # not the table
+    r = _verify_sources(out)
+    assert r.exit_code == 1 and f"{victim}: '{contract.SOURCES}' is not the table" in r.output, r.output
+    assert "Traceback" not in r.output
+    assert list(run(cfg, progress=False).changed) == [victim.name]
+    assert _verify_sources(out).exit_code == 0

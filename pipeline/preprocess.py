@@ -9,8 +9,9 @@ Deterministic and resumable by construction:
    later: the inputs' fingerprint, seen/written counts, the skipped inputs with reasons and the exact int64
    nearest-bin counts. A shard whose inputs were all skipped is still written, with zero samples;
 3. on a rerun, shard files that are complete and match (same inputs, same encoding config, same bins) are
-   kept, unless an input changed since (pipeline/sources.py: each shard records what every input was, size and
-   mtime, archive offsets, a digest of the bytes; a rerun compares by stat) and the shard is rewritten; killed runs leave only temporary files, which are removed. What else a run would delete or replace
+   kept, unless one of their inputs changed since, which rewrites the shard (pipeline/sources.py: each shard
+   records what every input was, size and mtime, archive offsets, a digest of its bytes; a rerun compares by
+   stat); killed runs leave only temporary files, which are removed. What else a run would delete or replace
    must be this job's (same dataset, root, encoding and plan options, recorded in every shard's attrs), else
    the run stops before touching anything (OutputConflict); `overwrite` lets it replace another job's files,
    never a file that preprocess did not write;

@@ -115,8 +115,8 @@ def verify(folder, shallow, sources, sources_deep):
         for line in changed:
             click.echo(line, err=True)
         if changed:
-            raise click.ClickException(f"{folder}: {len(changed)} input(s) changed or gone since their shards were "
-                                       "written (or records unreadable); rerun the same `cli.py preprocess` command: "
+            raise click.ClickException(f"{folder}: {len(changed)} problem(s) with its inputs (changed, gone or new "
+                                       "since its shards were written); rerun the same `cli.py preprocess` command: "
                                        "it rewrites those shards")
         n = len(read_manifest(folder)["shards"])
         checked = (f", inputs of {n - len(unrecorded)} shard(s) unchanged "

@@ -171,15 +171,16 @@ def stale_shards(out: Path, specs: list[ShardSpec], root, progress: bool = False
 
 
 def check_folder(folder, deep: bool = False, progress: bool = False) -> tuple[list[str], list[str]]:
-    """`verify --sources`: (one line per input that differs from what its shard recorded, naming shard and key;
-    the shards that recorded nothing). Lists the dataset again as its manifest says (once a shard has sources to
-    compare), so a tar or zip is looked up as a rerun would; with `deep`, also reads every input whose stat
-    matches and compares its digest."""
+    """`verify --sources`: (one line per input that differs from what its shard recorded, naming shard and key, and
+    one for the inputs the dataset lists now that no shard holds; the shards that recorded nothing). Lists the
+    dataset again as its manifest says (once a shard has sources to compare), so a tar or zip is looked up as a
+    rerun would; with `deep`, also reads every input whose stat matches and compares its digest."""
     folder = Path(folder)
     manifest = read_manifest(folder)
     listing = None
     archives: dict[str, tuple[int, int]] = {}
-    problems, unrecorded = [], []
+    problems, unrecorded, damaged = [], [], False
+    seen = {s["key"] for s in manifest.get("skipped", []) if isinstance(s, dict) and "key" in s}
     entries = manifest.get("shards", [])
     if progress:
         from tqdm import tqdm
@@ -190,10 +191,13 @@ def check_folder(folder, deep: bool = False, progress: bool = False) -> tuple[li
             recorded = read_sources(path)
         except ShardFormatError as e:
             problems.append(str(e))
+            damaged = True
             continue
         if recorded is None:
             unrecorded.append(entry["file"])
+            seen.update(_stored_keys(path))
             continue
+        seen.update(s.key for s in recorded)
         if listing is None:
             listing, why = _listing_of(manifest)
             if why:
@@ -205,15 +209,37 @@ def check_folder(folder, deep: bool = False, progress: bool = False) -> tuple[li
                 why = content_change(was, listing.root, member)
             if why:
                 problems.append(f"{path}: {was.key}: {why}")
+    if listing is not None and not damaged:          # a damaged table hides which inputs its shard holds
+        new = _new_inputs(manifest, seen, listing)
+        if new:
+            problems.append(f"{folder}: {len(new)} input(s) the dataset lists now are in no shard (e.g. {new[0]}); "
+                            "a rerun adds them")
     return problems, unrecorded
 
 
-def _listing_of(manifest: dict):
-    """(the dataset listed as the manifest records it, None), or (None, why not)."""
+def _stored_keys(path: Path) -> list[str]:
+    import h5py
+    with h5py.File(path, "r") as h:
+        return [k.decode("utf-8", "surrogateescape") if isinstance(k, bytes) else str(k) for k in h["key"][:]]
+
+
+def _new_inputs(manifest: dict, seen: set[str], listing) -> list[str]:
+    """The keys of this run's inputs (the manifest's split, limit and subset applied to the whole `listing`) that
+    are not in `seen`."""
+    config = manifest.get("config") or {}
+    if (config.get("split", "all"), config.get("limit", 0), config.get("subset", "")) != ("all", 0, ""):
+        listing, _ = _listing_of(manifest, filtered=True)
+    return sorted(k for k, _split in listing.items if k not in seen) if listing else []
+
+
+def _listing_of(manifest: dict, filtered: bool = False):
+    """(the dataset listed as the manifest records it, None), or (None, why not); `filtered`: only the inputs of
+    its run (split, limit, subset), else all of them."""
     from pipeline.datasets import DatasetError, list_dataset
     config = manifest.get("config") or {}
+    run = (config.get("split", "all"), config.get("limit", 0), config.get("subset", "")) if filtered else ()
     try:
         return list_dataset(manifest.get("dataset", "?"), manifest.get("root", ""), config.get("partition", 1),
-                            config.get("test_fraction", 0.1)), None
+                            config.get("test_fraction", 0.1), *run), None
     except (DatasetError, ValueError) as e:
         return None, str(e)

@@ -67,7 +67,7 @@ def test_a_replaced_input_is_reported_then_its_shard_alone_is_rewritten(tmp_path
     (root / key).write_bytes(_image(9))                         # repaired or replaced: same name, other image
     r = _verify_sources(out)
     assert r.exit_code == 1, r.output
-    assert f"{out / holder}: {key}: changed: " in r.output and "1 input(s) changed or gone" in r.output
+    assert f"{out / holder}: {key}: changed: " in r.output and "1 problem(s) with its inputs" in r.output
     before = _identity(out)
 
     result = run(cfg, progress=False, overwrite=rerun == "overwrite")
@@ -236,4 +236,17 @@ def test_a_damaged_sources_table_is_named_and_a_rerun_rewrites_its_shard(tmp_pat
     assert r.exit_code == 1 and f"{victim}: '{contract.SOURCES}' is not the table" in r.output, r.output
     assert "Traceback" not in r.output
     assert list(run(cfg, progress=False).changed) == [victim.name]
+    assert _verify_sources(out).exit_code == 0
+
+
+@pytest.mark.parametrize("limit", [0, 5])
+def test_a_new_input_is_reported_until_a_rerun_adds_it(tmp_path, limit):
+    root, out = _files(tmp_path / "in", 4), tmp_path / "out"
+    cfg = _cfg(root, out, limit=limit)
+    run(cfg, progress=False)
+    (root / "new.jpg").write_bytes(_image(7))
+    r = _verify_sources(out)
+    assert r.exit_code == 1, r.output
+    assert f"{out}: 1 input(s) the dataset lists now are in no shard (e.g. new.jpg); a rerun adds them" in r.output
+    assert run(cfg, progress=False).seen == 5
     assert _verify_sources(out).exit_code == 0

@@ -95,7 +95,10 @@ def prior_plot(data, out):
 @cli.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @click.option("--shallow", is_flag=True, help="Metadata, counts and prior only; skip reading every chunk.")
-def verify(folder, shallow):
+@click.option("--sources", is_flag=True, help="Also compare each input's size and mtime (a tar's, a zip entry's "
+              "CRC-32) with what its shard recorded. Exit 1 when an input changed or is gone.")
+@click.option("--sources-deep", is_flag=True, help="--sources, and read every input to compare its digest too.")
+def verify(folder, shallow, sources, sources_deep):
     """Check a shard FOLDER against its manifest: counts, checksums, shapes, prior. Exit 1 on problems."""
     from pipeline.verify import describe_folder, repair_advice, verify_folder
     problems = verify_folder(folder, deep=not shallow, progress=True)
@@ -104,8 +107,25 @@ def verify(folder, shallow):
             click.echo(p, err=True)
         raise click.ClickException(f"{folder}: {len(problems)} problem(s). "
                                    f"{repair_advice(folder, problems)}")
+    checked = ""
+    if sources or sources_deep:
+        from pipeline.contract import read_manifest
+        from pipeline.sources import check_folder
+        changed, unrecorded = check_folder(folder, deep=sources_deep, progress=True)
+        for line in changed:
+            click.echo(line, err=True)
+        if changed:
+            raise click.ClickException(f"{folder}: {len(changed)} problem(s) with its inputs (changed, gone or new "
+                                       "since its shards were written); rerun the same `cli.py preprocess` command: "
+                                       "it rewrites those shards")
+        n = len(read_manifest(folder)["shards"])
+        checked = (f", inputs of {n - len(unrecorded)} shard(s) unchanged "
+                   f"({'content digests' if sources_deep else 'size and mtime'})")
+        if unrecorded:
+            checked += (f"; {len(unrecorded)} shard(s) predate recorded sources and were not checked "
+                        f"(e.g. {unrecorded[0]})")
     click.echo(f"ok: {describe_folder(folder)}, "
-               f"{'metadata only' if shallow else 'every chunk checksummed'}")
+               f"{'metadata only' if shallow else 'every chunk checksummed'}{checked}")
 
 
 def _checkpoint_ref(ctx, param, value):

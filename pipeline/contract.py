@@ -10,6 +10,23 @@ A folder holds `manifest.json`, `prior.npz` and shard files `*.h5` with the data
     nn_w    float16 (N, K, S/4, S/4)     Gaussian soft-encoding weights, summing to 1 over K
     key     utf-8   (N,)                 source path relative to the dataset root
 
+and, in shards written since inputs are recorded, `sources`, a table (compound dtype SOURCE_DTYPE) with one row
+per input the shard was made from (every listed key, the skipped ones included, in plan order):
+
+    key               utf-8   the input's key
+    size              int64   its bytes (a file's size, an archive member's); -1: not there when written
+    mtime_ns          int64   the file's modification time; -1 for an archive member
+    digest            utf-8   blake2b-128 (hex) of the bytes that were decoded; "" when they could not be read
+    archive           utf-8   absolute path of the tar or zip holding it; "" for a plain file
+    archive_size      int64   that archive's size and modification time (its identity); -1 for a file
+    archive_mtime_ns  int64
+    offset            int64   a tar member's data offset, a zip entry's local header offset; -1 for a file
+    crc               int64   a zip entry's CRC-32 (from the central directory); -1 otherwise
+
+A rerun of preprocess compares them with the inputs on disk (pipeline/sources.py) and rewrites a shard whose
+inputs changed; `verify --sources` lists such inputs. The table is an addition within format 2: readers that do
+not know it ignore it, and shards without it (written before) read as before, their sources unknown (None).
+
 Format 2 stores the same arrays, bit for bit, through a lossless HDF5 filter chosen by name from STORAGE (the
 shard's attrs["storage"]); format 1 stored them uncompressed and still reads. Compression is invisible to a
 reader: h5py decompresses each chunk. Only the zstd and blosc options need the hdf5plugin package, which is
@@ -27,6 +44,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import h5py
 import numpy as np
@@ -39,6 +57,11 @@ MANIFEST = "manifest.json"
 PRIOR = "prior.npz"
 DATASETS = ("L", "ab", "nn_idx", "nn_w", "key")
 ARRAYS = DATASETS[:4]
+SOURCES = "sources"
+SOURCE_FIELDS = {"key": str, "size": int, "mtime_ns": int, "digest": str, "archive": str, "archive_size": int,
+                 "archive_mtime_ns": int, "offset": int, "crc": int}
+SOURCE_DTYPE = np.dtype([(name, h5py.string_dtype("utf-8") if kind is str else np.int64)
+                         for name, kind in SOURCE_FIELDS.items()])
 
 # Lossless filters per array (h5py create_dataset keywords), by name; docs/benchmarks.md, "Shard storage", has
 # bytes per sample, loader and write cost of each (tools/storage_options.py). shuffle groups the bytes of each
@@ -62,6 +85,19 @@ DEFAULT_STORAGE = "zstd-targets"  # the smallest whose loader keeps >= 4,000 sam
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)                           # read once: os.umask can only be read by setting it
+
+
+class Source(NamedTuple):
+    """What one input of a shard was made from (one row of the `sources` table); -1 and "" where not applicable."""
+    key: str
+    size: int = -1
+    mtime_ns: int = -1
+    digest: str = ""
+    archive: str = ""
+    archive_size: int = -1
+    archive_mtime_ns: int = -1
+    offset: int = -1
+    crc: int = -1
 
 
 class ShardFormatError(ValueError):
@@ -112,10 +148,11 @@ def _filters(storage: str, array: str) -> dict:
     return {**getattr(hdf5plugin, cls)(**kwargs), "shuffle": cls != "Blosc"}   # blosc shuffles by itself
 
 
-def write_shard(path, L, ab, nn_idx, nn_w, keys, attrs: dict | None = None, storage: str = DEFAULT_STORAGE) -> None:
+def write_shard(path, L, ab, nn_idx, nn_w, keys, attrs: dict | None = None, storage: str = DEFAULT_STORAGE,
+                sources: list[Source] | None = None) -> None:
     """Write one shard atomically, one HDF5 chunk per sample (random access reads one chunk per array)
     with fletcher32 checksums so that a flipped bit is an error on read, not a silently wrong target, each
-    array through `storage`'s lossless filter (STORAGE).
+    array through `storage`'s lossless filter (STORAGE); `sources`, when given, as the `sources` table.
     The file is built in memory and written with plain file I/O: HDF5 reports a full disk from inside its
     close as a RuntimeError and leaves a broken handle that crashes the interpreter at exit, whereas a
     Python write raises a clean OSError (ENOSPC) and the temporary file is removed."""
@@ -133,6 +170,12 @@ def write_shard(path, L, ab, nn_idx, nn_w, keys, attrs: dict | None = None, stor
             h.create_dataset(name, data=arr, chunks=(1, *arr.shape[1:]) if N else None, fletcher32=bool(N),
                              **filters)
         h.create_dataset("key", data=np.array(keys, dtype=object), dtype=h5py.string_dtype("utf-8"))
+        if sources is not None:
+            table = np.empty(len(sources), SOURCE_DTYPE)
+            for i, (name, kind) in enumerate(SOURCE_FIELDS.items()):
+                # strings as bytes: a key that is not valid UTF-8 (surrogate-escaped) is kept, not an error
+                table[name] = [s[i].encode("utf-8", "surrogateescape") if kind is str else s[i] for s in sources]
+            h.create_dataset(SOURCES, data=table)
         h.attrs["format_version"] = FORMAT_VERSION
         h.attrs["storage"] = storage
         h.attrs["count"] = N
@@ -197,6 +240,11 @@ class Shard:
     def keys(self) -> list[str]:
         return [k.decode() if isinstance(k, bytes) else str(k) for k in self.h5["key"][:]]
 
+    def sources(self) -> list[Source] | None:
+        """What each input of this shard was made from (the `sources` table), or None for a shard written
+        before inputs were recorded."""
+        return _sources_in(self.h5)
+
     def read(self, i) -> dict:
         """Arrays of sample i (or a slice), as stored."""
         return {d: getattr(self, d)[i] for d in DATASETS[:4]}
@@ -228,6 +276,29 @@ class Shard:
 
 def open_shard(path) -> Shard:
     return Shard(path)
+
+
+def _sources_in(h5: h5py.File) -> list[Source] | None:
+    if SOURCES not in h5:
+        return None
+    if not isinstance(h5[SOURCES], h5py.Dataset) or set(h5[SOURCES].dtype.names or ()) != set(SOURCE_FIELDS):
+        raise ShardFormatError(f"{h5.filename}: '{SOURCES}' is not the table of SOURCE_FIELDS")
+    table = h5[SOURCES][()]
+    columns = [[v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else str(v) for v in table[name]]
+               if kind is str else table[name].tolist() for name, kind in SOURCE_FIELDS.items()]
+    return [Source(*row) for row in zip(*columns)]
+
+
+def read_sources(path) -> list[Source] | None:
+    """The `sources` of the shard file at `path` without opening its arrays (no filter plugin needed), or None for
+    a shard written before they were recorded; ShardFormatError when the file cannot be read."""
+    try:
+        with h5py.File(path, "r") as h:
+            return _sources_in(h)
+    except ShardFormatError:
+        raise
+    except (OSError, KeyError, ValueError) as e:
+        raise ShardFormatError(f"{path}: its recorded sources are unreadable ({e})") from e
 
 
 def smoothed_prior(counts: np.ndarray, centers: np.ndarray, sigma: float) -> np.ndarray:

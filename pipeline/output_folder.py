@@ -2,7 +2,8 @@
 
 A folder belongs to a job: the dataset root, the encoding config (cfg.encoding()) and the plan options (which
 inputs go in which shard file), recorded in every shard's attrs ("job") and in manifest.json. A run
-- reuses the planned shard files that are complete for its spec and were made from the same root;
+- reuses the planned shard files that are complete for its spec and were made from the same root (and whose
+  inputs are unchanged since: pipeline/sources.py, checked by preprocess.run after this module);
 - replaces or deletes the other shard files only if they are its own job's (a damaged shard, a dataset that grew,
   a larger --limit, a new bin set), or with `overwrite` another job's; lam is not part of the job (only prior.npz depends on it,
   and every run rebuilds that);

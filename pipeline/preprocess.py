@@ -9,7 +9,9 @@ Deterministic and resumable by construction:
    later: the inputs' fingerprint, seen/written counts, the skipped inputs with reasons and the exact int64
    nearest-bin counts. A shard whose inputs were all skipped is still written, with zero samples;
 3. on a rerun, shard files that are complete and match (same inputs, same encoding config, same bins) are
-   kept; killed runs leave only temporary files, which are removed. What else a run would delete or replace
+   kept, unless one of their inputs changed since, which rewrites the shard (pipeline/sources.py: each shard
+   records what every input was, size and mtime, archive offsets, a digest of its bytes; a rerun compares by
+   stat); killed runs leave only temporary files, which are removed. What else a run would delete or replace
    must be this job's (same dataset, root, encoding and plan options, recorded in every shard's attrs), else
    the run stops before touching anything (OutputConflict); `overwrite` lets it replace another job's files,
    never a file that preprocess did not write;
@@ -27,7 +29,7 @@ import math
 import re
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -42,6 +44,7 @@ from pipeline.datasets import DatasetError, Listing, list_dataset, shard_order
 from pipeline.images import ImageError, is_gray_ab, load_rgb, resize_center_crop, rgb_to_lab
 from pipeline.output_folder import OUR_TMP, check_output, job_of
 from pipeline.prior import build_prior
+from pipeline.sources import read_input, stale_shards
 
 
 class OutputError(Exception):
@@ -102,11 +105,12 @@ def plan_shards(listing: Listing, shard_size: int, order: str = "mixed") -> list
     return specs
 
 
-def encode_image(path: Path, cfg: PrepConfig, member=None):
-    """One input (the file `path`, or an archives.Member: bytes inside a tar) -> (L (S, S) uint8,
-    ab (2, T, T) float16), or a skip reason "kind: detail"."""
+def encode_image(path: Path, cfg: PrepConfig, member=None, data: bytes | None = None):
+    """One input (the file `path`, or an archives.Member: bytes inside a tar; `data`: its bytes, already read)
+    -> (L (S, S) uint8, ab (2, T, T) float16), or a skip reason "kind: detail"."""
     try:   # a reduced decode never goes below min_side, so "too small" is judged on the true size
-        data = None if member is None else read_member(member)
+        if data is None and member is not None:
+            data = read_member(member)
         rgb = load_rgb(path, min_side=max(cfg.min_side, math.ceil(cfg.decode_slack * cfg.size)), data=data)
     except ImageError as e:                       # a bad file, not a bug: record it and move on
         return str(e)
@@ -137,9 +141,11 @@ def process_shard(spec: ShardSpec, ctx: ShardContext) -> tuple[str, dict]:
     """Encode one shard's inputs and write its file (runs in a worker). Returns the file name and its summary
     attrs (`summary_of` of the file, without reading it back)."""
     S, T = ctx.cfg.size, ctx.cfg.size // contract.TARGET_STRIDE
-    Ls, abs_, keys, skipped = [], [], [], []
+    Ls, abs_, keys, skipped, sources = [], [], [], [], []
     for key, member in zip(spec.keys, spec.members or (None,) * len(spec.keys)):
-        out = encode_image(Path(ctx.root) / key, ctx.cfg, member)
+        data, source = read_input(Path(ctx.root) / key, key, member)   # what it is made from, for reruns to compare
+        sources.append(source)
+        out = encode_image(Path(ctx.root) / key, ctx.cfg, member, data)
         if isinstance(out, str):
             skipped.append({"key": key, "reason": out})
         else:
@@ -153,7 +159,7 @@ def process_shard(spec: ShardSpec, ctx: ShardContext) -> tuple[str, dict]:
         contract.write_shard(Path(ctx.out) / spec.file, L, ab, nn_idx, nn_w, keys, attrs={
             "split": spec.split, "index": spec.index, "fingerprint": ctx.fingerprint,
             "inputs_sha": spec.inputs_sha(), "config": ctx.cfg.encoding(), "job": job_of(ctx.cfg, ctx.root),
-            **summary}, storage=ctx.cfg.storage)
+            **summary}, storage=ctx.cfg.storage, sources=sources)
     return spec.file, summary
 
 
@@ -190,6 +196,8 @@ class PrepResult:
     prior_note: str
     seconds: float
     removed: int = 0              # shard files of an earlier run that this one deleted (not planned, or not reusable)
+    changed: dict[str, list[str]] = field(default_factory=dict)  # file -> its inputs changed since: rewritten
+    unrecorded: int = 0           # reused shards from before sources were recorded: their inputs were not checked
 
     def summary(self) -> str:
         lines = [f"{self.out_dir}: {self.written} written, {self.skipped} skipped of {self.seen} inputs "
@@ -197,6 +205,14 @@ class PrepResult:
                  "  samples by split: " + (", ".join(f"{k} {v}" for k, v in self.splits.items()) or "none")]
         if self.removed:
             lines.append(f"  removed {self.removed} shard files of an earlier run that this one does not reuse")
+        if self.changed:
+            n = sum(map(len, self.changed.values()))
+            first = next(iter(self.changed.values()))[0]
+            lines.append(f"  rewrote {len(self.changed)} shard(s) whose inputs changed since they were written "
+                         f"({n} input(s), e.g. {first})")
+        if self.unrecorded:
+            lines.append(f"  {self.unrecorded} reused shard(s) predate recorded sources: their inputs were not checked "
+                         "for changes (delete them to rewrite them)")
         lines += [f"  skipped {n:5d}  {reason}" for reason, n in sorted(self.by_reason.items())]
         lines.append(f"  prior: {self.prior_note}")
         return "\n".join(lines)
@@ -227,6 +243,8 @@ def run(cfg: PrepConfig, progress: bool = True, overwrite: bool = False) -> Prep
     centers = in_gamut_centers()
     fp = fingerprint_of(cfg, centers)
     reused, stale = check_output(out, specs, fp, job_of(cfg, listing.root), overwrite)   # reads only
+    changed, unrecorded = stale_shards(out, [s for s in specs if s.file in reused], listing.root, progress)
+    reused -= changed.keys()          # rewritten in place: the old file stays until its replacement is complete
     with _writing(out):
         out.mkdir(parents=True, exist_ok=True)
         (out / contract.MANIFEST).unlink(missing_ok=True)   # written last again: its presence means "complete"
@@ -244,6 +262,7 @@ def run(cfg: PrepConfig, progress: bool = True, overwrite: bool = False) -> Prep
                 bar.update(sizes[name])
     result = assemble(out, specs, cfg, listing, centers, summaries)
     result.reused, result.removed, result.seconds = len(specs) - len(todo), removed, time.perf_counter() - t0
+    result.changed, result.unrecorded = changed, len(unrecorded)
     return result
 
 

@@ -30,6 +30,7 @@ from pipeline.datasets import list_dataset                  # noqa: E402
 from pipeline.preprocess import ShardSpec                  # noqa: E402
 
 STAGES = {                 # label: (module whose attribute preprocess calls, attribute name)
+    "read + blake2b digest (sources)": (preprocess, "read_input"),
     "load_rgb (reduced decode)": (preprocess, "load_rgb"),
     "centre crop + resize": (preprocess, "resize_center_crop"),
     "float Lab": (preprocess, "rgb_to_lab"),

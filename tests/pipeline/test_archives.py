@@ -29,6 +29,8 @@ def shard_contents(folder):
     for path in sorted(folder.glob("*.h5")):
         with h5py.File(path, "r") as h:
             arrays = {name: h[name][()] for name in h}
+            if contract.SOURCES in arrays:   # where each input was read from differs; what was read does not
+                arrays[contract.SOURCES] = arrays[contract.SOURCES][["key", "size", "digest"]]
             attrs = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in h.attrs.items()}
             if "job" in attrs:            # the root it was made from, which differs like the manifest's root
                 attrs["job"] = {k: v for k, v in json.loads(attrs["job"]).items() if k != "root"}

@@ -19,6 +19,7 @@ and h5py alone.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -100,6 +101,20 @@ def uint8_to_l(u: np.ndarray) -> np.ndarray:
     return np.asarray(u, np.float32) * np.float32(L_SCALE)
 
 
+@functools.cache
+def register_plugins():
+    """hdf5plugin, with its zstd and blosc filters registered in this process: the one place that does it. Its
+    import alone skips a filter that HDF5 already finds, and with HDF5_PLUGIN_PATH set to hdf5plugin's folder
+    (what README tells plain-h5py readers to do) HDF5 finds the same library loaded as a bare plugin, whose
+    calls back into HDF5 are never wired up: blosc's set_local then fails every write ("error during user
+    callback"). Registering them again through hdf5plugin (force) replaces those, whether the variable is set
+    or not."""
+    import hdf5plugin
+    if not hdf5plugin.register(("zstd", "blosc"), force=True):
+        raise RuntimeError("hdf5plugin could not register its zstd and blosc filters with HDF5")
+    return hdf5plugin
+
+
 def _filters(storage: str, array: str) -> dict:
     """h5py keywords of `array`'s filter under a STORAGE option; registers hdf5plugin's filters if it needs them."""
     if storage not in STORAGE:
@@ -107,7 +122,7 @@ def _filters(storage: str, array: str) -> dict:
     spec = STORAGE[storage][array]
     if "plugin" not in spec:
         return spec
-    import hdf5plugin                                          # registers zstd and blosc with HDF5
+    hdf5plugin = register_plugins()
     cls, kwargs = _PLUGIN[spec["plugin"]]
     return {**getattr(hdf5plugin, cls)(**kwargs), "shuffle": cls != "Blosc"}   # blosc shuffles by itself
 

@@ -25,9 +25,14 @@ _initialised = False
 
 
 def quiet_decoders() -> None:
-    """Bad files are reported as skips with their reasons; OpenCV's own warnings about them are noise."""
+    """Bad files are reported as skips with their reasons; OpenCV's own warnings about them are noise, and so is
+    Pillow's DecompressionBombWarning: images.load_rgb checks every size against its own limit (--max-pixels)."""
+    import warnings
+
     import cv2
+    from PIL import Image
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def worker_init() -> None:

@@ -39,7 +39,7 @@ from pipeline.archives import read_member
 from pipeline.bins import fingerprint, in_gamut_centers
 from pipeline.config import PrepConfig
 from pipeline.datasets import DatasetError, Listing, list_dataset, shard_order
-from pipeline.images import ImageError, is_gray_ab, load_rgb, resize_center_crop, rgb_to_lab
+from pipeline.images import ImageError, is_gray_ab, load_rgb, max_input_bytes, resize_center_crop, rgb_to_lab
 from pipeline.output_folder import OUR_TMP, check_output, job_of
 from pipeline.prior import build_prior
 
@@ -106,8 +106,9 @@ def encode_image(path: Path, cfg: PrepConfig, member=None):
     """One input (the file `path`, or an archives.Member: bytes inside a tar) -> (L (S, S) uint8,
     ab (2, T, T) float16), or a skip reason "kind: detail"."""
     try:   # a reduced decode never goes below min_side, so "too small" is judged on the true size
-        data = None if member is None else read_member(member)
-        rgb = load_rgb(path, min_side=max(cfg.min_side, math.ceil(cfg.decode_slack * cfg.size)), data=data)
+        data = None if member is None else read_member(member, max_input_bytes(cfg.max_pixels))
+        rgb = load_rgb(path, min_side=max(cfg.min_side, math.ceil(cfg.decode_slack * cfg.size)), data=data,
+                       max_pixels=cfg.max_pixels)
     except ImageError as e:                       # a bad file, not a bug: record it and move on
         return str(e)
     h, w = rgb.shape[:2]

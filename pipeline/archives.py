@@ -36,7 +36,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-LISTING_VERSION = 1              # bump when what a listing holds changes: older cached listings are then ignored
+from pipeline.keys import key_of_name
+
+LISTING_VERSION = 2              # bump when what a listing holds changes: older cached listings are then ignored
 ENDS = 64 * 1024                 # bytes at each end of an archive that its cache key includes
 
 
@@ -153,9 +155,11 @@ def _list_inner(inner: tuple[str, int, int], path: str) -> tuple[str, list[tuple
 
 
 def _name(name: str) -> str:
+    """A member's key-to-be: without a leading "./", escaped by key_of_name when it is not UTF-8 (tarfile reads
+    a Latin-1 name with surrogates, as os.walk does a file's)."""
     while name.startswith("./"):
         name = name[2:]
-    return name
+    return key_of_name(name)
 
 
 def read_member(member: Member | ZipMember, max_bytes: int | None = None) -> bytes:

@@ -8,7 +8,8 @@ A folder holds `manifest.json`, `prior.npz` and shard files `*.h5` with the data
     ab      float16 (N, 2, S/4, S/4)     ground-truth ab at target resolution (area-averaged)
     nn_idx  uint16  (N, K, S/4, S/4)     indices into prior.centers, nearest first
     nn_w    float16 (N, K, S/4, S/4)     Gaussian soft-encoding weights, summing to 1 over K
-    key     utf-8   (N,)                 source path relative to the dataset root
+    key     utf-8   (N,)                 source path relative to the dataset root (pipeline.keys: a name that
+                                         is not UTF-8 is escaped, reversibly)
 
 Format 2 stores the same arrays, bit for bit, through a lossless HDF5 filter chosen by name from STORAGE (the
 shard's attrs["storage"]); format 1 stored them uncompressed and still reads. Compression is invisible to a

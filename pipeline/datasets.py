@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.archives import ArchiveError, Member, ZipMember, nested_tar_members, tar_members, zip_members
+from pipeline.keys import key_of_name
 from pipeline.registry import Registry
 
 DATASETS = Registry("dataset")
@@ -115,7 +116,7 @@ def _image_files(root: Path) -> list[str]:
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         rel = os.path.relpath(dirpath, top)
         prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-        keys += [prefix + f for f in filenames
+        keys += [key_of_name(prefix + f) for f in filenames
                  if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES]
     return keys
 
@@ -151,7 +152,7 @@ def sun_objects(root: str = "", partition: int = 1, test_fraction: float = 0.1) 
                            f"ImageSets/Main/train.txt and/or test.txt")
     split_of: dict[str, str] = {}
     for split, file in lists.items():
-        for line in file.read_text().split("\n"):
+        for line in _lines(file):
             ident = line.split()[0] if line.split() else ""
             if ident:
                 split_of.setdefault(ident, split)
@@ -164,8 +165,14 @@ def _jpeg_key(root: Path, ident: str) -> str:
     if not (root / key).exists():
         for suffix in (".jpeg", ".JPG", ".png", ".bmp"):
             if (root / f"JPEGImages/{ident}{suffix}").exists():
-                return f"JPEGImages/{ident}{suffix}"
-    return key                                   # missing files stay listed: skipped later with a reason
+                return key_of_name(f"JPEGImages/{ident}{suffix}")
+    return key_of_name(key)                      # missing files stay listed: skipped later with a reason
+
+
+def _lines(file: Path) -> list[str]:
+    """The lines of a list file; bytes that are not UTF-8 (a name from a Latin-1 machine) read as os.walk gives
+    them, so that key_of_name keys them as it keys the file."""
+    return file.read_text(encoding="utf-8", errors="surrogateescape").split("\n")
 
 
 def partition_lists(root: Path, partition: int) -> tuple[Path, Path]:
@@ -185,9 +192,9 @@ def sun_scenes(root: str = "", partition: int = 1, test_fraction: float = 0.1) -
     train_list, test_list = partition_lists(path, partition)
     split_of: dict[str, str] = {}
     for split, file in (("train", train_list), ("test", test_list)):
-        for line in file.read_text().split("\n"):
+        for line in _lines(file):
             if line.strip():
-                split_of.setdefault(line.strip().lstrip("/"), split)
+                split_of.setdefault(key_of_name(line.strip().lstrip("/")), split)
     return Listing("sun_scenes", path, tuple(sorted(split_of.items())))
 
 
@@ -263,9 +270,9 @@ def places365(root: str = "", partition: int = 1, test_fraction: float = 0.1) ->
         if folder is None:
             raise DatasetError(f"{file.name} lists images, but none of {', '.join(PLACES_DIRS[split])} is a folder "
                                f"under --root {root} or inside {', '.join(PLACES_TARS)} there")
-        for line in file.read_text().split("\n"):
+        for line in _lines(file):
             if line.split():
-                key = f"{folder}/{line.split()[0].lstrip('/')}"
+                key = key_of_name(f"{folder}/{line.split()[0].lstrip('/')}")
                 items.append((key, split))
                 if key in in_tars and not (path / folder).is_dir():
                     members[key] = in_tars[key]

@@ -40,6 +40,7 @@ from pipeline.bins import fingerprint, in_gamut_centers
 from pipeline.config import PrepConfig
 from pipeline.datasets import DatasetError, Listing, list_dataset, shard_order
 from pipeline.images import ImageError, is_gray_ab, load_rgb, max_input_bytes, resize_center_crop, rgb_to_lab
+from pipeline.keys import name_of_key
 from pipeline.output_folder import OUR_TMP, check_output, job_of
 from pipeline.prior import build_prior
 
@@ -120,6 +121,12 @@ def encode_image(path: Path, cfg: PrepConfig, member=None):
     return L, ab.transpose(2, 0, 1).astype(np.float16)
 
 
+def _printable(reason: str) -> str:
+    """A skip reason as UTF-8, for the shard attrs and the manifest: a path in it that is not UTF-8 (lone
+    surrogates, as os.fsdecode gives it) keeps its bytes as \\xNN."""
+    return reason.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def stored_l_ab(square: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(S, S, 3) uint8 sRGB -> (stored L (S, S) uint8, ab (T, T, 2) float32 at target resolution): OpenCV's
     float Lab, then the exact 4x4 box mean of a and b."""
@@ -140,9 +147,9 @@ def process_shard(spec: ShardSpec, ctx: ShardContext) -> tuple[str, dict]:
     S, T = ctx.cfg.size, ctx.cfg.size // contract.TARGET_STRIDE
     Ls, abs_, keys, skipped = [], [], [], []
     for key, member in zip(spec.keys, spec.members or (None,) * len(spec.keys)):
-        out = encode_image(Path(ctx.root) / key, ctx.cfg, member)
+        out = encode_image(Path(ctx.root) / name_of_key(key), ctx.cfg, member)
         if isinstance(out, str):
-            skipped.append({"key": key, "reason": out})
+            skipped.append({"key": key, "reason": _printable(out)})
         else:
             Ls.append(out[0]); abs_.append(out[1]); keys.append(key)
     L = np.stack(Ls) if Ls else np.zeros((0, S, S), np.uint8)

@@ -131,3 +131,65 @@ def test_max_pixels_skips_by_the_header_of_every_format_and_the_run_goes_on(tmp_
                 "--max-pixels", 70_000, env=_env(False))
     assert proc.returncode == 0 and "4 written, 2 skipped" in proc.stdout, proc.stdout + proc.stderr[-2000:]
     assert json.loads((tmp_path / "b" / "manifest.json").read_text())["config"]["max_pixels"] == 70_000
+
+
+# ---- file names that are not UTF-8 -------------------------------------------------------------------------
+def test_keys_of_names_that_are_not_utf8_are_utf8_and_map_back_one_to_one():
+    from pipeline.keys import key_of_name, name_of_key
+    names = [b"caf\xe9.jpg", b"a/b.jpg", "café/ü.jpg".encode(), b"a\\b.jpg", b"a\\x41.jpg", b"x\xe9\\x5c\xff.png"]
+    keys = [key_of_name(os.fsdecode(n)) for n in names]
+    assert keys[:4] == ["caf\\xe9.jpg", "a/b.jpg", "café/ü.jpg", "a\\b.jpg"]   # valid names are their own keys
+    assert len(set(keys)) == len(names) and all(k.encode("utf-8") for k in keys)
+    assert [os.fsencode(name_of_key(k)) for k in keys] == names
+
+
+def _photos_with_latin1_names(root: Path) -> dict[bytes, str]:
+    """Photos in a tree whose file and folder names are partly Latin-1 bytes; returns {name: photo}."""
+    from hostile_files import jpeg_bytes, photo
+    files = {b"0.jpg": "astronaut", b"caf\xe9.jpg": "coffee", b"r\xe9sum\xe9/chat.jpg": "chelsea",
+             b"r\xe9sum\xe9/fus\xe9e.png": "rocket"}
+    for name, what in files.items():
+        path = os.fsencode(root) + b"/" + name
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(jpeg_bytes(photo(what)))
+    return files
+
+
+def _keys_and_first_pixels(out: Path) -> dict[str, bytes]:
+    from pipeline import contract
+    found = {}
+    for path in contract.shard_paths(out):
+        with contract.open_shard(path) as sh:
+            found.update({k: sh.L[i].tobytes() for i, k in enumerate(sh.keys())})
+    return found
+
+
+def test_folder_and_webdataset_keep_files_whose_names_are_not_utf8(tmp_path):
+    """`preprocess folder` stopped with a UnicodeEncodeError traceback in the hash split; a webdataset tar with
+    Latin-1 member names likewise. Now every file is a sample, keyed by an escaped UTF-8 name that leads back to
+    it, and the tar gives the same samples as the tree it was made of."""
+    import tarfile
+
+    from pipeline.keys import name_of_key
+    tree = tmp_path / "tree"
+    files = _photos_with_latin1_names(tree)
+    proc = _cli("preprocess", "folder", "--root", tree, "--out", tmp_path / "a", "--size", 64, "--jobs", 1,
+                env=_env(False))
+    assert proc.returncode == 0 and "4 written, 0 skipped" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    folder = _keys_and_first_pixels(tmp_path / "a")
+    assert sorted(folder) == ["0.jpg", "caf\\xe9.jpg", "r\\xe9sum\\xe9/chat.jpg", "r\\xe9sum\\xe9/fus\\xe9e.png"]
+    assert sorted(os.fsencode(name_of_key(k)) for k in folder) == sorted(files)
+    assert all((tree / name_of_key(k)).is_file() for k in folder)
+    # the same files in a GNU tar whose member names are Latin-1 bytes
+    wds = tmp_path / "wds"
+    wds.mkdir()
+    with tarfile.open(wds / "shard-000000.tar", "w", format=tarfile.GNU_FORMAT, encoding="utf-8",
+                      errors="surrogateescape") as tar:
+        for name in files:
+            tar.add(os.fsdecode(os.fsencode(tree) + b"/" + name), arcname=os.fsdecode(name))
+    assert b"caf\xe9.jpg\0" in (wds / "shard-000000.tar").read_bytes()             # Latin-1 bytes, as named
+    proc = _cli("preprocess", "webdataset", "--root", wds, "--out", tmp_path / "b", "--size", 64, "--jobs", 1,
+                env=_env(False))
+    assert proc.returncode == 0 and "4 written, 0 skipped" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert _keys_and_first_pixels(tmp_path / "b") == folder

@@ -23,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -315,7 +317,7 @@ def webdataset(root: str = "", partition: int = 1, test_fraction: float = 0.1) -
     validation / test, gives that split; otherwise the hash split of the key, as for `folder` (which then gives
     the same shards from the extracted tars)."""
     path = _need_root("webdataset", root)
-    tars = sorted(k for k in _all_files(path) if k.endswith(".tar"))
+    tars = sorted(k for k in _all_files(path) if k.endswith(".tar") and _regular_or_told(path, k))
     if not tars:
         raise DatasetError(f"--root {root}: no .tar shards under it")
     items, members, origin = [], {}, {}
@@ -334,6 +336,23 @@ def webdataset(root: str = "", partition: int = 1, test_fraction: float = 0.1) -
             origin[name], members[name] = rel, member
             items.append((name, split or hash_split(name, test_fraction)))
     return Listing("webdataset", path, tuple(sorted(items)), members)
+
+
+def _regular_or_told(root: Path, rel: str) -> bool:
+    """True for a regular file (links followed); else one line on stderr saying why it is left out: a FIFO would
+    block the listing, a device never end, a dangling link is no data."""
+    try:
+        mode = os.stat(root / rel).st_mode
+    except OSError as e:
+        why = e.strerror or str(e)
+    else:
+        if stat.S_ISREG(mode):
+            return True
+        kinds = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+                 stat.S_IFSOCK: "a socket"}
+        why = f"not a regular file ({kinds.get(stat.S_IFMT(mode), 'a directory')})"
+    print(f"webdataset: skipped {key_of_name(rel)}: {why}", file=sys.stderr)
+    return False
 
 
 def _all_files(root: Path) -> list[str]:

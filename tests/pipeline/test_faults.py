@@ -193,3 +193,40 @@ def test_folder_and_webdataset_keep_files_whose_names_are_not_utf8(tmp_path):
                 env=_env(False))
     assert proc.returncode == 0 and "4 written, 0 skipped" in proc.stdout, proc.stdout + proc.stderr[-2000:]
     assert _keys_and_first_pixels(tmp_path / "b") == folder
+
+
+# ---- files that are not regular files ---------------------------------------------------------------------
+def test_fifos_devices_and_dangling_links_are_recorded_skips_not_hangs(tmp_path):
+    """A FIFO named b.jpg blocked the read forever; a link to /dev/zero was read until memory ran out. Now each
+    is one skip with its reason, and the photos beside them are written; a FIFO among webdataset shards is left
+    out with one line on stderr."""
+    import tarfile
+
+    from hostile_files import jpeg_bytes, photo
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, name in enumerate(("astronaut", "coffee", "chelsea")):
+        (photos / f"{i}.jpg").write_bytes(jpeg_bytes(photo(name)))
+    os.mkfifo(photos / "b.jpg")
+    (photos / "zero.png").symlink_to("/dev/zero")
+    (photos / "gone.jpg").symlink_to(photos / "nowhere.jpg")
+    proc = _cli("preprocess", "folder", "--root", photos, "--out", tmp_path / "a", "--size", 64, "--jobs", 1,
+                env=_env(False), timeout=120)
+    assert proc.returncode == 0 and "3 written, 3 skipped" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    reasons = {s["key"]: s["reason"] for s in json.loads((tmp_path / "a" / "manifest.json").read_text())["skipped"]}
+    assert reasons["b.jpg"] == f"not a regular file: {photos / 'b.jpg'} is a FIFO (named pipe)"
+    assert reasons["zero.png"] == f"not a regular file: {photos / 'zero.png'} is a character device"
+    assert reasons["gone.jpg"].startswith("missing:")
+    # webdataset: a FIFO and a link to /dev/zero named like shards beside a real one
+    wds = tmp_path / "wds"
+    wds.mkdir()
+    with tarfile.open(wds / "shard-000000.tar", "w") as tar:
+        for i in range(3):
+            tar.add(photos / f"{i}.jpg", arcname=f"{i:06d}.jpg")
+    os.mkfifo(wds / "shard-000001.tar")
+    (wds / "shard-000002.tar").symlink_to("/dev/zero")
+    proc = _cli("preprocess", "webdataset", "--root", wds, "--out", tmp_path / "b", "--size", 64, "--jobs", 1,
+                env=_env(False), timeout=120)
+    assert proc.returncode == 0 and "3 written, 0 skipped" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert "webdataset: skipped shard-000001.tar: not a regular file (a FIFO)" in proc.stderr
+    assert "webdataset: skipped shard-000002.tar: not a regular file (a character device)" in proc.stderr

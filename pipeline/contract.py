@@ -62,6 +62,7 @@ STORAGE: dict[str, dict[str, dict]] = {
 DEFAULT_STORAGE = "zstd-targets"  # the smallest whose loader keeps >= 4,000 samples/s with 2 workers here
 
 
+TMP_TAG = "colorfast-"                    # in atomic_write's temporary names, before the writer's PID
 _UMASK = os.umask(0)
 os.umask(_UMASK)                           # read once: os.umask can only be read by setting it
 
@@ -74,11 +75,13 @@ class ShardFormatError(ValueError):
 def atomic_write(path, suffix: str = ".tmp"):
     """Yield a temporary path beside `path`; on success fsync and rename it over `path`, else remove it.
     A reader therefore sees either the old complete file or the new complete one, never a partial one.
+    The temporary is named .NAME.colorfast-PID-RANDOM<suffix>: what a killed write leaves is recognisably ours
+    (output_folder.OUR_TMP), and another program's .NAME.something.tmp is never taken for it.
     `suffix` ends the temporary name (writers that pick the format by extension, such as cv2.imwrite, need
     the real one at its end)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{TMP_TAG}{os.getpid()}-", suffix=suffix, dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)          # mkstemp makes 0600; shards are shared, like any file we write
     try:

@@ -230,3 +230,26 @@ def test_fifos_devices_and_dangling_links_are_recorded_skips_not_hangs(tmp_path)
     assert proc.returncode == 0 and "3 written, 0 skipped" in proc.stdout, proc.stdout + proc.stderr[-2000:]
     assert "webdataset: skipped shard-000001.tar: not a regular file (a FIFO)" in proc.stderr
     assert "webdataset: skipped shard-000002.tar: not a regular file (a character device)" in proc.stderr
+
+
+# ---- temporary files ---------------------------------------------------------------------------------------
+def test_a_rerun_removes_only_its_own_temporary_files(tmp_path):
+    """A killed write's temporary is ours and goes; another program's .train-00000.h5.backup.tmp stays."""
+    from hostile_files import jpeg_bytes, photo
+    from pipeline.config import PrepConfig
+    from pipeline.preprocess import run
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, name in enumerate(("astronaut", "coffee", "chelsea")):
+        (photos / f"{i}.jpg").write_bytes(jpeg_bytes(photo(name)))
+    cfg = PrepConfig(dataset="folder", root=str(photos), out_dir=str(tmp_path / "out"), size=64, jobs=1)
+    run(cfg, progress=False)
+    out = tmp_path / "out"
+    theirs = [out / ".train-00000.h5.backup.tmp", out / ".prior.npz.x.tmp", out / ".manifest.json.colorfast.tmp"]
+    for p in theirs:
+        p.write_text("another program's")
+    ours = out / ".train-00000.h5.colorfast-4242-k1ll3d.tmp"
+    ours.write_bytes(b"half a shard")
+    assert run(cfg, progress=False).reused == 2
+    assert [p.name for p in theirs if not p.exists()] == [], "another program's temporary file deleted"
+    assert not ours.exists()

@@ -50,7 +50,27 @@ def worker_init() -> None:
     if "faiss" in sys.modules:
         sys.modules["faiss"].omp_set_num_threads(1)
     reuse_freed_memory()
+    exit_with_parent()
     _initialised = True
+
+
+def exit_with_parent(every_s: float = 0.2) -> None:
+    """End this worker process as soon as the process that started it is gone. A preprocess killed with -9
+    left its loky workers running for minutes, writing shards for a run nobody waits for: loky notices a dead
+    parent only between tasks, and a task is a whole shard. A daemon thread compares os.getppid() with the
+    parent's pid (a dead parent's children are re-parented), which also works where prctl's PDEATHSIG does not
+    apply: loky starts workers from a helper thread, and PDEATHSIG fires when that thread ends. The encode
+    kernel runs without the GIL, so the check is never held up for long."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)                 # no cleanup: a half-written shard is only a temporary file, removed on rerun
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def reuse_freed_memory(mmap_mib: int = 64, trim_mib: int = 256) -> bool:

@@ -253,3 +253,36 @@ def test_a_rerun_removes_only_its_own_temporary_files(tmp_path):
     assert run(cfg, progress=False).reused == 2
     assert [p.name for p in theirs if not p.exists()] == [], "another program's temporary file deleted"
     assert not ours.exists()
+
+
+# ---- workers of a killed run -------------------------------------------------------------------------------
+def test_workers_exit_when_preprocess_is_killed(tmp_path):
+    """kill -9 of preprocess --jobs 2 left its loky workers running for minutes, writing more shards. Now they
+    are gone within a second or two, and no shard appears after the kill."""
+    import signal
+    import time
+
+    import psutil
+
+    from pipeline.bench_scale import make_images
+    make_images(tmp_path / "photos", 64, px=256)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "preprocess", "folder", "--root",
+                             str(tmp_path / "photos"), "--out", str(out), "--size", "256", "--shard-size", "4",
+                             "--jobs", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(False))
+    try:
+        deadline = time.monotonic() + 240
+        while not list(out.glob("*.h5")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert proc.poll() is None and len(children) >= 2, "the run ended before it could be killed"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    shards = set(out.glob("*.h5"))
+    time.sleep(3)
+    alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    for c in alive:                                     # leave nothing behind, whatever the outcome
+        c.kill()
+    assert not alive, f"{len(alive)} worker process(es) outlived the killed run"
+    assert set(out.glob("*.h5")) == shards, "a shard was written after the run was killed"

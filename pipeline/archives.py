@@ -122,9 +122,11 @@ def _list_nested(path: str, jobs: int) -> list[tuple[str, str, int, int]]:
     from pipeline.parallel import imap_unordered
     with _open(path) as outer:
         try:
-            inners = [(_name(i.name), i.offset_data, i.size) for i in outer if i.isreg() and i.name.endswith(".tar")]
+            stored = [(_name(i.name), i.offset_data, i.size) for i in outer if i.isreg() and i.name.endswith(".tar")]
         except (tarfile.TarError, EOFError) as e:
             raise ArchiveError(f"{path}: broken tar ({e})") from None
+    last = {name: i for i, (name, _, _) in enumerate(stored)}
+    inners = [inner for i, inner in enumerate(stored) if last[inner[0]] == i]   # a tar stored twice: the later
     if not jobs:
         jobs = min(8, os.cpu_count() or 1) if len(inners) >= PARALLEL_LISTING_MIN else 1
     listed = dict(tqdm(imap_unordered(_list_inner, inners, path, jobs), total=len(inners), unit="tar", leave=False,

@@ -313,7 +313,7 @@ def webdataset(root: str = "", partition: int = 1, test_fraction: float = 0.1) -
     """WebDataset-style shards: the .tar files under --root, read in place. A sample is the members sharing a
     key (a name up to the first dot of its file name: 000123.jpg, 000123.cls); its input is the first member
     whose extension is an image suffix (.jpg, .png, ...; 000123.seg.png is not one), keyed by its member name,
-    so the keys are those of the extracted files. Split: a tar whose path names train, or val / valid /
+    so the keys are those of the extracted files (a name stored twice: its later copy, as extracting leaves). Split: a tar whose path names train, or val / valid /
     validation / test, gives that split; otherwise the hash split of the key, as for `folder` (which then gives
     the same shards from the extracted tars)."""
     path = _need_root("webdataset", root)
@@ -323,17 +323,17 @@ def webdataset(root: str = "", partition: int = 1, test_fraction: float = 0.1) -
     items, members, origin = [], {}, {}
     for rel in tars:
         split = _split_of_tar(rel)
-        samples = set()
+        inputs, last = {}, {}              # sample -> its first image member's name; name -> its last copy
         for name, member in tar_members(str(path / rel)):
             directory, _, base = name.rpartition("/")
             stem, _, ext = base.partition(".")
-            sample = f"{directory}/{stem}"
-            if sample in samples or "." in ext or not _is_image(name):
-                continue
+            if "." not in ext and _is_image(name):
+                inputs.setdefault(f"{directory}/{stem}", name)
+                last[name] = member        # a name stored twice: the later copy, what `tar x` leaves on disk
+        for name in inputs.values():
             if name in origin:
                 raise DatasetError(f"--root {root}: sample {name} is in both {origin[name]} and {rel}")
-            samples.add(sample)
-            origin[name], members[name] = rel, member
+            origin[name], members[name] = rel, last[name]
             items.append((name, split or hash_split(name, test_fraction)))
     return Listing("webdataset", path, tuple(sorted(items)), members)
 

@@ -286,3 +286,42 @@ def test_workers_exit_when_preprocess_is_killed(tmp_path):
         c.kill()
     assert not alive, f"{len(alive)} worker process(es) outlived the killed run"
     assert set(out.glob("*.h5")) == shards, "a shard was written after the run was killed"
+
+
+# ---- names stored twice in a tar --------------------------------------------------------------------------
+def test_a_name_stored_twice_is_its_later_copy_in_webdataset_and_nested_tars(tmp_path, monkeypatch):
+    """`tar x` leaves the later copy of a name on disk; webdataset kept the first. A per-class tar stored twice
+    in ILSVRC2012_img_train.tar: the later one alone, as extracting the outer tar leaves it, in whatever order
+    the listing workers finish (here: the last first)."""
+    import io
+    import tarfile
+
+    from archive_trees import tar_bytes
+    from pipeline.archives import read_member
+    from pipeline.datasets import list_dataset
+    wds = tmp_path / "wds"
+    wds.mkdir()
+    (wds / "shard-000000.tar").write_bytes(tar_bytes({"000001.jpg": b"old", "000001.cls": b"0", "000002.jpg": b"b"}))
+    with tarfile.open(wds / "shard-000000.tar", "a") as tar:
+        info = tarfile.TarInfo("000001.jpg")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"new"))
+    listing = list_dataset("webdataset", str(wds))
+    assert sorted(k for k, _ in listing.items) == ["000001.jpg", "000002.jpg"]
+    assert read_member(listing.members["000001.jpg"]) == b"new"
+
+    imagenet = tmp_path / "imagenet"
+    imagenet.mkdir()
+    (imagenet / "ILSVRC2012_img_train.tar").write_bytes(tar_bytes({
+        "n01.tar": tar_bytes({"n01_1.JPEG": b"old", "n01_2.JPEG": b"gone"}), "n02.tar": tar_bytes({"n02_1.JPEG": b"2"})}))
+    with tarfile.open(imagenet / "ILSVRC2012_img_train.tar", "a") as tar:
+        again = tar_bytes({"n01_1.JPEG": b"new"})
+        info = tarfile.TarInfo("n01.tar")
+        info.size = len(again)
+        tar.addfile(info, io.BytesIO(again))
+    import pipeline.parallel
+    in_order = pipeline.parallel.imap_unordered
+    monkeypatch.setattr(pipeline.parallel, "imap_unordered", lambda *a, **kw: reversed(list(in_order(*a, **kw))))
+    listing = list_dataset("imagenet", str(imagenet))
+    assert sorted(k for k, _ in listing.items) == ["train/n01/n01_1.JPEG", "train/n02/n02_1.JPEG"]
+    assert read_member(listing.members["train/n01/n01_1.JPEG"]) == b"new"

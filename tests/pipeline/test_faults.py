@@ -325,3 +325,17 @@ def test_a_name_stored_twice_is_its_later_copy_in_webdataset_and_nested_tars(tmp
     listing = list_dataset("imagenet", str(imagenet))
     assert sorted(k for k, _ in listing.items) == ["train/n01/n01_1.JPEG", "train/n02/n02_1.JPEG"]
     assert read_member(listing.members["train/n01/n01_1.JPEG"]) == b"new"
+
+
+def test_list_files_naming_files_that_are_not_utf8_key_them_as_the_files_are(tmp_path):
+    """SUN397's lists are text: a Latin-1 line (read strictly, a UnicodeDecodeError) names the same key as the
+    file it names."""
+    from pipeline.datasets import list_dataset
+    from pipeline.keys import name_of_key
+    (tmp_path / "a" / "abbey").mkdir(parents=True)
+    (tmp_path / "a" / "abbey" / os.fsdecode(b"caf\xe9.jpg")).write_bytes(b"x")
+    (tmp_path / "Training_01.txt").write_bytes(b"/a/abbey/caf\xe9.jpg\n")
+    (tmp_path / "Testing_01.txt").write_bytes(b"/a/abbey/other.jpg\n")
+    listing = list_dataset("sun_scenes", str(tmp_path))
+    assert listing.items == (("a/abbey/caf\\xe9.jpg", "train"), ("a/abbey/other.jpg", "test"))
+    assert (tmp_path / name_of_key(listing.items[0][0])).read_bytes() == b"x"

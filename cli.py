@@ -50,6 +50,9 @@ def _size(ctx, param, value):
               help="sun_scenes: Training_NN/Testing_NN list.")
 @click.option("--min-side", default=PrepConfig.min_side, type=click.IntRange(min=1),
               help="Skip images whose shorter side is smaller.")
+@click.option("--max-pixels", default=PrepConfig.max_pixels, show_default=True, type=click.IntRange(min=1),
+              help="Skip, undecoded, images whose header declares more pixels (width x height): decompression "
+                   "bombs. The default is twice Pillow's own limit (~13,400 px square).")
 @click.option("--overwrite", is_flag=True,
               help="Replace shards in --out that another dataset, root or config wrote (never other files).")
 @click.option("--storage", default=PrepConfig.storage, show_default=True, type=click.Choice(sorted(STORAGE)),

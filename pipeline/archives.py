@@ -36,7 +36,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-LISTING_VERSION = 1              # bump when what a listing holds changes: older cached listings are then ignored
+from pipeline.keys import key_of_name
+
+LISTING_VERSION = 2              # bump when what a listing holds changes: older cached listings are then ignored
 ENDS = 64 * 1024                 # bytes at each end of an archive that its cache key includes
 
 
@@ -120,9 +122,11 @@ def _list_nested(path: str, jobs: int) -> list[tuple[str, str, int, int]]:
     from pipeline.parallel import imap_unordered
     with _open(path) as outer:
         try:
-            inners = [(_name(i.name), i.offset_data, i.size) for i in outer if i.isreg() and i.name.endswith(".tar")]
+            stored = [(_name(i.name), i.offset_data, i.size) for i in outer if i.isreg() and i.name.endswith(".tar")]
         except (tarfile.TarError, EOFError) as e:
             raise ArchiveError(f"{path}: broken tar ({e})") from None
+    last = {name: i for i, (name, _, _) in enumerate(stored)}
+    inners = [inner for i, inner in enumerate(stored) if last[inner[0]] == i]   # a tar stored twice: the later
     if not jobs:
         jobs = min(8, os.cpu_count() or 1) if len(inners) >= PARALLEL_LISTING_MIN else 1
     listed = dict(tqdm(imap_unordered(_list_inner, inners, path, jobs), total=len(inners), unit="tar", leave=False,
@@ -153,14 +157,17 @@ def _list_inner(inner: tuple[str, int, int], path: str) -> tuple[str, list[tuple
 
 
 def _name(name: str) -> str:
+    """A member's key-to-be: without a leading "./", escaped by key_of_name when it is not UTF-8 (tarfile reads
+    a Latin-1 name with surrogates, as os.walk does a file's)."""
     while name.startswith("./"):
         name = name[2:]
-    return name
+    return key_of_name(name)
 
 
-def read_member(member: Member | ZipMember) -> bytes:
+def read_member(member: Member | ZipMember, max_bytes: int | None = None) -> bytes:
     """The bytes of one member, read by this process from the archive (a worker opens the file itself).
-    Raises ImageError ("missing" / "unreadable" / "truncated" / "undecodable") like a bad file on disk would."""
+    Raises ImageError ("missing" / "unreadable" / "truncated" / "undecodable" / "too large") like a bad file on
+    disk would; "too large" for a member over `max_bytes` (images.max_input_bytes), read or inflated."""
     from pipeline.images import ImageError            # not at the top: listing must not load OpenCV
     try:
         fd = os.open(member.archive, os.O_RDONLY)
@@ -169,6 +176,9 @@ def read_member(member: Member | ZipMember) -> bytes:
     except OSError as e:
         raise ImageError("unreadable", f"{member.archive}: {e.strerror or e}") from None
     try:
+        if max_bytes is not None and max(member.size, getattr(member, "packed", 0)) > max_bytes:
+            raise ImageError("too large", f"{member.archive}: a member of {member.size:,} bytes, more than an image "
+                                          f"of --max-pixels takes ({max_bytes:,})")
         if isinstance(member, ZipMember):
             return _read_zip_entry(fd, member, ImageError)
         return _pread(fd, member.size, member.offset, member.archive, ImageError)
@@ -198,10 +208,16 @@ def _read_zip_entry(fd: int, m: ZipMember, error) -> bytes:
     name_len, extra_len = struct.unpack("<HH", local[26:30])
     data = _pread(fd, m.packed, m.header + 30 + name_len + extra_len, m.archive, error)
     if m.method == zipfile.ZIP_DEFLATED:
+        # inflated up to one byte past the size the zip declares, never further: a few MB of deflate data can
+        # hold GBs (a zip bomb), and one byte more is all that it takes to know the entry lies
+        inflater = zlib.decompressobj(-15)
         try:
-            data = zlib.decompress(data, -15)
+            data = inflater.decompress(data, m.size + 1)
         except zlib.error as e:
             raise error("undecodable", f"{m.archive}: a damaged deflated entry ({e})") from None
+        if len(data) > m.size:
+            raise error("undecodable", f"{m.archive}: an entry that inflates past the {m.size:,} bytes its "
+                                       "header declares (a zip bomb?)")
     if len(data) != m.size or zlib.crc32(data) != m.crc:
         raise error("undecodable", f"{m.archive}: an entry whose bytes do not match its CRC-32")
     return data

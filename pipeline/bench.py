@@ -29,6 +29,7 @@ from pipeline.bench_scale import PeakRSS
 from pipeline.config import PrepConfig
 from pipeline.datasets import list_dataset
 from pipeline.images import load_rgb
+from pipeline.keys import name_of_key
 from pipeline.parallel import imap_unordered
 from pipeline.preprocess import ShardSpec, plan_shards, run
 
@@ -61,7 +62,7 @@ def synth_jpegs(folder: Path, n: int, seed: int = 0, w: int = 640, h: int = 480)
 def _decode_shard(spec: ShardSpec, root: str) -> int:
     for key in spec.keys:
         try:
-            load_rgb(Path(root) / key)
+            load_rgb(Path(root) / name_of_key(key))
         except ValueError:
             pass
     return len(spec.keys)

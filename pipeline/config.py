@@ -38,14 +38,17 @@ class PrepConfig:
                                  # faster, for at most a 1/0.9 upscale (640x480 -> 240 -> 256; L PSNR ~42 dB
                                  # against a full decode). 1.0: never upscale after a reduced decode
     storage: str = "zstd-targets"  # lossless filter of the shard arrays, a name in contract.STORAGE
+    max_pixels: int = 178_956_970  # an image whose header declares more (width x height) is skipped undecoded:
+                                 # pipeline.images.MAX_PIXELS (twice Pillow's own limit), not imported here so
+                                 # that the CLI loads no OpenCV
     order: str = "mixed"         # mixed: each split's keys in a stable hash order, so every shard mixes classes;
                                  # name: sorted by name, as class folders list them (reads archives in sequence)
 
     def __post_init__(self):
         if self.size <= 0 or self.size % 4:
             raise ValueError(f"size must be a positive multiple of 4 (targets are at 1/4), got {self.size}")
-        if self.shard_size < 1 or self.jobs < 0 or self.limit < 0 or self.min_side < 1:
-            raise ValueError("shard_size and min_side must be >= 1, jobs and limit >= 0")
+        if self.shard_size < 1 or self.jobs < 0 or self.limit < 0 or self.min_side < 1 or self.max_pixels < 1:
+            raise ValueError("shard_size, min_side and max_pixels must be >= 1, jobs and limit >= 0")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.split not in SPLITS:
@@ -78,7 +81,10 @@ class PrepConfig:
         fields (jobs, backend, scheduler, out_dir) are left out, so results do not depend on them."""
         keep = ("dataset", "size", "knn", "sigma", "min_side", "gray_chroma", "decode_slack",   # in field order
                 "storage")
-        return {name: getattr(self, name) for name in keep}
+        encoding = {name: getattr(self, name) for name in keep}
+        if self.max_pixels != PrepConfig.max_pixels:   # only then: a folder made before the option keeps its
+            encoding["max_pixels"] = self.max_pixels    # fingerprint, so its shards are reused, not rebuilt
+        return encoding
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -8,7 +8,8 @@ A folder holds `manifest.json`, `prior.npz` and shard files `*.h5` with the data
     ab      float16 (N, 2, S/4, S/4)     ground-truth ab at target resolution (area-averaged)
     nn_idx  uint16  (N, K, S/4, S/4)     indices into prior.centers, nearest first
     nn_w    float16 (N, K, S/4, S/4)     Gaussian soft-encoding weights, summing to 1 over K
-    key     utf-8   (N,)                 source path relative to the dataset root
+    key     utf-8   (N,)                 source path relative to the dataset root (pipeline.keys: a name that
+                                         is not UTF-8 is escaped, reversibly)
 
 and, in shards written since inputs are recorded, `sources`, a table (compound dtype SOURCE_DTYPE) with one row
 per input the shard was made from (every listed key, the skipped ones included, in plan order):
@@ -36,6 +37,7 @@ and h5py alone.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -83,6 +85,7 @@ STORAGE: dict[str, dict[str, dict]] = {
 DEFAULT_STORAGE = "zstd-targets"  # the smallest whose loader keeps >= 4,000 samples/s with 2 workers here
 
 
+TMP_TAG = "colorfast-"                    # in atomic_write's temporary names, before the writer's PID
 _UMASK = os.umask(0)
 os.umask(_UMASK)                           # read once: os.umask can only be read by setting it
 
@@ -108,11 +111,13 @@ class ShardFormatError(ValueError):
 def atomic_write(path, suffix: str = ".tmp"):
     """Yield a temporary path beside `path`; on success fsync and rename it over `path`, else remove it.
     A reader therefore sees either the old complete file or the new complete one, never a partial one.
+    The temporary is named .NAME.colorfast-PID-RANDOM<suffix>: what a killed write leaves is recognisably ours
+    (output_folder.OUR_TMP), and another program's .NAME.something.tmp is never taken for it.
     `suffix` ends the temporary name (writers that pick the format by extension, such as cv2.imwrite, need
     the real one at its end)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{TMP_TAG}{os.getpid()}-", suffix=suffix, dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)          # mkstemp makes 0600; shards are shared, like any file we write
     try:
@@ -136,6 +141,20 @@ def uint8_to_l(u: np.ndarray) -> np.ndarray:
     return np.asarray(u, np.float32) * np.float32(L_SCALE)
 
 
+@functools.cache
+def register_plugins():
+    """hdf5plugin, with its zstd and blosc filters registered in this process: the one place that does it. Its
+    import alone skips a filter that HDF5 already finds, and with HDF5_PLUGIN_PATH set to hdf5plugin's folder
+    (what README tells plain-h5py readers to do) HDF5 finds the same library loaded as a bare plugin, whose
+    calls back into HDF5 are never wired up: blosc's set_local then fails every write ("error during user
+    callback"). Registering them again through hdf5plugin (force) replaces those, whether the variable is set
+    or not."""
+    import hdf5plugin
+    if not hdf5plugin.register(("zstd", "blosc"), force=True):
+        raise RuntimeError("hdf5plugin could not register its zstd and blosc filters with HDF5")
+    return hdf5plugin
+
+
 def _filters(storage: str, array: str) -> dict:
     """h5py keywords of `array`'s filter under a STORAGE option; registers hdf5plugin's filters if it needs them."""
     if storage not in STORAGE:
@@ -143,7 +162,7 @@ def _filters(storage: str, array: str) -> dict:
     spec = STORAGE[storage][array]
     if "plugin" not in spec:
         return spec
-    import hdf5plugin                                          # registers zstd and blosc with HDF5
+    hdf5plugin = register_plugins()
     cls, kwargs = _PLUGIN[spec["plugin"]]
     return {**getattr(hdf5plugin, cls)(**kwargs), "shuffle": cls != "Blosc"}   # blosc shuffles by itself
 

@@ -23,11 +23,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.archives import ArchiveError, Member, ZipMember, nested_tar_members, tar_members, zip_members
+from pipeline.keys import key_of_name
 from pipeline.registry import Registry
 
 DATASETS = Registry("dataset")
@@ -115,7 +118,7 @@ def _image_files(root: Path) -> list[str]:
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         rel = os.path.relpath(dirpath, top)
         prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-        keys += [prefix + f for f in filenames
+        keys += [key_of_name(prefix + f) for f in filenames
                  if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES]
     return keys
 
@@ -151,7 +154,7 @@ def sun_objects(root: str = "", partition: int = 1, test_fraction: float = 0.1) 
                            f"ImageSets/Main/train.txt and/or test.txt")
     split_of: dict[str, str] = {}
     for split, file in lists.items():
-        for line in file.read_text().split("\n"):
+        for line in _lines(file):
             ident = line.split()[0] if line.split() else ""
             if ident:
                 split_of.setdefault(ident, split)
@@ -164,8 +167,14 @@ def _jpeg_key(root: Path, ident: str) -> str:
     if not (root / key).exists():
         for suffix in (".jpeg", ".JPG", ".png", ".bmp"):
             if (root / f"JPEGImages/{ident}{suffix}").exists():
-                return f"JPEGImages/{ident}{suffix}"
-    return key                                   # missing files stay listed: skipped later with a reason
+                return key_of_name(f"JPEGImages/{ident}{suffix}")
+    return key_of_name(key)                      # missing files stay listed: skipped later with a reason
+
+
+def _lines(file: Path) -> list[str]:
+    """The lines of a list file; bytes that are not UTF-8 (a name from a Latin-1 machine) read as os.walk gives
+    them, so that key_of_name keys them as it keys the file."""
+    return file.read_text(encoding="utf-8", errors="surrogateescape").split("\n")
 
 
 def partition_lists(root: Path, partition: int) -> tuple[Path, Path]:
@@ -185,9 +194,9 @@ def sun_scenes(root: str = "", partition: int = 1, test_fraction: float = 0.1) -
     train_list, test_list = partition_lists(path, partition)
     split_of: dict[str, str] = {}
     for split, file in (("train", train_list), ("test", test_list)):
-        for line in file.read_text().split("\n"):
+        for line in _lines(file):
             if line.strip():
-                split_of.setdefault(line.strip().lstrip("/"), split)
+                split_of.setdefault(key_of_name(line.strip().lstrip("/")), split)
     return Listing("sun_scenes", path, tuple(sorted(split_of.items())))
 
 
@@ -263,9 +272,9 @@ def places365(root: str = "", partition: int = 1, test_fraction: float = 0.1) ->
         if folder is None:
             raise DatasetError(f"{file.name} lists images, but none of {', '.join(PLACES_DIRS[split])} is a folder "
                                f"under --root {root} or inside {', '.join(PLACES_TARS)} there")
-        for line in file.read_text().split("\n"):
+        for line in _lines(file):
             if line.split():
-                key = f"{folder}/{line.split()[0].lstrip('/')}"
+                key = key_of_name(f"{folder}/{line.split()[0].lstrip('/')}")
                 items.append((key, split))
                 if key in in_tars and not (path / folder).is_dir():
                     members[key] = in_tars[key]
@@ -304,29 +313,46 @@ def webdataset(root: str = "", partition: int = 1, test_fraction: float = 0.1) -
     """WebDataset-style shards: the .tar files under --root, read in place. A sample is the members sharing a
     key (a name up to the first dot of its file name: 000123.jpg, 000123.cls); its input is the first member
     whose extension is an image suffix (.jpg, .png, ...; 000123.seg.png is not one), keyed by its member name,
-    so the keys are those of the extracted files. Split: a tar whose path names train, or val / valid /
+    so the keys are those of the extracted files (a name stored twice: its later copy, as extracting leaves). Split: a tar whose path names train, or val / valid /
     validation / test, gives that split; otherwise the hash split of the key, as for `folder` (which then gives
     the same shards from the extracted tars)."""
     path = _need_root("webdataset", root)
-    tars = sorted(k for k in _all_files(path) if k.endswith(".tar"))
+    tars = sorted(k for k in _all_files(path) if k.endswith(".tar") and _regular_or_told(path, k))
     if not tars:
         raise DatasetError(f"--root {root}: no .tar shards under it")
     items, members, origin = [], {}, {}
     for rel in tars:
         split = _split_of_tar(rel)
-        samples = set()
+        inputs, last = {}, {}              # sample -> its first image member's name; name -> its last copy
         for name, member in tar_members(str(path / rel)):
             directory, _, base = name.rpartition("/")
             stem, _, ext = base.partition(".")
-            sample = f"{directory}/{stem}"
-            if sample in samples or "." in ext or not _is_image(name):
-                continue
+            if "." not in ext and _is_image(name):
+                inputs.setdefault(f"{directory}/{stem}", name)
+                last[name] = member        # a name stored twice: the later copy, what `tar x` leaves on disk
+        for name in inputs.values():
             if name in origin:
                 raise DatasetError(f"--root {root}: sample {name} is in both {origin[name]} and {rel}")
-            samples.add(sample)
-            origin[name], members[name] = rel, member
+            origin[name], members[name] = rel, last[name]
             items.append((name, split or hash_split(name, test_fraction)))
     return Listing("webdataset", path, tuple(sorted(items)), members)
+
+
+def _regular_or_told(root: Path, rel: str) -> bool:
+    """True for a regular file (links followed); else one line on stderr saying why it is left out: a FIFO would
+    block the listing, a device never end, a dangling link is no data."""
+    try:
+        mode = os.stat(root / rel).st_mode
+    except OSError as e:
+        why = e.strerror or str(e)
+    else:
+        if stat.S_ISREG(mode):
+            return True
+        kinds = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+                 stat.S_IFSOCK: "a socket"}
+        why = f"not a regular file ({kinds.get(stat.S_IFMT(mode), 'a directory')})"
+    print(f"webdataset: skipped {key_of_name(rel)}: {why}", file=sys.stderr)
+    return False
 
 
 def _all_files(root: Path) -> list[str]:

@@ -13,17 +13,25 @@ Decoding is by content, never by extension (SUN397 names PNG, BMP and GIF files 
   high byte for colour and alpha images, as Pillow and OpenCV do; float: 0..1), so a dark 16-bit scan stays
   dark; CMYK goes through Pillow's conversion, palettes are expanded.
 A file that cannot give a correct image raises ImageError with a reason a user can act on: missing, empty,
-truncated, unknown format, undecodable.
+truncated, unknown format, undecodable, not a regular file, too large.
+
+Hostile sizes: nothing is decoded before its width and height are read from its header (Pillow's Image.open
+parses the header only) and found within `max_pixels` (a 380 KB PNG can declare 20000 x 20000 px, 1.2 GB of
+pixels); a file whose header Pillow cannot read is not decoded at all, since no decoder could say its size
+first. Reads are bounded: only regular files are opened (a FIFO would block, /dev/zero never ends), and only
+what their size says, at most `max_input_bytes(max_pixels)`.
 """
 from __future__ import annotations
 
 import io
+import os
 import re
+import stat
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 EXIF_ORIENTATION = 0x0112
 GRAY_CHROMA = 5.0                # ab units; a pixel with chroma sqrt(a^2 + b^2) above this carries colour
@@ -32,6 +40,11 @@ _SIGNATURES = (                  # (magic prefix, format name); WebP also needs 
     (b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"BM", "bmp"), (b"GIF87a", "gif"),
     (b"GIF89a", "gif"), (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"), (b"RIFF", "webp"),
 )
+
+
+MAX_PIXELS = 178_956_970       # width x height above which an image is refused undecoded: twice Pillow's
+                                # MAX_IMAGE_PIXELS, where Pillow itself raises DecompressionBombError (~13,400 px
+                                # square; 537 MB as 8-bit RGB). preprocess --max-pixels changes it
 
 
 class ImageError(ValueError):
@@ -50,20 +63,54 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def load_rgb(path, min_side: int | None = None, data: bytes | None = None) -> np.ndarray:
+def max_input_bytes(max_pixels: int) -> int:
+    """The most bytes read for one input: an image of max_pixels in the widest layout decoded here (float32
+    RGBA TIFF, 16 bytes a pixel), plus 64 MiB of metadata (EXIF, ICC, a phone's video appended to a JPEG)."""
+    return 16 * max_pixels + (64 << 20)
+
+
+def read_input(path, max_bytes: int) -> bytes:
+    """The bytes of the regular file at `path` (links followed), at most its size when opened; ImageError when
+    it is missing, not a regular file (a FIFO, a device: reading would block or never end) or over max_bytes.
+    O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ImageError("missing", f"{path} does not exist") from None
+    except OSError as e:                               # a socket (ENXIO), no permission, ...
+        raise ImageError("unreadable", f"{path}: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ImageError("missing", f"{path} is a directory")
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError("not a regular file", f"{path} is {_file_kind(st.st_mode)}")
+        if st.st_size > max_bytes:
+            raise ImageError("too large", f"{path}: {st.st_size:,} bytes, more than an image of --max-pixels "
+                                          f"takes ({max_bytes:,})")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read(st.st_size)                  # what it holds now; a file still growing is cut there
+    except OSError as e:
+        raise ImageError("unreadable", f"{path}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), f"not a file (mode {mode:o})")
+
+
+def load_rgb(path, min_side: int | None = None, data: bytes | None = None,
+             max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode `path` (or `data`, its bytes already read, e.g. from inside a tar) by content into (H, W, 3)
     uint8 RGB, EXIF orientation applied.
     `min_side`: JPEGs whose shorter side is at least 2x (4x, 8x) this are decoded at 1/2 (1/4, 1/8) scale by
-    libjpeg's DCT scaling, which low-passes like an area average and costs a fraction of a full decode."""
+    libjpeg's DCT scaling, which low-passes like an area average and costs a fraction of a full decode.
+    `max_pixels`: an image declaring more (width x height, from its header) is refused before any decoding."""
     path = Path(path)
-    try:
-        data = path.read_bytes() if data is None else data
-    except FileNotFoundError:
-        raise ImageError("missing", f"{path} does not exist") from None
-    except IsADirectoryError:
-        raise ImageError("missing", f"{path} is a directory") from None
-    except OSError as e:
-        raise ImageError("unreadable", f"{path}: {e.strerror or e}") from None
+    data = read_input(path, max_input_bytes(max_pixels)) if data is None else data
     if not data:
         raise ImageError("empty", "0 bytes")
     fmt = sniff_format(data[:16])
@@ -71,8 +118,12 @@ def load_rgb(path, min_side: int | None = None, data: bytes | None = None) -> np
         raise ImageError("unknown format", f"first bytes {data[:8].hex()} are no JPEG/PNG/BMP/GIF/TIFF/WebP")
     if fmt == "jpeg" and not _jpeg_complete(data):
         raise ImageError("truncated", f"JPEG of {len(data)} bytes ends before its end-of-image marker")
+    _allow_in_pillow(max_pixels)
+    checked = False
     try:
         with Image.open(io.BytesIO(data)) as im:            # reads the header only
+            _check_pixels(im.size, max_pixels, fmt)
+            checked = True
             orientation = im.getexif().get(EXIF_ORIENTATION, 1)
             if fmt == "jpeg" and im.mode in ("RGB", "L"):
                 rgb = _decode_jpeg_cv2(data, min(im.size), min_side)
@@ -81,15 +132,36 @@ def load_rgb(path, min_side: int | None = None, data: bytes | None = None) -> np
                 rgb = _pil_to_rgb(im)
     except ImageError:
         raise
-    except UnidentifiedImageError:
-        rgb, orientation = _decode_cv2_fallback(data, fmt, "Pillow cannot identify it"), 1
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:     # over twice Pillow's limit, which is at least max_pixels
+        found = re.search(r"\((\d+) pixels\)", str(e))           # Pillow names the pixels, not the sides
+        size = f"{int(found[1]) / 1e6:.1f} MP" if found else "more pixels than Pillow opens"
+        raise ImageError("too large", f"{fmt} of {size}, over --max-pixels {max_pixels:,}: not decoded (a "
+                                      "decompression bomb, or raise the limit)") from None
+    except (OSError, SyntaxError, ValueError) as e:
         if "truncated" in str(e):
             raise ImageError("truncated", f"{fmt}: {_plain(e)}") from None
+        if not checked:   # OpenCV might decode it, but nothing can tell its size first: a bomb would go through
+            raise ImageError("undecodable", f"{fmt}: Pillow cannot read its header ({_plain(e)}), so its size "
+                                            "cannot be checked before decoding") from None
         rgb, orientation = _decode_cv2_fallback(data, fmt, _plain(e)), 1
     if rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
         raise ImageError("undecodable", f"{fmt}: decoded to shape {rgb.shape}")
     return orient(rgb, orientation)
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int, fmt: str) -> None:
+    w, h = size
+    if w * h > max_pixels:
+        raise ImageError("too large", f"{fmt} of {w}x{h} px = {w * h / 1e6:.1f} MP, over --max-pixels "
+                                      f"{max_pixels:,}: not decoded (a decompression bomb, or raise the limit)")
+
+
+def _allow_in_pillow(max_pixels: int) -> None:
+    """Let Pillow open the header of every image up to max_pixels: it raises DecompressionBombError above twice
+    its MAX_IMAGE_PIXELS before the size can be read. Raised only, never lowered (a process-wide setting that
+    other Pillow users share); _check_pixels is the limit that applies here."""
+    if Image.MAX_IMAGE_PIXELS is not None and 2 * Image.MAX_IMAGE_PIXELS < max_pixels:
+        Image.MAX_IMAGE_PIXELS = max_pixels
 
 
 def _plain(e: Exception) -> str:

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from pipeline.preprocess import ShardSpec
 
 SHARD_NAME = re.compile(r"^(train|test)-\d{5}\.h5$")
-OUR_TMP = re.compile(r"^\.(manifest\.json|prior\.npz|(train|test)-\d{5}\.h5)\.\w+\.tmp$")   # contract.atomic_write's
+# contract.atomic_write's temporaries (.train-00003.h5.colorfast-PID-RANDOM.tmp), never another program's
+OUR_TMP = re.compile(rf"^\.(manifest\.json|prior\.npz|(train|test)-\d{{5}}\.h5)\.{contract.TMP_TAG}\d+-\w+\.tmp$")
 PLAN_FIELDS = ("split", "subset", "limit", "shard_size", "partition", "test_fraction", "order")  # inputs per file
 PLAN_DEFAULTS_BEFORE = {"order": "name"}  # plan fields a shard written before they existed was made with
 

@@ -22,12 +22,18 @@ from collections.abc import Callable, Iterator, Sequence
 
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _initialised = False
+_watching = False                # exit_with_parent's thread runs in this process
 
 
 def quiet_decoders() -> None:
-    """Bad files are reported as skips with their reasons; OpenCV's own warnings about them are noise."""
+    """Bad files are reported as skips with their reasons; OpenCV's own warnings about them are noise, and so is
+    Pillow's DecompressionBombWarning: images.load_rgb checks every size against its own limit (--max-pixels)."""
+    import warnings
+
     import cv2
+    from PIL import Image
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def worker_init() -> None:
@@ -46,6 +52,30 @@ def worker_init() -> None:
         sys.modules["faiss"].omp_set_num_threads(1)
     reuse_freed_memory()
     _initialised = True
+
+
+def exit_with_parent(every_s: float = 0.2) -> None:
+    """End this loky worker as soon as the process that started it is gone. A preprocess killed with -9 left its
+    workers running for minutes, writing shards for a run nobody waits for: loky notices a dead parent only
+    between tasks, and a task is a whole shard. A daemon thread compares os.getppid() with the parent's pid (a
+    dead parent's children are re-parented); prctl's PDEATHSIG would not do, as it fires when the thread that
+    started the worker ends, and loky starts workers from a helper thread. The encode kernel runs without the
+    GIL, so the check is never held up for long. Not for dask workers: a `dask worker` started under nohup
+    outlives its shell by design. Idempotent."""
+    global _watching
+    if _watching:
+        return
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)                 # no cleanup: a half-written shard is only a temporary file, removed on rerun
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+    _watching = True
 
 
 def reuse_freed_memory(mmap_mib: int = 64, trim_mib: int = 256) -> bool:
@@ -69,6 +99,11 @@ def _call(fn: Callable, task, shared):
     return fn(task, shared)
 
 
+def _call_in_loky(fn: Callable, task, shared):
+    exit_with_parent()
+    return _call(fn, task, shared)
+
+
 def imap_unordered(fn: Callable, tasks: Sequence, shared=None, jobs: int = 1, backend: str = "loky",
                    scheduler: str = "") -> Iterator:
     """Yield fn(task, shared) for every task, in completion order. jobs = 1 with loky runs in this process
@@ -86,7 +121,7 @@ def imap_unordered(fn: Callable, tasks: Sequence, shared=None, jobs: int = 1, ba
         with parallel_config(backend="loky", n_jobs=jobs, inner_max_num_threads=1):
             # batch_size=1: a task is a whole shard, seconds of work; results stream back as they finish
             yield from Parallel(return_as="generator_unordered", batch_size=1, pre_dispatch="2*n_jobs")(
-                delayed(_call)(fn, t, shared) for t in tasks)
+                delayed(_call_in_loky)(fn, t, shared) for t in tasks)
 
 
 def _dask_map(fn: Callable, tasks: Sequence, shared, jobs: int, scheduler: str) -> Iterator:

@@ -41,7 +41,8 @@ from pipeline.archives import read_member
 from pipeline.bins import fingerprint, in_gamut_centers
 from pipeline.config import PrepConfig
 from pipeline.datasets import DatasetError, Listing, list_dataset, shard_order
-from pipeline.images import ImageError, is_gray_ab, load_rgb, resize_center_crop, rgb_to_lab
+from pipeline.images import ImageError, is_gray_ab, load_rgb, max_input_bytes, resize_center_crop, rgb_to_lab
+from pipeline.keys import name_of_key
 from pipeline.output_folder import OUR_TMP, check_output, job_of
 from pipeline.prior import build_prior
 from pipeline.sources import read_input, stale_shards
@@ -110,8 +111,9 @@ def encode_image(path: Path, cfg: PrepConfig, member=None, data: bytes | None = 
     -> (L (S, S) uint8, ab (2, T, T) float16), or a skip reason "kind: detail"."""
     try:   # a reduced decode never goes below min_side, so "too small" is judged on the true size
         if data is None and member is not None:
-            data = read_member(member)
-        rgb = load_rgb(path, min_side=max(cfg.min_side, math.ceil(cfg.decode_slack * cfg.size)), data=data)
+            data = read_member(member, max_input_bytes(cfg.max_pixels))
+        rgb = load_rgb(path, min_side=max(cfg.min_side, math.ceil(cfg.decode_slack * cfg.size)), data=data,
+                       max_pixels=cfg.max_pixels)
     except ImageError as e:                       # a bad file, not a bug: record it and move on
         return str(e)
     h, w = rgb.shape[:2]
@@ -121,6 +123,12 @@ def encode_image(path: Path, cfg: PrepConfig, member=None, data: bytes | None = 
     if is_gray_ab(ab, cfg.gray_chroma):                                        # by chroma, not by file mode
         return "grayscale: no ab signal"
     return L, ab.transpose(2, 0, 1).astype(np.float16)
+
+
+def _printable(reason: str) -> str:
+    """A skip reason as UTF-8, for the shard attrs and the manifest: a path in it that is not UTF-8 (lone
+    surrogates, as os.fsdecode gives it) keeps its bytes as \\xNN."""
+    return reason.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def stored_l_ab(square: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -143,11 +151,12 @@ def process_shard(spec: ShardSpec, ctx: ShardContext) -> tuple[str, dict]:
     S, T = ctx.cfg.size, ctx.cfg.size // contract.TARGET_STRIDE
     Ls, abs_, keys, skipped, sources = [], [], [], [], []
     for key, member in zip(spec.keys, spec.members or (None,) * len(spec.keys)):
-        data, source = read_input(Path(ctx.root) / key, key, member)   # what it is made from, for reruns to compare
+        path = Path(ctx.root) / name_of_key(key)
+        data, source = read_input(path, key, member, max_input_bytes(ctx.cfg.max_pixels))   # for reruns to compare
         sources.append(source)
-        out = encode_image(Path(ctx.root) / key, ctx.cfg, member, data)
+        out = encode_image(path, ctx.cfg, member, data)
         if isinstance(out, str):
-            skipped.append({"key": key, "reason": out})
+            skipped.append({"key": key, "reason": _printable(out)})
         else:
             Ls.append(out[0]); abs_.append(out[1]); keys.append(key)
     L = np.stack(Ls) if Ls else np.zeros((0, S, S), np.uint8)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.contract import ShardFormatError, Source, read_manifest, read_sources
+from pipeline.keys import name_of_key
 
 if TYPE_CHECKING:
     from pipeline.preprocess import ShardSpec
@@ -32,35 +33,35 @@ def digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=DIGEST_SIZE).hexdigest()
 
 
-def read_input(path: Path, key: str, member=None) -> tuple[bytes | None, Source]:
+def read_input(path: Path, key: str, member=None, max_bytes: int | None = None) -> tuple[bytes | None, Source]:
     """(the input's bytes, what they were read from) for a worker: the file at `path`, or `member` (an
-    archives.Member or ZipMember). The bytes are None where they cannot be read; the decoder then reads again and
-    says why (missing, unreadable, ...), as it always did."""
-    return _read_file(path, key) if member is None else _read_member(key, member)
+    archives.Member or ZipMember), read through the bounded readers of images/archives (regular files only, at
+    most max_bytes). The bytes are None where they cannot be read; the decoder then reads again and says why
+    (missing, not a regular file, too large, ...), as it always did."""
+    return _read_file(path, key, max_bytes) if member is None else _read_member(key, member, max_bytes)
 
 
-def _read_file(path: Path, key: str) -> tuple[bytes | None, Source]:
+def _read_file(path: Path, key: str, max_bytes: int | None) -> tuple[bytes | None, Source]:
+    from pipeline.images import MAX_PIXELS, ImageError, max_input_bytes, read_input as read_bounded
     try:
-        st = os.stat(path)
+        st = os.stat(path)                    # before the read: a change after it moves the mtime, never hides
     except OSError:
         return None, Source(key)
     if not stat.S_ISREG(st.st_mode):          # a folder, or a FIFO that open() would block on
         return None, Source(key, st.st_size, st.st_mtime_ns)
     try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())         # the stat of the very file read; a later change moves its mtime
-            data = f.read()
-    except OSError:
+        data = read_bounded(path, max_input_bytes(MAX_PIXELS) if max_bytes is None else max_bytes)
+    except ImageError:
         return None, Source(key, st.st_size, st.st_mtime_ns)
     return data, Source(key, st.st_size, st.st_mtime_ns, digest(data))
 
 
-def _read_member(key: str, member) -> tuple[bytes | None, Source]:
+def _read_member(key: str, member, max_bytes: int | None) -> tuple[bytes | None, Source]:
     from pipeline.archives import read_member
     from pipeline.images import ImageError
     source = _member_source(key, member, _archive_stat(member.archive))
     try:
-        data = read_member(member)
+        data = read_member(member, max_bytes)
     except ImageError:
         return None, source
     return data, source._replace(digest=digest(data))
@@ -86,7 +87,7 @@ def on_disk(root, key: str, member, archives: dict[str, tuple[int, int]]) -> Sou
     root/key. `archives` caches each archive's stat across calls (one stat per archive, not per member)."""
     if member is None:
         try:
-            st = os.stat(os.path.join(root, key))
+            st = os.stat(os.path.join(root, name_of_key(key)))
         except OSError:
             return Source(key)
         return Source(key, st.st_size, st.st_mtime_ns)
@@ -128,7 +129,7 @@ def content_change(recorded: Source, root, member) -> str | None:
     input that could not be read when its shard was written)."""
     if not recorded.digest:
         return None
-    data, _ = read_input(Path(root, recorded.key), recorded.key, member)
+    data, _ = read_input(Path(root, name_of_key(recorded.key)), recorded.key, member)
     if data is None:
         return "unreadable now"
     return None if digest(data) == recorded.digest else "changed: content differs (same size and mtime)"

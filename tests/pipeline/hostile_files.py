@@ -112,3 +112,36 @@ def write_deep_gray(folder: Path) -> dict:
     Image.fromarray(v.astype(np.float32) / 255, "F").save(buf, "TIFF")
     put("float32.tif", buf.getvalue(), v)
     return out
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def deflated_zeros(n: int) -> bytes:
+    """Raw deflate data of n zero bytes, made in milliseconds: after a full flush a compressor starts afresh, so
+    every 1 MiB block of zeros compresses to the same bytes, written once and repeated."""
+    block = 1 << 20
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    piece = packer.compress(b"\0" * block) + packer.flush(zlib.Z_FULL_FLUSH)
+    return piece * (n // block) + packer.compress(b"\0" * (n % block)) + packer.flush()
+
+
+def png_bomb(w: int = 20000, h: int = 20000) -> bytes:
+    """A black w x h RGB PNG of a little over 1 KB per MB of pixels (20000 x 20000: 1.2 MB, 1.2 GB of pixels)."""
+    n = h * (1 + 3 * w)                                       # a filter byte and the pixels of each row
+    idat = b"\x78\xda" + deflated_zeros(n) + struct.pack(">I", (n % 65521) << 16 | 1)   # Adler-32 of n zeros
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b""))
+
+
+def zip_bomb(name: str = "train2017/000000000001.jpg", declared: int = 1 << 20, inflated: int = 2 << 30) -> bytes:
+    """A zip of one deflated entry whose headers declare `declared` bytes but whose data inflates to `inflated`
+    zero bytes (~2 MB packed for 2 GiB); the recorded CRC-32 is that of the declared size's zeros."""
+    data, raw = deflated_zeros(inflated), name.encode()
+    crc = zlib.crc32(b"\0" * declared)
+    fields = struct.pack("<HHHHHIIIHH", 20, 0, 8, 0, 0, crc, len(data), declared, len(raw), 0)
+    local = b"PK\x03\x04" + fields + raw
+    central = b"PK\x01\x02" + struct.pack("<H", 20) + fields + struct.pack("<HHHII", 0, 0, 0, 0, 0) + raw
+    end = b"PK\x05\x06" + struct.pack("<HHHHIIH", 0, 0, 1, 1, len(central), len(local) + len(data), 0)
+    return local + data + central + end

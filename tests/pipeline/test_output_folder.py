@@ -130,10 +130,10 @@ def test_files_preprocess_did_not_write_are_never_deleted(done, tmp_path):
     root, out = done
     (out / "notes.txt").write_text("mine")
     (out / ".cache.tmp").write_text("another program's temporary file")
-    (out / ".train-00000.h5.k1ll3d.tmp").write_bytes(b"half a shard")     # a killed atomic write: ours
+    (out / ".train-00000.h5.colorfast-4242-k1ll3d.tmp").write_bytes(b"half a shard")     # a killed atomic write: ours
     assert run(_cfg(root, out), progress=False).reused == 2
     assert (out / "notes.txt").read_text() == "mine" and (out / ".cache.tmp").exists()
-    assert not (out / ".train-00000.h5.k1ll3d.tmp").exists()
+    assert not (out / ".train-00000.h5.colorfast-4242-k1ll3d.tmp").exists()
 
     with h5py.File(out / "train-00007.h5", "w") as h:              # someone's HDF5 file under a shard's name
         h["x"] = np.arange(3)

@@ -113,7 +113,7 @@ def test_jobs_backend_and_resume_do_not_change_the_result(tmp_path):
     assert again.reused == again.shards
     victim = sorted((tmp_path / "two").glob("train-*.h5"))[1]
     victim.unlink()
-    (tmp_path / "two" / f".{victim.name}.abc123.tmp").write_bytes(b"half a shard")
+    (tmp_path / "two" / f".{victim.name}.colorfast-4242-abc123.tmp").write_bytes(b"half a shard")
     resumed = run(_cfg(root, tmp_path / "two", jobs=1), progress=False)
     assert resumed.reused == resumed.shards - 1
     assert not list((tmp_path / "two").glob(".*.tmp"))

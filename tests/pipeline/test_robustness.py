@@ -119,7 +119,7 @@ def test_sigkill_then_rerun_equals_clean_run(cfg, reference, tmp_path):
             assert len(sh) == SHARD and verify._shard_data_problems(sh, sh.keys(), None) == []
     # whether or not the kill caught a write in flight, leave the worst debris a crash can: a half-written
     # temporary shard. It must be ignored, and cleaned by the rerun.
-    (out / ".train-00001.h5.k1ll3d.tmp").write_bytes(shards[0].read_bytes()[:5000])
+    (out / ".train-00001.h5.colorfast-4242-k1ll3d.tmp").write_bytes(shards[0].read_bytes()[:5000])
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"({len(shards)} reused from an earlier run)" in rerun.stdout, (mid_write, rerun.stdout)

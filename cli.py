@@ -239,6 +239,13 @@ def _user_errors():
                    "colorize/evaluate/compare then use the EMA weights.")
 @click.option("--grad-clip", default=0.0, type=click.FloatRange(min=0),
               help="Clip the global gradient norm to this (0: off); the norm is logged either way.")
+@click.option("--loss-reduction", type=click.Choice(["reference", "mean"]), default="reference",
+              help="reference: the reference's data-to-decay ratio (its loss sums over each crop's target pixels; "
+                   "here Adam's decay and eps are divided by (crop/4)^2, the same updates); mean: --weight-decay "
+                   "against the per-pixel mean loss, ~1,936x stronger at crop 176 (before this option).")
+@click.option("--gray-crops", type=click.Choice(["skip", "train"]), default="skip",
+              help="skip: a crop none of whose target pixels has |a| or |b| > 5 gets no weight in the loss "
+                   "(the reference's); train: every crop at full weight.")
 def fit(**opts):
     """Train a colorization network on shards (`torchrun --nproc-per-node N cli.py fit ...` for DDP).
     Ctrl-C (or SIGTERM) finishes the current step, saves last.pt and prints the --resume command."""

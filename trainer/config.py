@@ -6,6 +6,11 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 
+LOSS_REDUCTIONS = ("reference", "mean")
+# what a run did before a field existed: a checkpoint without it ran like this (so --resume compares the truth)
+BEFORE_FIELD = {"loss_reduction": "mean", "gray_crops": "train"}
+
+
 class FitError(ValueError):
     """A training run that cannot start or continue for a reason the user can fix (bad option, bad data)."""
 
@@ -48,6 +53,10 @@ class FitConfig:
     lr_gamma: float = 0.316                 # step schedule: lr multiplied by this at every lr_step
     ema: float = 0.0                        # decay of an exponential moving average of the weights; 0: off
     grad_clip: float = 0.0                  # clip the global gradient norm to this; 0: off (the norm is logged)
+    loss_reduction: str = "reference"       # reference: the reference's data-to-decay ratio (its loss sums over a
+                                            # crop's target pixels): Adam's decay and eps / (crop/4)^2; mean: as given
+    gray_crops: str = "skip"                # skip: a crop with no target |a| or |b| > 5 weighs 0 (the reference's);
+                                            # train: every crop at full weight
 
     def __post_init__(self):
         if self.crop <= 0 or self.crop % 8:
@@ -83,6 +92,19 @@ class FitConfig:
             raise FitError(f"--ema must be in [0, 1) (0: off), got {self.ema}")
         if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
             raise FitError(f"--grad-clip must be >= 0 (0: off), got {self.grad_clip}")
+        if self.loss_reduction not in LOSS_REDUCTIONS:
+            raise FitError(f"--loss-reduction must be reference or mean, got {self.loss_reduction!r}")
+        if self.gray_crops not in ("skip", "train"):
+            raise FitError(f"--gray-crops must be skip or train, got {self.gray_crops!r}")
+
+    @property
+    def decay_scale(self) -> float:
+        """What Adam's weight decay and eps are divided by: the target pixels of a crop under "reference", else 1.
+        The reference's loss layer sums over a crop's pixels and divides by the batch; ours takes the mean over
+        pixels too, so its data gradient is (crop/4)^2 smaller. Adam is invariant to a common scale of gradient
+        and eps, so dividing decay and eps by that factor gives the reference's updates exactly, while the logged
+        losses and gradient norms stay per-pixel means, comparable across crops and with earlier runs."""
+        return (self.crop / 4) ** 2 if self.loss_reduction == "reference" else 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,4 +113,4 @@ class FitConfig:
     def from_dict(cls, d: dict) -> "FitConfig":
         """Rebuild from a checkpoint's config, ignoring fields this version does not know."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**{**BEFORE_FIELD, **{k: v for k, v in d.items() if k in known}})

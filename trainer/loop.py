@@ -35,14 +35,14 @@ from trainer.validate import trim_rows
 from trainer.data import EpochSampler, ShardDataset, make_loader
 from trainer.losses import LOSSES, create_loss
 from trainer.models import MODELS, ColorNet, create_model, from_released, is_released_layout, load_trunk
-from trainer.step import DevicePrefetcher, StepLog, TrainStep, compile_parts, fused_adam, keep_fused
+from trainer.step import ADAM_EPS, DevicePrefetcher, StepLog, TrainStep, compile_parts, fused_adam, keep_fused
 
 LOG, LAST, CONFIG = "log.jsonl", "last.pt", "config.json"
 HOST_FIELDS = ("step", "epoch", "lr", "samples", "elapsed_s")     # a log row's fields beside the loss terms
 # Options whose change would make a resumed run a different run; the others (steps, workers, ...) may differ.
 SAME_ON_RESUME = ("data", "model", "loss", "init", "lr", "weight_decay", "batch_size", "crop", "flip", "seed",
                   "alpha", "beta", "gamma", "block", "block_size", "lr_schedule", "warmup", "lr_step", "lr_gamma",
-                  "ema", "grad_clip", "val_data", "val_limit", "select")
+                  "ema", "grad_clip", "val_data", "val_limit", "select", "loss_reduction", "gray_crops")
 
 
 class NonFiniteLoss(FitError):
@@ -89,8 +89,11 @@ def build_model(cfg: FitConfig, prior: contract.Prior) -> ColorNet:
 
 
 def create_optimizer(model: ColorNet, cfg: FitConfig) -> torch.optim.Optimizer:
-    """Fused Adam with the reference recipe's betas (0.9, 0.99) (trainer.step.fused_adam)."""
-    return fused_adam(model.parameters(), cfg.lr, cfg.weight_decay)
+    """Fused Adam with the reference recipe's betas (0.9, 0.99) (trainer.step.fused_adam). Under
+    --loss-reduction reference its decay and eps are divided by cfg.decay_scale: the updates of a loss summed
+    over each crop's target pixels, as the reference's caffe loss layer is (README, "Following the reference
+    recipe")."""
+    return fused_adam(model.parameters(), cfg.lr, cfg.weight_decay / cfg.decay_scale, eps=ADAM_EPS / cfg.decay_scale)
 
 
 def bin_remap(model: ColorNet, prior: contract.Prior) -> torch.Tensor | None:
@@ -166,7 +169,7 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
     model = build_model(cfg, prior)
     remap = bin_remap(model, prior)
     loss_fn = create_loss(cfg.loss, alpha=cfg.alpha, beta=cfg.beta, gamma=cfg.gamma, block=cfg.block,
-                          block_size=cfg.block_size, centers=model.centers)
+                          block_size=cfg.block_size, centers=model.centers, gray_crops=cfg.gray_crops)
     cuda = device.type == "cuda"
     model.to(device, memory_format=torch.channels_last if cuda else torch.contiguous_format)
     opt = create_optimizer(model, cfg)

@@ -6,10 +6,19 @@ Every loss takes the network output and a `Targets` bundle at target resolution 
     nn_idx  (B, K, t, t) int64, indices of each pixel's K nearest bins in the model's bin order
     nn_w    (B, K, t, t) float, soft-encoding weights, summing to 1 over K
     w       (B, t, t)    float, rebalancing weight of each pixel's nearest bin
+    keep    (B,)         float 1 / 0 per sample, or None (all 1): set by SkipGray, read by pixel_mean
 and returns a dict whose "loss" is what is minimised; other entries are logged beside it.
 Class losses read log-probabilities with a gather over the K stored indices: a dense Q-wide target
 (B, Q, t, t) is never built, so CE costs what L2 costs (DESIGN.md, "What fast means here").
-All losses are means over pixels (sums over K, Q or the 2 channels inside a pixel).
+All losses are means over pixels (sums over K, Q or the 2 channels inside a pixel), taken by pixel_mean.
+
+Gray crops (`fit --gray-crops skip`, the reference's NonGrayMaskLayer): a crop none of whose target pixels has
+|a| or |b| > GRAY_AB gets keep = 0, which multiplies every per-pixel term of every loss (and of the block term)
+before the mean. The mean is still over all B x t x t pixels of the batch, gray samples counted as zeros: a gray
+crop contributes no gradient and the other samples' gradients are exactly what they are without the rule (the
+reference, too, zeroes the gray image's rebalancing factor and keeps its normaliser, the batch). The mask is
+computed on the device from the targets' ab, with no host sync. The logged extras (ce_unweighted, block) are
+taken over the same kept samples. Validation metrics do not use these losses and are unaffected.
 """
 from __future__ import annotations
 
@@ -32,6 +41,23 @@ class Targets:
     nn_idx: torch.Tensor
     nn_w: torch.Tensor
     w: torch.Tensor
+    keep: torch.Tensor | None = None
+
+
+GRAY_AB = 5.0        # a crop is gray when no target pixel has |a| or |b| above this (NonGrayMaskLayer's thresh)
+
+
+def colourful_samples(ab: torch.Tensor) -> torch.Tensor:
+    """(B,) float: 1 where some target pixel of the sample has |a| or |b| > GRAY_AB, else 0. Tensor ops only
+    (no .item(), no branching on values), so it queues on the device like the rest of the step."""
+    return (ab.abs() > GRAY_AB).flatten(1).any(1).float()
+
+
+def pixel_mean(x: torch.Tensor, tg: Targets) -> torch.Tensor:
+    """Mean of a per-pixel term x (B, ...) over every pixel of the batch, the samples with keep = 0 as zeros."""
+    if tg.keep is None:
+        return x.mean()
+    return (x * tg.keep.view(-1, *[1] * (x.dim() - 1))).mean()
 
 
 def _classes_last(logits: torch.Tensor, idx: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
@@ -70,7 +96,7 @@ class ce(Loss):
 
     def __call__(self, out, tg):
         pix = soft_ce_pixels(out, tg)
-        return {"loss": (tg.w * pix).mean(), "ce_unweighted": pix.mean().detach()}
+        return {"loss": pixel_mean(tg.w * pix, tg), "ce_unweighted": pixel_mean(pix, tg).detach()}
 
 
 @LOSSES.register
@@ -79,23 +105,24 @@ class l2(Loss):
     head = "ab"
 
     def __call__(self, out, tg):
-        return {"loss": 0.5 * (out.float() - tg.ab / AB_NORM).pow(2).sum(1).mean()}
+        return {"loss": pixel_mean(0.5 * (out.float() - tg.ab / AB_NORM).pow(2).sum(1), tg)}
 
 
 @LOSSES.register
 class focal(Loss):
     """Soft CE per pixel times mask(t) = 1 / (1 + alpha exp(-beta t)), t = pixel loss / max pixel loss in the
-    global batch (the maximum is all-reduced under DDP, so 2 processes of batch B train as 1 of 2B). The mask
-    is a weight (no gradient through t) and replaces class rebalancing."""
+    global batch (the maximum is all-reduced under DDP, so 2 processes of batch B train as 1 of 2B; skipped gray
+    crops take no part in it). The mask is a weight (no gradient through t) and replaces class rebalancing."""
 
     def __init__(self, alpha: float = 10.0, beta: float = 5.0):
         self.alpha, self.beta = alpha, beta
 
     def __call__(self, out, tg):
         pix = soft_ce_pixels(out, tg)
-        t = (pix.detach() / global_max(pix.max()).clamp_min(1e-12))
+        kept = pix.detach() if tg.keep is None else pix.detach() * tg.keep.view(-1, 1, 1)    # pix >= 0
+        t = (pix.detach() / global_max(kept.max()).clamp_min(1e-12))
         mask = 1.0 / (1.0 + self.alpha * torch.exp(-self.beta * t))
-        return {"loss": (mask * pix).mean(), "ce_unweighted": pix.mean().detach()}
+        return {"loss": pixel_mean(mask * pix, tg), "ce_unweighted": pixel_mean(pix, tg).detach()}
 
 
 @LOSSES.register(name="focal-exact")
@@ -108,7 +135,7 @@ class focal_exact(Loss):
     def __call__(self, out, tg):
         logp_k = target_log_probs(out, tg)
         focal_pix = -(tg.nn_w * (1 - logp_k.exp()).pow(self.gamma) * logp_k).sum(1)
-        return {"loss": focal_pix.mean(), "ce_unweighted": -(tg.nn_w * logp_k).sum(1).mean().detach()}
+        return {"loss": pixel_mean(focal_pix, tg), "ce_unweighted": pixel_mean(-(tg.nn_w * logp_k).sum(1), tg).detach()}
 
 
 class WithBlock(Loss):
@@ -127,19 +154,36 @@ class WithBlock(Loss):
         else:
             ab_hat = annealed_mean(out, self.centers, temperature=1.0)         # centres already / AB_NORM
         k = self.size
-        blk = 0.5 * (F.avg_pool2d(ab_hat, k, ceil_mode=True) -
-                     F.avg_pool2d(tg.ab / AB_NORM, k, ceil_mode=True)).pow(2).sum(1).mean()
+        blk = pixel_mean(0.5 * (F.avg_pool2d(ab_hat, k, ceil_mode=True) -
+                                F.avg_pool2d(tg.ab / AB_NORM, k, ceil_mode=True)).pow(2).sum(1), tg)
         res["block"] = blk.detach()
         res["loss"] = res["loss"] + self.weight * blk
         return res
 
 
-def create_loss(name: str, *, alpha=10.0, beta=5.0, gamma=2.0, block=0.0, block_size=4, centers=None) -> Loss:
-    """The loss `name` with only the options it takes, plus the block term when block > 0."""
+class SkipGray(Loss):
+    """base with tg.keep = colourful_samples(tg.ab): gray crops weigh 0 in every term (module docstring)."""
+
+    def __init__(self, base: Loss):
+        self.base, self.head = base, base.head
+
+    def __call__(self, out, tg):
+        return self.base(out, Targets(tg.ab, tg.nn_idx, tg.nn_w, tg.w, colourful_samples(tg.ab)))
+
+
+GRAY_CROPS = ("skip", "train")      # skip: the reference's zero weight for gray crops; train: every crop counts
+
+
+def create_loss(name: str, *, alpha=10.0, beta=5.0, gamma=2.0, block=0.0, block_size=4, centers=None,
+                gray_crops: str = "train") -> Loss:
+    """The loss `name` with only the options it takes, plus the block term when block > 0, and gray crops given
+    no weight when gray_crops is "skip"."""
+    if gray_crops not in GRAY_CROPS:
+        raise ValueError(f"gray_crops must be one of {GRAY_CROPS}, got {gray_crops!r}")
     opts = {"focal": dict(alpha=alpha, beta=beta), "focal-exact": dict(gamma=gamma)}.get(name, {})
     loss = LOSSES.build(name, **opts)
     if block > 0:
         if loss.head == "classes" and centers is None:
             raise ValueError("the block term of a class loss needs the bin centres")
         loss = WithBlock(loss, block, block_size, centers)
-    return loss
+    return SkipGray(loss) if gray_crops == "skip" else loss

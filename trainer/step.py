@@ -23,10 +23,13 @@ from trainer.losses import Targets
 DEVICE_KEYS = ("L", "ab", "nn_idx", "nn_w")
 
 
-def fused_adam(params, lr: float, weight_decay: float) -> torch.optim.Adam:
+ADAM_EPS = 1e-8                 # torch's default and caffe's Adam `delta` default
+
+
+def fused_adam(params, lr: float, weight_decay: float, eps: float = ADAM_EPS) -> torch.optim.Adam:
     """Adam with the reference recipe's betas (0.9, 0.99), fused: one kernel for the update, and it honours
     `found_inf` (the update skipped on the device when the loss was not finite)."""
-    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay, fused=True)
+    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay, eps=eps, fused=True)
 
 
 def keep_fused(opt: torch.optim.Optimizer) -> None:

@@ -324,7 +324,7 @@ def serve(**opts):
     try:
         cfg = ServeConfig(**opts)
     except ValueError as e:                     # a bad --temperature or --allow-origin: one line
-        raise click.UsageError(str(e)) from None
+        raise click.ClickException(str(e)) from None
     try:
         run(cfg)
     except _user_errors() as e:

@@ -69,7 +69,8 @@ class ColorizeQueue:
         self.turn = asyncio.Lock()                  # FIFO: its waiters are woken in arrival order
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="colorize")
         self.recent = deque(maxlen=8)               # seconds of the last jobs, for Retry-After
-        self.started = 0                            # jobs handed to the worker (the tests count them)
+        self.waiting = 0                            # requests with their body in, waiting for their turn
+        self.running: Job | None = None
 
     def retry_after(self) -> int:
         """Whole seconds until a place is likely to free up: the typical job's time (1 s before any)."""
@@ -92,10 +93,12 @@ class ColorizeQueue:
         t0 = time.perf_counter()
         my_turn = asyncio.ensure_future(self.turn.acquire())
         left = asyncio.ensure_future(gone.wait())
+        self.waiting += 1
         try:
             await asyncio.wait({my_turn, left}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             left.cancel()
+            self.waiting -= 1
         if not my_turn.done() or my_turn.cancelled() or job.gone.is_set():
             my_turn.cancel()
             if my_turn.done() and not my_turn.cancelled():
@@ -103,7 +106,7 @@ class ColorizeQueue:
             raise ClientGone("before its turn")
         try:
             waited = time.perf_counter() - t0
-            self.started += 1
+            self.running = job
 
             def timed():
                 t = time.perf_counter()
@@ -112,6 +115,7 @@ class ColorizeQueue:
             # awaited even when the client leaves, so that the next job starts only once the worker is free
             result, work = await asyncio.get_running_loop().run_in_executor(self.worker, timed)
         finally:
+            self.running = None
             self.turn.release()
         self.recent.append(work)
         return result, waited, work

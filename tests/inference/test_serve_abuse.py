@@ -261,10 +261,14 @@ def test_bad_temperatures_get_422_and_stop_the_server_from_starting(colorizer, s
             assert r.status_code == 422 and "finite number between 0.01 and 100" in r.json()["detail"], (t, r.text)
         assert gate.decoded == 0
         assert c.post(f"{url}/api/colorize", params={"temperature": "0.5"}, content=photo()).status_code == 200
-    for t in ("nan", "1e-300", "inf"):
-        res = CliRunner().invoke(cli, ["serve", "--checkpoint", str(ckpt), "--temperature", t])
-        assert res.exit_code == 1 and res.output.startswith("Error: --temperature must be a finite number"), res.output
-        assert res.output.count("\n") == 1                                  # one line, no traceback
+    with socket.socket() as taken:                    # were it not refused, it would fail to bind here, not hang
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        for t in ("nan", "1e-300", "inf"):
+            res = CliRunner().invoke(cli, ["serve", "--checkpoint", str(ckpt), "--port", port, "--temperature", t])
+            assert res.exit_code == 1 and res.output.startswith("Error: --temperature must be a finite number"), res.output
+            assert res.output.count("\n") == 1                              # one line, no traceback
     res = CliRunner().invoke(cli, ["serve", "--checkpoint", str(ckpt), "--allow-origin", "example.org"])
     assert res.exit_code == 1 and "is not an origin like" in res.output
 

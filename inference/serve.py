@@ -1,21 +1,28 @@
 """A web page and an HTTP API around one loaded colorizer (`cli.py serve`).
 
     GET  /                 the page (inference/static/index.html: one file, inline CSS and JS, works offline)
-    GET  /api/health       {"status": "ok", "checkpoint", "loss", "temperature", "size", "max_mb", "max_pixels"}
+    GET  /api/health       {"status": "ok", "checkpoint", "loss", "temperature", "size", "max_mb", "max_pixels",
+                            "queue"}
     POST /api/colorize     body: the image file's bytes (or multipart/form-data with one file field);
                            query: ?temperature=T (optional) -> image/png at the input's size and lightness
                            (and alpha), the same pixels `cli.py colorize` writes. Headers X-Temperature,
-                           X-Seconds (decode + colorize + PNG) and X-Image-Size.
+                           X-Seconds (decode + colorize + PNG, not the wait), X-Queue-Seconds (the wait for
+                           its turn) and X-Image-Size.
 
 Bad input gets a 4xx with {"detail": "one line"} and the server keeps serving: an empty body (400), more than
 max_mb (413, from Content-Length before anything is read, else while reading), more than max_pixels (413, from
 the image header before any pixel is decoded: a 40 KB PNG can declare 50,000 x 50,000 pixels), not an image
-(415), a damaged image (400), a bad temperature (422), another HTTP method (405).
+(415), a damaged image (400), a temperature that is not a finite number in 0.01..100 (422), an upload that
+does not arrive within body_timeout (408, connection closed), another HTTP method (405), another site's page
+or a foreign Host name (403, inference/serve_guard.py).
 
-Concurrency: every request's decode, inference and PNG encoding run on one worker thread, one at a time.
-Torch already spreads one image over every core, so a second image at once would not finish sooner; one at a
-time also bounds the memory to one photo's, and the model is never used from two threads. The event loop
-stays free meanwhile, so /api/health and uploads still answer while a photo is being colorized.
+Concurrency (inference/serve_queue.py): every request's decode, inference and PNG encoding run on one worker
+thread, one at a time. Torch already spreads one image over every core, so a second image at once would not
+finish sooner; one at a time also bounds the memory to one photo's, and the model is never used from two
+threads. At most `queue` requests wait behind it, uploads included; more get 503 with Retry-After before their
+body is read. Uploads are streamed to a temporary file, so a waiting request costs disk, not memory. A client
+that hangs up is not worked for: its request leaves the line, or its job stops at the next stage. The event
+loop stays free meanwhile, so /api/health and uploads still answer while a photo is being colorized.
 """
 from __future__ import annotations
 
@@ -65,7 +72,7 @@ class ServeConfig:
     allow_origin: tuple[str, ...] = ()   # other origins (and Host names) allowed to use the API
 
     def __post_init__(self):
-        """ValueError in one line for a setting that cannot work (the CLI shows it as a usage error)."""
+        """ValueError in one line for a setting that cannot work (the CLI prints it and does not start)."""
         if self.temperature is not None:
             check_temperature(self.temperature, "--temperature")
         if self.queue < 0 or self.body_timeout <= 0 or self.header_timeout <= 0:
@@ -99,7 +106,7 @@ async def spool_upload(request, path: Path, max_mb: float, timeout: float) -> No
                 raise UploadError(413, f"upload is over the limit of {mb}")
             yield chunk
 
-    async def copy():
+    async def receive_file():
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
             # Starlette's parser keeps a file part in a SpooledTemporaryFile: 1 MB in memory, the rest on disk
             form = await MultiPartParser(request.headers, chunks(), max_files=1, max_fields=10).parse()
@@ -117,7 +124,7 @@ async def spool_upload(request, path: Path, max_mb: float, timeout: float) -> No
                     f.write(chunk)
 
     try:
-        await asyncio.wait_for(copy(), timeout)
+        await asyncio.wait_for(receive_file(), timeout)
     except asyncio.TimeoutError:
         raise UploadError(408, f"the upload did not arrive within {timeout:g} s ({received / 2**20:.2f} MB "
                                f"received{f' of {int(length) / 2**20:.2f}' if length and length.isdigit() else ''})",
@@ -247,11 +254,11 @@ def create_app(colorizer, cfg: ServeConfig):
 def uvicorn_config(app, cfg: ServeConfig, **kw):
     """The uvicorn.Config `run` serves with (the tests use the same): h11 with a header timeout."""
     import uvicorn
+    level = os.environ.get("COLORFAST_LOG", "warning")
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)     # our one-line messages in uvicorn's format
-    log_config["loggers"]["colorfast"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    log_config["loggers"]["colorfast"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
     return uvicorn.Config(app, host=cfg.host, port=cfg.port, http=protocol_with_header_timeout(cfg.header_timeout),
-                          timeout_keep_alive=5, log_config=log_config,
-                          log_level=os.environ.get("COLORFAST_LOG", "warning"), **kw)
+                          timeout_keep_alive=5, log_config=log_config, log_level=level, **kw)
 
 
 def run(cfg: ServeConfig) -> None:

@@ -44,7 +44,7 @@ def eccv16_checkpoint(path: Path) -> Path:
     from pipeline.bins import in_gamut_centers
     from trainer import checkpoint
     from trainer.models import create_model
-    centers = torch.as_tensor(in_gamut_centers(), dtype=torch.float32)
+    centers = torch.tensor(np.array(in_gamut_centers()), dtype=torch.float32)
     model = create_model("eccv16", len(centers), centers)
     return checkpoint.save(path, {"model": model.state_dict(), "model_name": "eccv16",
                                   "out_channels": len(centers), "loss": "ce", "prior": None, "step": 0})

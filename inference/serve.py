@@ -162,7 +162,8 @@ def check_header(path: Path, max_pixels: int) -> tuple[int, int]:
 def colorize_file(job: Job, colorizer, path: Path, size: int, temperature: float | None) -> bytes:
     """An image file -> PNG bytes: the same decode, colorize_image (alpha kept) and pixels as
     `cli.py colorize --format png`, with its strip-wise full-resolution rebuild (bounded memory). Stops with
-    ClientGone at a stage boundary once the job's client has gone."""
+    ClientGone at a stage boundary (after decoding, after the network, after the rebuild) once the job's client
+    has gone."""
     job.check("before its turn")
     try:
         rgb = load_rgb(path)
@@ -170,7 +171,8 @@ def colorize_file(job: Job, colorizer, path: Path, size: int, temperature: float
         raise UploadError(400, f"cannot decode the image: {e}") from None
     alpha = load_alpha(path, rgb.shape[:2])
     job.check("after decoding, before colorizing")
-    img = colorize_image(colorizer, rgb, alpha, ColorizeConfig(size=size, temperature=temperature, format="png"))
+    img = colorize_image(colorizer, rgb, alpha, ColorizeConfig(size=size, temperature=temperature, format="png"),
+                         between=job.check)
     del rgb
     job.check("after colorizing, before encoding the PNG")
     ok, png = cv2.imencode(".png", img[..., [2, 1, 0, 3][: img.shape[2]]])       # OpenCV's channel order

@@ -63,6 +63,25 @@ class Gate:
         monkeypatch.setattr(serve, "load_rgb", counting_load)
         monkeypatch.setattr(serve, "colorize_image", counting_colorize)
 
+    def hold_network(self, monkeypatch):
+        """The next network pass waits for release_network(); counts the full-resolution rebuilds after it."""
+        import inference.colorize as colorize
+        predict, rebuild = colorize.predict_ab_small, colorize.rebuild_rgb
+        self.rebuilt, self._network_open = 0, threading.Event()
+
+        def held_predict(*a, **kw):
+            assert self._network_open.wait(60)
+            return predict(*a, **kw)
+
+        def counting_rebuild(*a, **kw):
+            self.rebuilt += 1
+            return rebuild(*a, **kw)
+        monkeypatch.setattr(colorize, "predict_ab_small", held_predict)
+        monkeypatch.setattr(colorize, "rebuild_rgb", counting_rebuild)
+
+    def release_network(self):
+        self._network_open.set()
+
     def hold(self):
         self._open.clear()
 
@@ -181,6 +200,24 @@ def test_a_job_whose_client_leaves_stops_at_the_next_stage(colorizer, start_serv
         assert httpx.post(f"{url}/api/colorize", content=photo(seed=2), timeout=60).status_code == 200
     assert gate.decoded == 2 and gate.colorized == 1
     assert any("after decoding, before colorizing" in line for line in log_lines), log_lines
+
+
+def test_a_job_whose_client_leaves_during_the_network_skips_the_rebuild(colorizer, start_server, gate, monkeypatch,
+                                                                     log_lines):
+    with start_server(colorizer, size=64) as url:
+        queue = url.app.state.queue
+        log_lines.attach()
+        gate.hold_network(monkeypatch)
+        leaver = post_raw(url, photo(seed=1))
+        wait_until(lambda: queue.running is not None and gate.colorized == 1, what="the network to start")
+        job = queue.running
+        leaver.close()
+        wait_until(job.gone.is_set, what="the server to notice the disconnect")
+        gate.release_network()
+        wait_until(lambda: queue.running is None, what="the job to stop")
+        assert httpx.post(f"{url}/api/colorize", content=photo(seed=2), timeout=60).status_code == 200
+    assert gate.rebuilt == 1                                                # only the second request's
+    assert any("after the network, before the full-resolution rebuild" in line for line in log_lines), log_lines
 
 
 def test_a_body_that_never_arrives_gets_408_and_its_connection_closed(colorizer, start_server):

@@ -63,7 +63,9 @@ class HostOriginGuard:
             _, name, port = parse_origin(f"http://{host}")
         except ValueError:
             return f"Host {host!r} is not host:port"
-        if not (self.is_own(name, port) or (name, port) in self.allowed_hosts):
+        # without a port, Host means the scheme's default: 80, or 443 behind an https proxy
+        ports = {port} if ":" in host.rsplit("]", 1)[-1] else {80, 443}
+        if not (self.is_own(name, port) or any((name, p) in self.allowed_hosts for p in ports)):
             return (f"Host {host!r} is not this server's address; start it with --allow-origin http://{host} "
                     f"to serve that name")
         origin = headers.get(b"origin")

@@ -289,6 +289,9 @@ def test_bound_to_every_interface_any_address_but_no_unknown_name_is_accepted():
     assert "not this server's address" in guard.refusal({b"host": b"attacker.example:8000"})
     assert "not this server's address" in guard.refusal({b"host": b"192.168.1.20:9000"})
     assert "not allowed" in guard.refusal({b"host": b"192.168.1.20:8000", b"origin": b"http://attacker.example"})
+    behind_proxy = HostOriginGuard(None, host="127.0.0.1", port=8000, allow_origins=("https://colors.example",))
+    assert behind_proxy.refusal({b"host": b"colors.example", b"origin": b"https://colors.example"}) is None
+    assert behind_proxy.refusal({b"host": b"colors.example:8443"}) is not None
 
 
 def test_bad_temperatures_get_422_and_stop_the_server_from_starting(colorizer, start_server, ckpt, gate):

@@ -8,7 +8,7 @@ line full is refused at once (503, `Retry-After` from recent processing times) w
 
 A client that goes away is noticed by a task that listens for the ASGI `http.disconnect` (`watch_disconnect`):
 its request leaves the line before its turn, and a job already running stops at its next stage boundary
-(`Job.check`: after decoding, after colorizing), each with one log line.
+(`Job.check`: after decoding, after the network, after the full-resolution rebuild), each with one log line.
 """
 from __future__ import annotations
 

@@ -155,13 +155,13 @@ def test_a_full_queue_answers_503_with_retry_after_and_x_seconds_excludes_the_wa
         assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
         assert "busy" in refused.json()["detail"]
         assert httpx.get(f"{url}/api/health", timeout=10).status_code == 200
-        time.sleep(1.5)                                   # the second request waits this long
+        time.sleep(3)                                     # the second request waits at least this long
         gate.release()
         assert first.result().status_code == 200
         r = second.result()
         assert r.status_code == 200
-        assert float(r.headers["x-queue-seconds"]) >= 1.5
-        assert float(r.headers["x-seconds"]) < 1.5, r.headers              # its own work, not the wait
+        assert float(r.headers["x-queue-seconds"]) >= 3
+        assert float(r.headers["x-seconds"]) < 3, r.headers                # its own work (a 40 x 30 photo), not the wait
         assert httpx.post(f"{url}/api/colorize", content=photo(), timeout=60).status_code == 200   # room again
     assert gate.decoded == 3
 

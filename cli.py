@@ -330,6 +330,15 @@ def colorize(inputs, **opts):
 @click.option("--max-mb", default=25.0, type=click.FloatRange(min=0, min_open=True), help="Largest upload in MB.")
 @click.option("--max-pixels", default=40_000_000, type=click.IntRange(min=1),
               help="Largest width x height accepted, read from the header before decoding (decompression bombs).")
+@click.option("--queue", default=4, type=click.IntRange(min=0), show_default=True,
+              help="Requests that may wait behind the one being colorized; more get 503 with Retry-After.")
+@click.option("--body-timeout", default=60.0, type=click.FloatRange(min=0, min_open=True), show_default=True,
+              help="Seconds for a whole upload to arrive (else 408).")
+@click.option("--header-timeout", default=10.0, type=click.FloatRange(min=0, min_open=True), show_default=True,
+              help="Seconds for a request's headers to arrive (else the connection is closed).")
+@click.option("--allow-origin", multiple=True, metavar="URL",
+              help="Let pages from this origin (http://name:port) use the API, and accept its name as Host; "
+                   "repeatable. Others get 403.")
 @_size_opt
 @_temp_opt
 @_device_opt
@@ -343,7 +352,11 @@ def serve(**opts):
         raise click.ClickException(str(e)) from None
     from inference.serve import ServeConfig, run
     try:
-        run(ServeConfig(**opts))
+        cfg = ServeConfig(**opts)
+    except ValueError as e:                     # a bad --temperature or --allow-origin: one line
+        raise click.ClickException(str(e)) from None
+    try:
+        run(cfg)
     except _user_errors() as e:
         raise click.ClickException(str(e)) from None
 

@@ -121,10 +121,14 @@ def predict_ab_full(colorizer, L: np.ndarray, size: int, temperature: float | No
 
 
 def colorize_rgb(colorizer, rgb: np.ndarray, size: int = 256, temperature: float | None = None, *,
-                 out: np.ndarray | None = None, strip_pixels: int = STRIP_PIXELS) -> np.ndarray:
+                 out: np.ndarray | None = None, strip_pixels: int = STRIP_PIXELS, between=None) -> np.ndarray:
     """(H, W, 3) uint8 -> (H, W, 3) uint8 with the input's lightness and the network's colours.
-    `out`: where to write it (may be `rgb` itself, or rgba[..., :3]); see full_resolution.rebuild_rgb."""
+    `out`: where to write it (may be `rgb` itself, or rgba[..., :3]); see full_resolution.rebuild_rgb.
+    `between(stage)`: called after the network, before the full-resolution rebuild (serve stops there when
+    the client has gone)."""
     ab = predict_ab_small(colorizer, net_input_rgb(rgb, size, strip_pixels), temperature)
+    if between is not None:
+        between("after the network, before the full-resolution rebuild")
     return rebuild_rgb(rgb, ab, out=out, strip_pixels=strip_pixels, cubic=_cubic(colorizer))
 
 
@@ -134,16 +138,19 @@ def save_png(path: Path, rgb: np.ndarray) -> None:
 
 
 # ---- many images ----------------------------------------------------------------------------------------
-def colorize_image(colorizer, rgb: np.ndarray, alpha: np.ndarray | None, cfg: ColorizeConfig) -> np.ndarray:
+def colorize_image(colorizer, rgb: np.ndarray, alpha: np.ndarray | None, cfg: ColorizeConfig,
+                   between=None) -> np.ndarray:
     """Colorize over the decoded pixels (so one full-size array) and reattach alpha if the format keeps it.
-    rgb (H, W, 3) uint8 (consumed), alpha (H, W) uint8 or None -> (H, W, 3 or 4) uint8 RGB(A)."""
+    rgb (H, W, 3) uint8 (consumed), alpha (H, W) uint8 or None -> (H, W, 3 or 4) uint8 RGB(A).
+    `between`: see colorize_rgb."""
     if alpha is not None and FORMATS[cfg.format][2]:
         out = np.empty(rgb.shape[:2] + (4,), np.uint8)
         out[..., 3] = alpha
-        colorize_rgb(colorizer, rgb, cfg.size, cfg.temperature, out=out[..., :3])
+        colorize_rgb(colorizer, rgb, cfg.size, cfg.temperature, out=out[..., :3], between=between)
         return out
     # Pillow's arrays are read-only views of its bytes (their decode already peaked higher); OpenCV's are ours
-    return colorize_rgb(colorizer, rgb, cfg.size, cfg.temperature, out=rgb if rgb.flags.writeable else None)
+    return colorize_rgb(colorizer, rgb, cfg.size, cfg.temperature, out=rgb if rgb.flags.writeable else None,
+                        between=between)
 
 
 def run(cfg: ColorizeConfig, colorizer=None) -> ColorizeResult:

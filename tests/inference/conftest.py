@@ -47,16 +47,27 @@ def released_file(tmp_path_factory):
     return path, sd
 
 
+class ServerURL(str):
+    """The base URL, with the app behind it (`url.app.state.queue`)."""
+
+    def __new__(cls, url: str, app):
+        self = super().__new__(cls, url)
+        self.app = app
+        return self
+
+
 @contextmanager
 def live_server(colorizer, **cfg):
-    """A real uvicorn server for inference.serve's app on a free localhost port, in a thread -> base URL."""
+    """A real uvicorn server for inference.serve's app on a free localhost port, in a thread, configured as
+    `cli.py serve` configures it -> base URL."""
     uvicorn = pytest.importorskip("uvicorn", reason="serve needs the web extra (fastapi, uvicorn)")
-    from inference.serve import ServeConfig, create_app
+    from inference.serve import ServeConfig, create_app, uvicorn_config
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(colorizer, ServeConfig(**cfg)), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
+    config = ServeConfig(**{"host": "127.0.0.1", "port": port, **cfg})
+    app = create_app(colorizer, config)
+    server = uvicorn.Server(uvicorn_config(app, config, lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
@@ -64,7 +75,7 @@ def live_server(colorizer, **cfg):
         assert thread.is_alive() and time.time() < deadline, "uvicorn did not start"
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield ServerURL(f"http://127.0.0.1:{port}", app)
     finally:
         server.should_exit = True
         thread.join(30)

@@ -67,7 +67,7 @@ def test_20_concurrent_requests_all_succeed_and_equal_the_cli(tmp_path, ckpt, co
             assert res.exit_code == 0, res.output
             expected[name, t] = np.asarray(Image.open((out / name).with_suffix(".png")))
     jobs = [(name, temps[i % 2]) for i, name in enumerate(list(photos) * 4)]          # 20 requests
-    with start_server(colorizer, size=64) as url:
+    with start_server(colorizer, size=64, queue=len(jobs)) as url:                   # room for all of them
         start = threading.Barrier(len(jobs))
 
         def post(job):

@@ -78,7 +78,12 @@ def save(path, payload: dict) -> Path:
     with atomic_write(path) as tmp, open(tmp, "wb") as f:
         # a file object, not a path: torch's own writer reports a full disk as "enforce fail at
         # inline_container.cc"; through Python's file the OSError keeps its errno (ENOSPC, EROFS)
-        torch.save(ck, f)
+        try:
+            torch.save(ck, f)
+        except RuntimeError as e:
+            if isinstance(e.__context__, OSError):     # the zip writer's close, after the failed write, raised
+                raise e.__context__ from None          # its own error over the OSError
+            raise
     return path
 
 

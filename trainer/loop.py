@@ -78,8 +78,8 @@ def build_model(cfg: FitConfig, prior: contract.Prior) -> ColorNet:
             state = checkpoint.check_fields(raw, cfg.init, ("model",))["model"]
             state_classes = "centers" in state
             if state_classes and (state["centers"].ndim != 2 or state["centers"].shape[1] != 2):
-                raise FitError(f"--init {cfg.init}: its bin centres have shape {tuple(state['centers'].shape)}, "
-                               f"not (Q, 2)")
+                raise FitError(f"--init {cfg.init}: its bin centres (model.centers) have shape "
+                               f"{tuple(state['centers'].shape)}, not (Q, 2)")
         else:
             raise FitError(f"--init {cfg.init}: neither the released ECCV16 layout (model1..model8, model_out) "
                            f"nor a colorfast checkpoint")
@@ -213,7 +213,7 @@ def _write_failure(e: OSError, run_dir: Path) -> str:
     if name.startswith(".") and name.endswith(".tmp"):      # atomic_write's temporary .NAME.XXXX.tmp -> NAME
         name = name[1:-4].rsplit(".", 1)[0]
     at = f", at {name}" if name else ""
-    kept = (f"{run_dir / LAST} is the last complete save (resume with --resume once fixed)"
+    kept = (f"{LAST} there is the last complete save (resume with --resume once fixed)"
             if (run_dir / LAST).is_file() else "no checkpoint was written")
     return f"{run_dir}: cannot write the run's files ({cause}{at}); {kept}"
 

@@ -171,7 +171,7 @@ CRAFTED = {
 }
 
 
-@pytest.mark.parametrize("name", list(CRAFTED))
+@pytest.mark.parametrize("name", list(CRAFTED), ids=[n.replace(" ", "_") for n in CRAFTED])
 def test_crafted_checkpoints_are_one_line_errors(name, run, image, tmp_path):
     change, where, says = CRAFTED[name]
     run_dir, args = run

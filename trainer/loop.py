@@ -160,7 +160,8 @@ def _check_same_bins(ck: dict, prior: contract.Prior, run_dir: Path) -> None:
 
 def _restore(ck: dict, model, opt, ema, path: Path) -> None:
     """Weights, optimiser, EMA and RNG of last.pt into this run; parts that do not fit it are one FitError
-    (load_state_dict's errors span lines, and Adam takes moments of the wrong shape until its first step)."""
+    (load_state_dict's errors span lines; Adam takes moments of the wrong shape, and its fused kernel then
+    kills the process at the first step, SIGSEGV or SIGABRT)."""
     try:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])

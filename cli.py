@@ -430,9 +430,12 @@ def _losses(ctx, param, value):
 def export(checkpoint, out, force):
     """A checkpoint -> one .onnx file (network and decoding; dynamic batch, height, width) for onnxruntime."""
     from pathlib import Path
+    from inference.onnx_export import ExportError, export as run, is_input
+    if is_input(out, checkpoint):
+        raise click.BadParameter(f"{out} is the checkpoint being exported; an export never replaces its input "
+                                 f"(not even with --force)", param_hint="--out")
     if Path(out).exists() and not force:
         raise click.BadParameter(f"{out} exists; pass --force to replace it", param_hint="--out")
-    from inference.onnx_export import ExportError, export as run
     try:
         path, colorizer, delta = run(checkpoint, out)
     except (*_user_errors(), ExportError) as e:

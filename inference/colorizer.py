@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from inference.hub import is_named, resolve_checkpoint
 from trainer import checkpoint
 from trainer.decode import DEFAULT_TEMPERATURE, decode
+from trainer.losses import LOSSES
 from trainer.models import MODELS, ColorNet, create_model, from_released, is_released_layout, load_trunk
 
 RELEASED_TEMPERATURE = 1.0       # plain softmax mean, as the reference decodes its released weights
@@ -130,6 +131,24 @@ def released_model(state: dict, centers: torch.Tensor) -> ColorNet:
     return create_model("eccv16", len(centers), centers)        # load_trunk then names what does not fit
 
 
+def checkpoint_model(raw: dict, state: dict, path) -> ColorNet:
+    """The (untrained) network a colorfast checkpoint describes, its claims checked against each other, so that
+    a crafted or inconsistent file is refused in one line rather than failing inside torch."""
+    name, channels, loss, centers = raw["model_name"], raw["out_channels"], raw["loss"], state.get("centers")
+    if name not in MODELS or loss not in LOSSES:
+        raise checkpoint.CheckpointError(f"{path}: model_name {name!r} / loss {loss!r}: this code knows the models "
+                                         f"{sorted(MODELS)} and the losses {sorted(LOSSES)}")
+    if LOSSES[loss].head == "classes":
+        if centers is None or centers.shape != (channels, 2) or channels < 2 or not centers.isfinite().all():
+            got = "none" if centers is None else f"shape {tuple(centers.shape)}"
+            raise checkpoint.CheckpointError(f"{path}: a {loss} model needs finite bin centres of shape "
+                                             f"(out_channels={channels}, 2) in model.centers, it has {got}")
+    elif channels != 2 or centers is not None:
+        raise checkpoint.CheckpointError(f"{path}: an l2 model has out_channels 2 and no bin centres, this one "
+                                         f"claims {channels}" + (" and has centres" if centers is not None else ""))
+    return create_model(name, channels, centers)
+
+
 def load_colorizer(ref, device="cpu", runtime: str = "auto", announce: bool = False) -> Colorizer:
     """A checkpoint file or name -> Colorizer on `device` ("auto": CUDA if visible).
     A checkpoint of a run with --ema loads its EMA weights (the ones validated and selected for best.pt);
@@ -157,14 +176,14 @@ def load_colorizer(ref, device="cpu", runtime: str = "auto", announce: bool = Fa
     raw = checkpoint.load_any(path)
     released, weights = False, "raw"
     if raw.get("format") == checkpoint.FORMAT:
+        checkpoint.check_fields(raw, path, checkpoint.COLORIZER_FIELDS)
         state = raw["model"]
         if raw.get("ema") is not None:
             state, weights = raw["ema"], "ema"
             if announce:
-                print(f"{path}: using its EMA weights (decay {raw['config'].get('ema')}, step {raw.get('step')})",
-                      file=sys.stderr)
-        centers = state.get("centers")
-        model = create_model(raw["model_name"], raw["out_channels"], centers)
+                print(f"{path}: using its EMA weights (decay {raw.get('config', {}).get('ema')}, "
+                      f"step {raw.get('step')})", file=sys.stderr)
+        model = checkpoint_model(raw, state, path)
         loss = raw["loss"]
         prior = {k: np.asarray(v) for k, v in raw["prior"].items()} if raw.get("prior") else None
     elif is_released_layout(raw):

@@ -15,9 +15,11 @@ against torch on a test input before it is moved into place.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -27,10 +29,10 @@ from torch import nn
 
 from inference.colorizer import Colorizer, load_colorizer
 from inference.extras import require
+from inference.onnx_runtime import DIGEST_KEY, FORMAT, VERSION, with_digest    # one definition, beside the reader
 from pipeline.contract import atomic_write
 from trainer.models import AB_NORM
 
-FORMAT, VERSION = "colorfast-onnx", 1
 PARITY_TOL = 1e-3            # max |delta ab| between torch and onnxruntime accepted at export
 
 
@@ -109,6 +111,7 @@ def to_onnx_proto(colorizer: Colorizer):
     del proto.metadata_props[:]
     for k, v in metadata(colorizer).items():
         proto.metadata_props.add(key=k, value=v)
+    proto.metadata_props.add(key=DIGEST_KEY, value="0" * 64)      # with_digest fills it in
     proto.doc_string = f"colorfast colorizer exported from {colorizer.source}"
     return proto
 
@@ -125,19 +128,32 @@ def parity(colorizer: Colorizer, onnx_path: Path, side=(40, 72), batch: int = 2)
     return float((colorizer.predict_ab(L) - other.predict_ab(L)).abs().max())
 
 
+def is_input(out, source) -> bool:
+    """Whether writing `out` would replace the file `source` (the same path, a link to it, a hard link)."""
+    out, source = Path(out), Path(source)
+    return out.exists() and source.exists() and os.path.samefile(out, source)
+
+
 def export(ref, out) -> tuple[Path, Colorizer, float | None]:
     """Checkpoint file or name -> OUT (.onnx, written atomically); returns (path, the torch colorizer,
     the parity figure). Raises ExportError when onnxruntime disagrees with torch by more than PARITY_TOL."""
     onnx, _ = require("onnx", "onnxscript", extra="onnx", what="`export`")
     out = Path(out)
+    if is_input(out, ref):
+        raise ExportError(f"{out} is the checkpoint being exported; an export never replaces its input "
+                          f"(not even with --force): choose another --out")
     colorizer = load_colorizer(ref, device="cpu", runtime="torch")
     proto = to_onnx_proto(colorizer)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out) as tmp:
-        onnx.save(proto, str(tmp))
-        onnx.checker.check_model(str(tmp))
-        delta = parity(colorizer, Path(tmp))
-        if delta is not None and delta > PARITY_TOL:
-            raise ExportError(f"{out}: onnxruntime and torch differ by up to {delta:.2g} ab units (> {PARITY_TOL}); "
-                              f"not written")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(out) as tmp:
+            tmp.write_bytes(with_digest(proto.SerializeToString()))   # what onnx.save writes, plus the digest
+            onnx.checker.check_model(str(tmp))
+            delta = parity(colorizer, Path(tmp))
+            if delta is not None and delta > PARITY_TOL:
+                raise ExportError(f"{out}: onnxruntime and torch differ by up to {delta:.2g} ab units "
+                                  f"(> {PARITY_TOL}); not written")
+    except OSError as e:                      # a full disk, a read-only folder: nothing was replaced
+        raise ExportError(f"{out}: cannot write ({errno.errorcode.get(e.errno, 'error')}: "
+                          f"{e.strerror or e}); nothing was written") from None
     return out, colorizer, delta

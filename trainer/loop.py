@@ -14,7 +14,9 @@ Only rank 0 logs and saves. SIGINT/SIGTERM stop the run after the current step w
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
 import time
 from pathlib import Path
 
@@ -67,11 +69,17 @@ def build_model(cfg: FitConfig, prior: contract.Prior) -> ColorNet:
     if cfg.init:
         raw = checkpoint.load_any(cfg.init)
         if is_released_layout(raw):
-            state, centers = from_released(raw)              # its bins come with it: the released 313
+            try:
+                state, centers = from_released(raw)          # its bins come with it: the released 313
+            except ValueError as e:
+                raise FitError(f"--init {cfg.init}: {e}") from None
             state_classes = True
         elif raw.get("format") == checkpoint.FORMAT:
-            state = raw["model"]
+            state = checkpoint.check_fields(raw, cfg.init, ("model",))["model"]
             state_classes = "centers" in state
+            if state_classes and (state["centers"].ndim != 2 or state["centers"].shape[1] != 2):
+                raise FitError(f"--init {cfg.init}: its bin centres (model.centers) have shape "
+                               f"{tuple(state['centers'].shape)}, not (Q, 2)")
         else:
             raise FitError(f"--init {cfg.init}: neither the released ECCV16 layout (model1..model8, model_out) "
                            f"nor a colorfast checkpoint")
@@ -132,7 +140,10 @@ def _check_data(cfg: FitConfig, info: dist.DistInfo, device) -> None:
 
 def _resume(cfg: FitConfig, run_dir: Path) -> dict:
     ck = checkpoint.load(run_dir / LAST)
-    old = FitConfig.from_dict(ck["config"])
+    try:
+        old = FitConfig.from_dict(ck["config"])
+    except (TypeError, ValueError) as e:                 # FitError is a ValueError
+        raise FitError(f"--resume {run_dir / LAST}: its config is not a valid run's ({e})") from None
     changed = [f"{k}: {getattr(old, k)!r} -> {getattr(cfg, k)!r}" for k in SAME_ON_RESUME if getattr(old, k) != getattr(cfg, k)]
     if old.lr_schedule == "cosine" and (old.steps, old.epochs) != (cfg.steps, cfg.epochs):
         changed.append("steps/epochs (the cosine schedule spans the whole run)")
@@ -142,10 +153,32 @@ def _resume(cfg: FitConfig, run_dir: Path) -> dict:
 
 
 def _check_same_bins(ck: dict, prior: contract.Prior, run_dir: Path) -> None:
+    if "centers" not in ck["prior"]:
+        raise FitError(f"--resume {run_dir / LAST}: its prior has no bin centres")
     old = ck["prior"]["centers"].numpy()
     if old.shape != prior.centers.shape or not np.allclose(old, prior.centers):
         raise FitError(f"--resume {run_dir / LAST}: the shards' ab bins changed since this run started "
                        f"({len(old)} -> {len(prior.centers)} bins); preprocess was rerun with other settings")
+
+
+def _restore(ck: dict, model, opt, ema, path: Path) -> None:
+    """Weights, optimiser, EMA and RNG of last.pt into this run; parts that do not fit it are one FitError
+    (load_state_dict's errors span lines; Adam takes moments of the wrong shape, and its fused kernel then
+    kills the process at the first step, SIGSEGV or SIGABRT)."""
+    try:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        for p in (p for group in opt.param_groups for p in group["params"]):
+            for name, v in opt.state.get(p, {}).items():
+                if isinstance(v, torch.Tensor) and v.ndim and v.shape != p.shape:
+                    raise ValueError(f"optimizer {name} of shape {tuple(v.shape)} for a parameter of {tuple(p.shape)}")
+        keep_fused(opt)
+        if ema is not None:
+            ema.load(ck["ema"], ck["ema_updates"])
+        torch.set_rng_state(ck["rng"])
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+        raise FitError(f"--resume {path}: its saved state does not fit this run ({type(e).__name__}: "
+                       f"{' '.join(str(e).split())[:300]})") from None
 
 
 def fit(cfg: FitConfig) -> Path:
@@ -157,8 +190,36 @@ def fit(cfg: FitConfig) -> Path:
         device = torch.device("cuda", info.local_rank)
     try:
         return _fit(cfg, info, device)
+    except OSError as e:
+        if not _writing_run_dir(e, Path(cfg.out)):
+            raise
+        raise FitError(_write_failure(e, Path(cfg.out))) from None
     finally:
         dist.cleanup(info)
+
+
+# What a full disk, a quota or a read-only folder raises; a write through an open file names no file.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM}
+
+
+def _writing_run_dir(e: OSError, run_dir: Path) -> bool:
+    """Whether e is a failed write of the run's own files (last.pt, best.pt, logs, samples, config.json)."""
+    if e.filename is None:
+        return e.errno in WRITE_ERRNOS
+    where = Path(os.path.abspath(e.filename))
+    return where == Path(os.path.abspath(run_dir)) or Path(os.path.abspath(run_dir)) in where.parents
+
+
+def _write_failure(e: OSError, run_dir: Path) -> str:
+    """One line: the folder, the cause (ENOSPC, EACCES, ...), and what is still there."""
+    cause = f"{errno.errorcode.get(e.errno, 'error')}: {os.strerror(e.errno) if e.errno else e}"
+    name = Path(e.filename).name if e.filename else ""
+    if name.startswith(".") and name.endswith(".tmp"):      # atomic_write's temporary .NAME.XXXX.tmp -> NAME
+        name = name[1:-4].rsplit(".", 1)[0]
+    at = f", at {name}" if name else ""
+    kept = (f"{LAST} there is the last complete save (resume with --resume once fixed)"
+            if (run_dir / LAST).is_file() else "no checkpoint was written")
+    return f"{run_dir}: cannot write the run's files ({cause}{at}); {kept}"
 
 
 def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
@@ -179,16 +240,11 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
     if cfg.resume:
         ck = _resume(cfg, run_dir)
         _check_same_bins(ck, prior, run_dir)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        keep_fused(opt)
-        if ema is not None:
-            ema.load(ck["ema"], ck["ema_updates"])
+        _restore(ck, model, opt, ema, run_dir / LAST)
         step, epoch, epoch_step = ck["step"], ck["epoch"], ck["epoch_step"]
         if ck.get("world_size", 1) != info.world_size:
             raise FitError(f"--resume: the run was stopped with {ck.get('world_size', 1)} process(es), this one has "
                            f"{info.world_size}; the position inside the epoch would not carry over")
-        torch.set_rng_state(ck["rng"])
     elif (run_dir / LAST).exists():
         raise FitError(f"{run_dir} already holds a run ({LAST}); pass --resume to continue it or choose another --out")
 

@@ -93,8 +93,8 @@ def from_released(state: dict) -> tuple[dict, torch.Tensor]:
     """Split a released-layout state dict into (our state dict without `centers`, centres (Q, 2) in ab units).
     model_out.weight (2, Q, 1, 1) maps probabilities to ab / 110, so its columns * 110 are the centres."""
     w = state["model_out.weight"]
-    if w.ndim != 4 or w.shape[0] != 2 or w.shape[2:] != (1, 1):
-        raise ValueError(f"model_out.weight has shape {tuple(w.shape)}, expected (2, Q, 1, 1)")
+    if not isinstance(w, torch.Tensor) or w.ndim != 4 or w.shape[0] != 2 or w.shape[2:] != (1, 1):
+        raise ValueError(f"model_out.weight has shape {tuple(getattr(w, 'shape', ()))}, expected (2, Q, 1, 1)")
     centers = w[:, :, 0, 0].t().float() * AB_NORM
     rest = {k: v for k, v in state.items() if not k.startswith("model_out.")}
     return rest, centers
@@ -108,6 +108,9 @@ def load_trunk(model: ColorNet, state: dict, skip_head: bool = False) -> None:
     if skip_head:
         own = {k: v for k, v in own.items() if not k.startswith(head)}
         state = {k: v for k, v in state.items() if not k.startswith(head)}
+    not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise ValueError(f"state dict entries {not_tensors[:4]} are not tensors")
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own and k != "centers"]
     wrong = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()

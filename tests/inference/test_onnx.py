@@ -114,3 +114,103 @@ def test_export_does_not_overwrite_without_force(exported):
     res = CliRunner().invoke(cli, ["export", "--checkpoint", str(ckpt), "--out", str(path)])
     assert res.exit_code == 2 and "--force" in res.output
     assert path.read_bytes() == before
+
+
+# ---- integrity: a digest in the file, metadata checked, inputs never overwritten ------------------------------
+def _one_line_error(res, *fragments):
+    assert isinstance(res.exception, SystemExit) and res.exit_code == 1, (res.exception, res.output)
+    assert "Traceback" not in res.output, res.output
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("Error:")]
+    assert len(errors) == 1 and res.stderr.rstrip().splitlines()[-1] == errors[0], res.stderr
+    assert all(f in errors[0] for f in fragments), (fragments, errors[0])
+
+
+def _gray_png(tmp_path):
+    from PIL import Image
+    Image.fromarray(np.full((24, 24, 3), 120, np.uint8)).save(tmp_path / "i.png")
+    return tmp_path / "i.png"
+
+
+def _rewritten(path, out, stamp=True, **meta):
+    """A copy of an exported file with colorfast.* metadata set (None: removed), its digest recomputed when
+    `stamp` (what a hand edit with the project's own writer would give), else dropped."""
+    from inference.onnx_runtime import DIGEST_KEY, with_digest
+    proto = onnx.load(str(path))
+    props = {p.key: p.value for p in proto.metadata_props}
+    props.update({f"colorfast.{k}": v for k, v in meta.items()})
+    props[DIGEST_KEY] = "0" * 64 if stamp else None
+    del proto.metadata_props[:]
+    for k, v in props.items():
+        if v is not None:
+            proto.metadata_props.add(key=k, value=v)
+    data = proto.SerializeToString()
+    out.write_bytes(with_digest(data) if stamp else data)
+    return out
+
+
+def test_a_flipped_byte_anywhere_in_an_onnx_file_is_refused(exported, tmp_path):
+    from trainer.checkpoint import CheckpointError
+    good = exported["ce"][1].read_bytes()
+    bad = tmp_path / "bad.onnx"
+    for offset in np.linspace(0, len(good) - 1, 40).astype(int):     # header, weights, graph, metadata, digest
+        data = bytearray(good)
+        data[offset] ^= 0x10
+        bad.write_bytes(bytes(data))
+        with pytest.raises(CheckpointError, match="bad.onnx: (checksum mismatch|damaged|not a loadable)"):
+            load_colorizer(bad)
+    data = bytearray(good)
+    data[len(good) // 2] ^= 0x10                                     # inside the weights
+    bad.write_bytes(bytes(data))
+    res = CliRunner().invoke(cli, ["colorize", str(_gray_png(tmp_path)), "--checkpoint", str(bad),
+                                   "--out", str(tmp_path / "o")])
+    _one_line_error(res, str(bad), "checksum mismatch (the file is damaged)")
+
+
+def test_onnx_files_without_a_digest(exported, tmp_path, capsys):
+    from trainer.checkpoint import CheckpointError
+    old = _rewritten(exported["ce"][1], tmp_path / "old.onnx", stamp=False, version="1")
+    assert load_colorizer(old).loss == "ce"                          # exported before digests: loads, warned
+    assert "old.onnx: exported before .onnx files carried a checksum" in capsys.readouterr().err
+    lost = _rewritten(exported["ce"][1], tmp_path / "lost.onnx", stamp=False)
+    with pytest.raises(CheckpointError, match="lost.onnx: damaged: its colorfast.sha256 entry is missing"):
+        load_colorizer(lost)
+
+
+SPOOFED = {                 # name -> (exported model, metadata set, the key the one-line error names)
+    "unknown loss": ("ce", {"loss": "bogus"}, "colorfast.loss"),
+    "l2 on a class graph": ("ce", {"loss": "l2"}, "colorfast.loss"),
+    "class loss on an l2 graph": ("l2", {"loss": "ce"}, "colorfast.loss"),
+    "centres of 3 columns": ("ce", {"centers": "[[1, 2, 3], [4, 5, 6]]"}, "colorfast.centers"),
+    "centres not JSON": ("ce", {"centers": "[[1, 2], "}, "colorfast.centers"),
+    "centres missing": ("ce", {"centers": None}, "colorfast.centers"),
+    "centres not finite": ("released", {"centers": "[[NaN, 0], [1, 1]]"}, "colorfast.centers"),
+    "centres on an l2 model": ("l2", {"centers": "[[0, 0], [1, 1]]"}, "colorfast.centers"),
+    "temperature not a number": ("ce", {"default_temperature": "warm"}, "colorfast.default_temperature"),
+    "temperature not finite": ("ce", {"default_temperature": "inf"}, "colorfast.default_temperature"),
+    "released neither true nor false": ("released", {"released": "maybe"}, "colorfast.released"),
+    "prior without weights": ("ce", {"prior": '{"centers": [[0, 0]], "prob": [1]}'}, "colorfast.prior"),
+}
+
+
+@pytest.mark.parametrize("name", list(SPOOFED))
+def test_spoofed_metadata_is_a_one_line_error(name, exported, tmp_path):
+    model, meta, key = SPOOFED[name]
+    spoofed = _rewritten(exported[model][1], tmp_path / "spoofed.onnx", **meta)
+    res = CliRunner().invoke(cli, ["colorize", str(_gray_png(tmp_path)), "--checkpoint", str(spoofed),
+                                   "--out", str(tmp_path / "o")])
+    _one_line_error(res, str(spoofed), key)
+
+
+def test_export_never_writes_over_its_input(exported, tmp_path):
+    import shutil
+    from inference.onnx_export import ExportError, export
+    ckpt = shutil.copy(exported["ce"][0], tmp_path / "last.pt")
+    before = ckpt.read_bytes()
+    (tmp_path / "link.onnx").symlink_to(ckpt)
+    for out in (ckpt, tmp_path / "link.onnx"):
+        res = CliRunner().invoke(cli, ["export", "--checkpoint", str(ckpt), "--out", str(out), "--force"])
+        assert res.exit_code == 2 and "is the checkpoint being exported" in res.output, res.output
+        assert "Traceback" not in res.output
+        with pytest.raises(ExportError, match="never replaces its input"):
+            export(ckpt, out)
+    assert ckpt.read_bytes() == before and (tmp_path / "link.onnx").is_symlink()

@@ -32,14 +32,14 @@ def varied_ckpt(tiny_runs, tmp_path_factory):
     predicts nearly the same ab everywhere (nothing to smooth); this one's colours change with the content,
     frame to frame, as a real model's do."""
     import torch
+    from trainer import checkpoint
     ck = torch.load(tiny_runs[1]["ce"], weights_only=True)
     g = torch.Generator().manual_seed(0)
     for k, v in ck["model"].items():
         if v.is_floating_point() and v.ndim > 1 and k != "centers":
             ck["model"][k] = torch.randn(v.shape, generator=g) * 3 * (2.0 / v[0].numel()) ** 0.5
     path = tmp_path_factory.mktemp("varied") / "varied.pt"
-    torch.save(ck, path)
-    return path
+    return checkpoint.save(path, ck)                      # a changed checkpoint needs its checksum recomputed
 
 
 def probe(path):

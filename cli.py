@@ -216,6 +216,12 @@ def _user_errors():
                    "colorize/evaluate/compare then use the EMA weights.")
 @click.option("--grad-clip", default=0.0, type=click.FloatRange(min=0),
               help="Clip the global gradient norm to this (0: off); the norm is logged either way.")
+@click.option("--data-init", type=click.Choice(["lsuv", "off"]), default="lsuv",
+              help="From scratch: LSUV, every conv scaled to unit output variance on real training crops, the "
+                   "classifier to a near-uniform softmax (trainer/init.py); off: torch's default init. Not "
+                   "applied with --init or --resume.")
+@click.option("--data-init-samples", default=32, type=click.IntRange(min=1),
+              help="Training crops the data init measures on.")
 def fit(**opts):
     """Train a colorization network on shards (`torchrun --nproc-per-node N cli.py fit ...` for DDP).
     Ctrl-C (or SIGTERM) finishes the current step, saves last.pt and prints the --resume command."""

@@ -48,6 +48,9 @@ class FitConfig:
     lr_gamma: float = 0.316                 # step schedule: lr multiplied by this at every lr_step
     ema: float = 0.0                        # decay of an exponential moving average of the weights; 0: off
     grad_clip: float = 0.0                  # clip the global gradient norm to this; 0: off (the norm is logged)
+    data_init: str = "lsuv"                 # from scratch: lsuv (trainer/init.py) | off (torch's default init);
+                                            # with init the trunk comes from the file: recorded as off
+    data_init_samples: int = 32             # training crops the data init measures variances on
 
     def __post_init__(self):
         if self.crop <= 0 or self.crop % 8:
@@ -83,6 +86,12 @@ class FitConfig:
             raise FitError(f"--ema must be in [0, 1) (0: off), got {self.ema}")
         if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
             raise FitError(f"--grad-clip must be >= 0 (0: off), got {self.grad_clip}")
+        if self.data_init not in ("lsuv", "off"):
+            raise FitError(f"--data-init must be lsuv or off, got {self.data_init!r}")
+        if self.data_init_samples < 1:
+            raise FitError(f"--data-init-samples must be >= 1, got {self.data_init_samples}")
+        if self.init:
+            object.__setattr__(self, "data_init", "off")   # the weights come from --init: nothing to initialise
 
     def to_dict(self) -> dict:
         return asdict(self)

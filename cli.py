@@ -423,12 +423,19 @@ def export(checkpoint, out, force):
 @click.option("--val-every", default=0, type=click.IntRange(min=0), help="Steps between validations (0: steps / 10).")
 @click.option("--val-limit", default=1000, type=click.IntRange(min=0), help="Validation samples per test folder.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", help="Where the runs train.")
-def study(train, tests, **opts):
+@click.option("--variant", "variants", multiple=True, metavar="NAME:KEY=VALUE,...",
+              help="One more run with other fit options (FitConfig fields, e.g. ce-init-off:data_init=off), "
+                   "same budget and seed; ce unless it sets loss; repeatable. 'none': no variant  "
+                   "[default: ce-init-off:data_init=off]")
+@click.option("--train-eval", default=1000, type=click.IntRange(min=0),
+              help="Training samples (the first, in stored order) scored beside each test folder (0: all).")
+def study(train, tests, variants, **opts):
     """Loss study: train each loss with the same budget, init and data order, validate along the way, and
     report every metric per test folder beside the gray baseline (with no --train: on the bundled sample)."""
     from inference.study import StudyConfig, StudyError, run
     try:
-        report = run(StudyConfig(train=train or "", tests=tuple(tests), **opts))
+        chosen = {} if not variants else {"variants": () if variants == ("none",) else tuple(variants)}
+        report = run(StudyConfig(train=train or "", tests=tuple(tests), **chosen, **opts))
     except (*_user_errors(), StudyError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"-> {report}")

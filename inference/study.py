@@ -309,7 +309,9 @@ def fit_table(seen: dict, held: dict) -> list[str]:
     return lines
 
 
-def early_table(early: dict, folder: str) -> list[str]:
+def early_table(early: dict) -> list[str]:
+    """Markdown: per run, the training loss at the start and at the end of the first steps, and the last
+    validation within them."""
     any_row = next(iter(early.values()))
     w, n = any_row["window"], any_row["steps"]
     lines = [f"| run | train loss, steps 1-{w} | train loss, steps {n - w + 1}-{n} | validated at step | CE | "
@@ -318,7 +320,7 @@ def early_table(early: dict, folder: str) -> list[str]:
         lines.append(f"| {name} | {r['loss_first']:.4f} | {r['loss_last']:.4f} | {_fmt(r['val_step'], '{}')} | "
                      f"{_fmt(r['ce'], '{:.3f}')} | {_fmt(r['auc_rebalanced'], '{:.2f}')} | "
                      f"{_fmt(r['colourfulness'], '{:.2f}')} ({_fmt(r['gt_colourfulness'], '{:.2f}')}) |")
-    return lines + [f"\nValidation on `{folder}`; `curves_early.png`: the curves of these runs up to step {n}."]
+    return lines
 
 
 def write_report(cfg: StudyConfig, out: Path, runs: dict, tests: dict, seen: dict, keys: list, seconds: float,
@@ -356,7 +358,8 @@ def write_report(cfg: StudyConfig, out: Path, runs: dict, tests: dict, seen: dic
            metrics.markdown_table(seen)]
     if early:
         md += [f"\n## The first {next(iter(early.values()))['steps']} steps (what the variants change early on)\n",
-               *early_table(early, next(iter(tests)))]
+               *early_table(early), f"\nValidation on `{next(iter(tests))}`; `curves_early.png`: the curves of "
+               f"these runs up to that step."]
     if keys:
         md.append("\nPhotos: `compare/index.html` (gray | each run | ground truth on each held-out photo).\n")
     path = out / "report.md"
@@ -391,11 +394,13 @@ def _run(cfg: StudyConfig) -> Path:
     for name, folder, split in folders:
         tests[name] = summaries(run_evaluate(EvalConfig(data=str(folder), split=split, out=str(out / f"eval_{name}"),
                                                         **common), models=models))
+        tests[name][GRAY]["logit_spread"] = None
         for m in models:
             tests[name][m.name]["logit_spread"] = logit_spread(m, folder, split)
         panels[name] = draw_panels(models, folder, split, name, out, cfg.temperature).name
     seen = summaries(run_evaluate(EvalConfig(data=str(shards), split="train", limit=cfg.train_eval,
                                              out=str(out / "eval_train"), **common), models=models))
+    seen[GRAY]["logit_spread"] = None
     for m in models:
         seen[m.name]["logit_spread"] = logit_spread(m, shards, "train", cfg.train_eval)
     plot_runs([out / "runs" / k for k in runs], out / "curves.png")

@@ -53,6 +53,7 @@ def init_crops(dataset, samples: int, seed: int) -> torch.Tensor:
     n = min(samples, len(dataset))
     pick = np.random.default_rng((seed, _SALT)).choice(len(dataset), size=n, replace=False)
     L = np.stack([dataset[int(i)]["L"] for i in pick])                    # uint8 (n, c, c), epoch 0's crops
+    dataset.close()            # no HDF5 handle of this process may be inherited by the loader's forked workers
     return torch.from_numpy(contract.uint8_to_l(L))[:, None]
 
 

@@ -123,3 +123,25 @@ def test_bad_options_are_one_line_errors():
         FitConfig(data_init="kmeans")
     with pytest.raises(ValueError, match="--data-init-samples must be >= 1"):
         FitConfig(data_init_samples=0)
+
+
+def test_under_torchrun_the_init_is_that_of_one_process(photos, tmp_path):
+    """Both ranks draw the same crops from the seed, and DDP starts from rank 0's weights: the run starts from
+    the weights a single process computes (lr ~0, so last.pt is the initial weights)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    opts = ["--data", str(photos), "--model", "tiny", "--crop", str(CROP), "--batch-size", "2", "--steps", "1",
+            "--workers", "0", "--device", "cpu", "--val-every", "-1", "--lr", "1e-9", "--weight-decay", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "cli.py", "fit", "--out", str(tmp_path / "ddp"), *opts], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.count("data init: LSUV") == 1                  # announced by rank 0 only
+    one = fit(FitConfig(out=str(tmp_path / "one"), data=str(photos), model="tiny", crop=CROP, batch_size=2, steps=1,
+                        workers=0, device="cpu", val_every=-1, lr=1e-9, weight_decay=0))
+    a, b = _weights(tmp_path / "ddp" / "last.pt"), _weights(one / "last.pt")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a if k.endswith("weight")), "ranks started elsewhere"

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from pipeline import contract
+from trainer.config import FitError
 from trainer.models import L_CENT, L_NORM, ColorNet
 
 DATA_INITS = ("lsuv", "off")
@@ -77,12 +78,17 @@ def lsuv(model: ColorNet, L: torch.Tensor, seed: int, head_std: float = HEAD_STD
             layer.weight.copy_(w)
             if layer.bias is not None:
                 layer.bias.zero_()
-            std = float(layer(x).float().std())
+            y = layer(x)
+            std = float(y.float().std())
             if not std > 0:
-                raise ValueError(f"data init: {name} outputs a constant on the init crops (std {std})")
-            layer.weight.mul_((head_std if layer is head else 1.0) / std)
+                raise FitError(f"--data-init lsuv: {name} outputs a constant on the {len(L)} init crops (are they all "
+                               f"one lightness?); pass --data-init off")
+            scale = (head_std if layer is head else 1.0) / std
+            layer.weight.mul_(scale)
             records.append({"layer": name, "std_before": std})
-        x = layer(x)
+            x = y.mul_(scale)                          # = the scaled conv's output: its bias is zero
+        else:
+            x = layer(x)
     model.load_state_dict(bn_state, strict=False)      # running statistics as they were: weights only change
     model.train(was_training)
     return records

@@ -145,3 +145,9 @@ def test_under_torchrun_the_init_is_that_of_one_process(photos, tmp_path):
                         workers=0, device="cpu", val_every=-1, lr=1e-9, weight_decay=0))
     a, b = _weights(tmp_path / "ddp" / "last.pt"), _weights(one / "last.pt")
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a if k.endswith("weight")), "ranks started elsewhere"
+
+
+def test_crops_of_one_lightness_are_a_clear_error(photos):
+    _, model = model_for(photos)
+    with pytest.raises(ValueError, match="outputs a constant on the 2 init crops .* pass --data-init off"):
+        data_init.lsuv(model, torch.full((2, 1, CROP, CROP), 50.0), seed=0)

@@ -246,6 +246,12 @@ def _user_errors():
 @click.option("--gray-crops", type=click.Choice(["skip", "train"]), default="skip",
               help="skip: a crop none of whose target pixels has |a| or |b| > 5 gets no weight in the loss "
                    "(the reference's); train: every crop at full weight.")
+@click.option("--data-init", type=click.Choice(["lsuv", "off"]), default="lsuv",
+              help="From scratch: LSUV, every conv scaled to unit output variance on real training crops, the "
+                   "classifier to a near-uniform softmax (trainer/init.py); off: torch's default init. Not "
+                   "applied with --init or --resume.")
+@click.option("--data-init-samples", default=32, type=click.IntRange(min=1),
+              help="Training crops the data init measures on.")
 def fit(**opts):
     """Train a colorization network on shards (`torchrun --nproc-per-node N cli.py fit ...` for DDP).
     Ctrl-C (or SIGTERM) finishes the current step, saves last.pt and prints the --resume command."""
@@ -463,12 +469,19 @@ def export(checkpoint, out, force):
 @click.option("--val-every", default=0, type=click.IntRange(min=0), help="Steps between validations (0: steps / 10).")
 @click.option("--val-limit", default=1000, type=click.IntRange(min=0), help="Validation samples per test folder.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", help="Where the runs train.")
-def study(train, tests, **opts):
+@click.option("--variant", "variants", multiple=True, metavar="NAME:KEY=VALUE,...",
+              help="One more run with other fit options (FitConfig fields, e.g. ce-init-off:data_init=off), "
+                   "same budget and seed; ce unless it sets loss; repeatable. 'none': no variant  "
+                   "[default: ce-init-off:data_init=off]")
+@click.option("--train-eval", default=1000, type=click.IntRange(min=0),
+              help="Training samples (the first, in stored order) scored beside each test folder (0: all).")
+def study(train, tests, variants, **opts):
     """Loss study: train each loss with the same budget, init and data order, validate along the way, and
     report every metric per test folder beside the gray baseline (with no --train: on the bundled sample)."""
     from inference.study import StudyConfig, StudyError, run
     try:
-        report = run(StudyConfig(train=train or "", tests=tuple(tests), **opts))
+        chosen = {} if not variants else {"variants": () if variants == ("none",) else tuple(variants)}
+        report = run(StudyConfig(train=train or "", tests=tuple(tests), **chosen, **opts))
     except (*_user_errors(), StudyError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"-> {report}")

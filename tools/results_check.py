@@ -8,7 +8,9 @@
 
 What is checked, cheaply, so that drift shows:
 - every table between `<!-- study-table: SECTION -->` and `<!-- /study-table -->` is exactly
-  trainer.metrics.markdown_table of that section of the figures (heldout, train);
+  trainer.metrics.markdown_table of that section of the figures (heldout, train, both required), or, where
+  the document has their marker, the study's fit-beside-generalisation table of the held-out folder (fit)
+  and its first-steps table (early);
 - every decimal number in the "What it shows" section is one of the figures, at the precision written, or
   the difference of two of them;
 - (tests/inference/test_study.py) docs/results.json's config is StudyConfig's defaults, and a 2-step study,
@@ -29,14 +31,20 @@ sys.path.insert(0, str(ROOT))
 
 DOC, DATA = ROOT / "docs" / "results.md", ROOT / "docs" / "results.json"
 SECTIONS = ("heldout", "train")
+OPTIONAL = ("fit", "early")                      # tables a document may show: checked where it has their marker
 TABLE = re.compile(r"<!-- study-table: (\w+) -->\n(.*?)<!-- /study-table -->", re.S)
 FINGERPRINT = dict(steps=2, crop=64)             # the study test_study.py runs end to end
 FINGERPRINT_KEYS = ("auc", "auc_rebalanced", "colourfulness", "chroma", "l2")
 
 
 def tables(figures: dict) -> dict:
+    from inference.study import early_table, fit_table
     from trainer.metrics import markdown_table
-    return {s: markdown_table(figures[s]) for s in SECTIONS}
+    out = {s: markdown_table(figures[s]) for s in SECTIONS}
+    out["fit"] = "\n".join(fit_table(figures["train"], figures["heldout"])) + "\n"
+    if figures.get("early"):
+        out["early"] = "\n".join(early_table(figures["early"])) + "\n"
+    return out
 
 
 def prose_numbers(text: str) -> list[str]:
@@ -45,7 +53,7 @@ def prose_numbers(text: str) -> list[str]:
 
 
 def figures_at(figures: dict, decimals: int) -> set:
-    vals = [v for s in SECTIONS for row in figures[s].values() for v in row.values()
+    vals = [v for s in (*SECTIONS, "early") for row in figures.get(s, {}).values() for v in row.values()
             if isinstance(v, (int, float)) and not isinstance(v, bool)]
     out = {round(v, decimals) for v in vals}
     out |= {round(a - b, decimals) for a, b in product(vals, vals) if abs(a - b) < 1000}
@@ -55,7 +63,12 @@ def figures_at(figures: dict, decimals: int) -> set:
 def check(doc: str, figures: dict) -> list[str]:
     problems = []
     found = dict(TABLE.findall(doc))
-    for s, table in tables(figures).items():
+    made = tables(figures)
+    problems += [f"docs/results.md has a {s} table but the study recorded no figures for it"
+                 for s in OPTIONAL if s in found and s not in made]
+    for s, table in made.items():
+        if s in OPTIONAL and s not in found:
+            continue
         if s not in found:
             problems.append(f"docs/results.md has no <!-- study-table: {s} --> table")
         elif found[s].strip() != table.strip():
@@ -98,7 +111,7 @@ def write(study_json: Path) -> None:
         run(StudyConfig(out=tmp, **FINGERPRINT))
         small = json.loads((Path(tmp) / "study.json").read_text())
     data = {"config": study["config"], "heldout_keys": study["heldout_keys"],
-            "heldout": study["heldout"], "train": study["train"],
+            "heldout": study["heldout"], "train": study["train"], "early": study.get("early", {}),
             "fingerprint": {"config": {**asdict(StudyConfig()), **FINGERPRINT},
                             "heldout": fingerprint(small["heldout"])}}
     DATA.write_text(json.dumps(data, indent=1) + "\n")

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 
 LOSS_REDUCTIONS = ("reference", "mean")
 # what a run did before a field existed: a checkpoint without it ran like this (so --resume compares the truth)
-BEFORE_FIELD = {"loss_reduction": "mean", "gray_crops": "train"}
+BEFORE_FIELD = {"loss_reduction": "mean", "gray_crops": "train", "data_init": "off"}
 
 
 class FitError(ValueError):
@@ -57,6 +57,9 @@ class FitConfig:
                                             # crop's target pixels): Adam's decay and eps / (crop/4)^2; mean: as given
     gray_crops: str = "skip"                # skip: a crop with no target |a| or |b| > 5 weighs 0 (the reference's);
                                             # train: every crop at full weight
+    data_init: str = "lsuv"                 # from scratch: lsuv (trainer/init.py) | off (torch's default init);
+                                            # with init the trunk comes from the file: recorded as off
+    data_init_samples: int = 32             # training crops the data init measures variances on
 
     def __post_init__(self):
         if self.crop <= 0 or self.crop % 8:
@@ -96,6 +99,12 @@ class FitConfig:
             raise FitError(f"--loss-reduction must be reference or mean, got {self.loss_reduction!r}")
         if self.gray_crops not in ("skip", "train"):
             raise FitError(f"--gray-crops must be skip or train, got {self.gray_crops!r}")
+        if self.data_init not in ("lsuv", "off"):
+            raise FitError(f"--data-init must be lsuv or off, got {self.data_init!r}")
+        if self.data_init_samples < 1:
+            raise FitError(f"--data-init-samples must be >= 1, got {self.data_init_samples}")
+        if self.init:
+            object.__setattr__(self, "data_init", "off")   # the weights come from --init: nothing to initialise
 
     @property
     def decay_scale(self) -> float:

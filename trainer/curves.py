@@ -65,12 +65,16 @@ def present_panels(runs: list[dict]) -> list[tuple]:
                                      for run in runs for r in run["val"])]
 
 
-def plot_runs(run_dirs, out) -> Path:
+def plot_runs(run_dirs, out, max_step: int = 0) -> Path:
+    """max_step > 0: only the steps up to it (a close look at the start of the runs)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     runs = [load_run(d) for d in run_dirs]
+    if max_step:
+        runs = [{**r, "log": [x for x in r["log"] if x["step"] <= max_step],
+                 "val": [x for x in r["val"] if x["step"] <= max_step]} for r in runs]
     present = present_panels(runs)
     n = 1 + len(present)
     cols = min(n, 3)
@@ -87,7 +91,7 @@ def plot_runs(run_dirs, out) -> Path:
         loss = np.array([r["loss"] for r in run["log"]], np.float64)
         ax.plot(steps, loss, color=colours[i % len(colours)], alpha=0.2, lw=0.8)
         ax.plot(steps, smooth(loss), color=colours[i % len(colours)], lw=1.6, label=run["label"])
-    ax.set_title("training loss (smoothed; each run its own loss)")
+    ax.set_title("training loss (smoothed; each run its own loss)" + (f", steps <= {max_step}" if max_step else ""))
     ax.set_xlabel("step")
 
     for ax, (key, title, truth) in zip(axes[1:], present):

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from pipeline import contract
 from pipeline.verify import verify_folder
 from trainer import checkpoint, dist, schedule, stop
+from trainer import init as data_init
 from trainer.config import FitConfig, FitError
 from trainer.ema import EMA
 from trainer.scoring import map_bins
@@ -44,7 +45,8 @@ HOST_FIELDS = ("step", "epoch", "lr", "samples", "elapsed_s")     # a log row's 
 # Options whose change would make a resumed run a different run; the others (steps, workers, ...) may differ.
 SAME_ON_RESUME = ("data", "model", "loss", "init", "lr", "weight_decay", "batch_size", "crop", "flip", "seed",
                   "alpha", "beta", "gamma", "block", "block_size", "lr_schedule", "warmup", "lr_step", "lr_gamma",
-                  "ema", "grad_clip", "val_data", "val_limit", "select", "loss_reduction", "gray_crops")
+                  "ema", "grad_clip", "val_data", "val_limit", "select", "loss_reduction", "gray_crops",
+                  "data_init", "data_init_samples")
 
 
 class NonFiniteLoss(FitError):
@@ -233,6 +235,9 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
                           block_size=cfg.block_size, centers=model.centers, gray_crops=cfg.gray_crops)
     cuda = device.type == "cuda"
     model.to(device, memory_format=torch.channels_last if cuda else torch.contiguous_format)
+    if not cfg.resume and not cfg.init:              # from scratch; before the optimiser and the EMA copy
+        data_init.apply(cfg.data_init, model, dataset, cfg.data_init_samples, cfg.seed,
+                        echo=print if info.is_primary else None)
     opt = create_optimizer(model, cfg)
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
 

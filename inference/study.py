@@ -52,7 +52,8 @@ from inference.evaluate import run as run_evaluate
 from inference.variants import VariantError, parse_variants
 
 LOSSES = ("l2", "ce", "focal")
-X
+# what the data init changes (torch's default init instead), and the loss scale against weight decay (the old mean)
+DEFAULT_VARIANTS = ("ce-init-off:data_init=off", "ce-mean:loss_reduction=mean")
 PANEL_IMAGES = 8
 
 

@@ -2,9 +2,10 @@
 
 Safety rules, checked for the whole job before the first image is read:
 - an output never replaces an input: when an output path is one of the inputs (`colorize cat.png --out .`
-  in cat.png's folder, or `colorize . --out ..`), the job is refused and nothing is written. Writing beside
-  it under another name was not chosen: the outputs would then sit among the inputs, and the next run over
-  that folder would colorize its own outputs;
+  in cat.png's folder), the job is refused and nothing is written. Writing beside it under another name was
+  not chosen: the outputs would then sit among the inputs, and the next run over that folder would colorize
+  its own outputs. For the same reason a folder's outputs never go into the folder itself (`colorize . --out
+  ..`, check_out_folder), even when no name collides;
 - an existing output file is replaced only when this output folder's job record says colorize wrote it from
   a source file that is an input of this job too, and it has not changed since (same inode, size and mtime):
   that is a rerun of the same job, and what it replaces is made again from the untouched input (under this
@@ -19,7 +20,8 @@ into place, so a run killed at any point leaves no file that the next run would 
 Outputs are written to a temporary name and renamed (a killed run leaves no partial file under the final
 name; SIGTERM removes the temporary file as Ctrl-C does: sigterm_raises). The image is encoded in memory
 (cv2.imencode) and its bytes written by Python: cv2.imwrite crashes the process on a name that is not UTF-8.
-A write that fails (disk full, no permission) raises WriteError naming the folder and the cause. PNG is lossless; JPEG (quality 92) and WebP (quality 90) are for sharing: the colours come from a
+A write that fails (disk full, no permission) raises WriteError naming the folder and the cause.
+PNG is lossless; JPEG (quality 92) and WebP (quality 90) are for sharing: the colours come from a
 1/4-resolution prediction, so chroma subsampling costs nothing visible. An alpha channel is kept in PNG and
 WebP; JPEG has none, and the summary says how many inputs lost theirs.
 """
@@ -86,7 +88,9 @@ def write_failure(folder, error: OSError) -> WriteError:
     """One line naming `folder` and the cause: `cannot write into out/x: No space left on device (ENOSPC)`."""
     code = errno.errorcode.get(error.errno or 0)
     cause = (error.strerror or str(error)) + (f" ({code})" if code else "")
-    return WriteError(error.errno, f"cannot write into {shown(folder)}: {cause}")
+    failure = WriteError(f"cannot write into {shown(folder)}: {cause}")     # one argument: str() is just that
+    failure.errno = error.errno
+    return failure
 
 
 # ---- alpha ---------------------------------------------------------------------------------------------
@@ -193,7 +197,8 @@ def check_outputs(pairs: list[tuple[Path, Path]], out_dir: Path, record: JobReco
             foreign.append(str(target))
     if onto_inputs:
         raise OutputConflict(f"refusing to write over {len(onto_inputs)} input file(s): "
-                             + _some(onto_inputs, "; ") + ". Choose an --out folder outside the inputs; nothing was written.")
+                             + _some(onto_inputs, "; ") + ". Choose an --out folder outside the inputs; nothing was "
+                             "written.")
     if shapes:
         raise OutputConflict(f"{len(shapes)} output file(s) would take the place of a folder or need a folder where "
                              f"a file is: " + _some(shapes, "; ") + ". Rename or move one of them, or use another "

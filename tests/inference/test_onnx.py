@@ -114,3 +114,13 @@ def test_export_does_not_overwrite_without_force(exported):
     res = CliRunner().invoke(cli, ["export", "--checkpoint", str(ckpt), "--out", str(path)])
     assert res.exit_code == 2 and "--force" in res.output
     assert path.read_bytes() == before
+
+
+def test_the_onnx_runtime_refuses_absurd_temperatures(exported):
+    """The graph divides the logits by the temperature unchecked: nan or 1e-300 decoded to an all-white image."""
+    colorizer = load_colorizer(exported["ce"][1])
+    L = torch.full((1, 1, 32, 32), 50.0)
+    for t in (float("nan"), 1e-300, float("inf"), -1.0):
+        with pytest.raises(ValueError, match="finite number between"):
+            colorizer._forward_ab(L, t)                       # below temperature_for, as onnx_runtime receives it
+    assert torch.isfinite(colorizer.predict_ab(L, temperature=0.38)).all()

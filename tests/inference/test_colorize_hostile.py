@@ -71,7 +71,12 @@ def test_names_that_are_not_utf8_are_colorized_under_the_same_bytes(tmp_path, ck
     assert {k for k in written if not k.startswith(b".")} == {b"in/a.png", b"in/z.png", b"in/caf\xe9.png"}
     assert all(size > 0 for size in written.values())                   # no 0-byte temporary file left
     assert load_rgb(os.fsdecode(os.fsencode(out) + b"/in/caf\xe9.png")).shape == (20, 30, 3)
-    assert colorize_process(src, "--checkpoint", ckpt, "--out", out).returncode == 0   # the record knows it
+    with open(os.fsencode(src) + b"/bad\xe9.jpg", "wb") as f:          # a bad photo under such a name
+        f.write(b"not a JPEG")
+    p = colorize_process(src, "--checkpoint", ckpt, "--out", out)        # a rerun: the record knows the others
+    assert p.returncode == 1 and b"Traceback" not in p.stderr, p.stderr[-2000:]
+    assert b"error: " + os.fsencode(src) + b"/bad\\xe9.jpg: unknown format" in p.stdout        # printable
+    assert b"colorized 3 image(s), 1 failed" in p.stdout
 
 
 def test_only_regular_files_are_read_and_each_other_entry_is_one_line(tmp_path, ckpt):

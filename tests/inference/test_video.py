@@ -195,18 +195,19 @@ def test_a_video_named_in_latin1_keeps_its_name(tmp_path, ckpt):
     assert probe(os.fsdecode(os.fsencode(tmp_path) + b"/out/caf\xe9.mkv"))[0] == 6
 
 
-def test_a_failed_video_write_is_one_line_and_the_photos_are_still_written(tmp_path, ckpt):
-    """A real write failure, also as root: the file size limit (RLIMIT_FSIZE) makes every write past 4 kB fail
-    with EFBIG, as a full disk fails with ENOSPC. The small photo fits, the video does not."""
+def test_a_failed_video_write_is_one_line_and_the_other_inputs_are_still_done(tmp_path, ckpt):
+    """A real write failure, also as root: with a file size limit (RLIMIT_FSIZE) of 0 every write fails with
+    EFBIG, as a full disk fails with ENOSPC; the video's fails while frames are being muxed (past x264's
+    lookahead), where it must not pass for a decoding error of the source."""
     import resource
     import cv2
-    src = pan_clip(tmp_path / "clip.mp4", size=(96, 64), frames=40, cut=20, audio=False)
+    src = pan_clip(tmp_path / "clip.mp4", size=(64, 48), frames=60, cut=30, audio=False)
     cv2.imwrite(str(tmp_path / "small.png"), np.full((20, 30, 3), 90, np.uint8))
     out = tmp_path / "out"
 
     def limited():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)                  # a write past the limit fails, not kills
-        resource.setrlimit(resource.RLIMIT_FSIZE, (4000, 4000))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
 
     p = subprocess.run([sys.executable, str(ROOT / "cli.py"), "colorize", str(src), str(tmp_path / "small.png"),
                         "--checkpoint", str(ckpt), "--out", str(out), "--size", "32"],
@@ -214,5 +215,6 @@ def test_a_failed_video_write_is_one_line_and_the_photos_are_still_written(tmp_p
                        preexec_fn=limited, timeout=300)
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
     assert f"error: {src}: cannot write into {out}: File too large (EFBIG)" in p.stdout, p.stdout
-    assert "colorized 1 image(s), 1 failed" in p.stdout
-    assert sorted(q.name for q in out.iterdir()) == [".colorize-record.jsonl", "small.png"]   # no .part left
+    assert f"error: {tmp_path / 'small.png'}: cannot write into {out}: File too large (EFBIG)" in p.stdout
+    assert "colorized 0 image(s), 2 failed" in p.stdout
+    assert [q.name for q in out.iterdir()] == []                        # no .part nor temporary file left

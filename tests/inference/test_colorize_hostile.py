@@ -263,3 +263,17 @@ def test_list_inputs_reports_what_it_cannot_read(tmp_path):
     assert pairs == [] and ignored == 0
     assert [(p.name, r) for p, r in unusable] == [("f.jpg", "not a regular file (a FIFO)"),
                                                    ("nope.png", "no such file or folder")]
+
+
+@pytest.mark.parametrize("command", ["evaluate", "compare"])
+def test_evaluate_and_compare_say_which_entries_are_not_files(tmp_path, ckpt, command):
+    """They share colorize's listing: a FIFO among the photos is one line (it hung them), the others are done."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    save(photos / "a.png", smooth_rgb(32, 32, 18))
+    os.mkfifo(photos / "b.jpg")
+    res = CliRunner().invoke(cli, [command, "--images", str(photos), "--checkpoint", ckpt, "--size", "32",
+                                   "--out", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert res.output.count(f"error: {photos / 'b.jpg'}: not a regular file (a FIFO)") == 1, res.output
+    assert "1 input(s) could not be" in res.output

@@ -94,11 +94,12 @@ def write_failure(folder, error: OSError) -> WriteError:
 
 
 # ---- alpha ---------------------------------------------------------------------------------------------
-def load_alpha(data: bytes, shape: tuple[int, int]) -> np.ndarray | None:
-    """(H, W) uint8 alpha of the image file `data` (its bytes) with transparency, oriented like load_rgb's
-    output; None without one (or when Pillow cannot read it: the colours are still written, opaque)."""
+def load_alpha(source, shape: tuple[int, int]) -> np.ndarray | None:
+    """(H, W) uint8 alpha of an image with transparency, oriented like load_rgb's output; None without one
+    (or when Pillow cannot read it: the colours are still written, opaque). `source`: the file's bytes (colorize
+    has read them already, bounded) or its path."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
             if "A" not in im.mode and "transparency" not in im.info:
                 return None
             orientation = im.getexif().get(EXIF_ORIENTATION, 1)

@@ -65,6 +65,13 @@ def not_regular(path) -> str | None:
     return next((what for test, what in _KINDS if test(mode)), "not a file")
 
 
+def _unusable(what: str) -> str:
+    """not_regular's answer -> the one-line reason a user reads."""
+    if what == "missing":
+        return "no such file or folder"
+    return what if what.startswith("unreadable") else f"not a regular file ({what})"
+
+
 def read_input(path, limit: int = MAX_INPUT_BYTES) -> bytes:
     """The bytes of the input file at `path`, read once and bounded: ImageError (a ValueError) when it is not
     a regular file, now that it is open (O_NONBLOCK: opening a FIFO does not wait for a writer), or larger
@@ -118,13 +125,13 @@ def list_inputs(inputs, exclude=None, suffix: str = ".png") -> tuple[list[tuple[
                     if what is None and is_image_file(here / name):
                         pairs.append((here / name, (here / name).relative_to(item.parent)))
                     elif what is not None and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
-                        unusable.append((here / name, f"not a regular file ({what})"))
+                        unusable.append((here / name, _unusable(what)))
                     else:
                         ignored += 1
         elif (what := not_regular(item)) is None:
             pairs.append((item, Path(item.name)))
         else:
-            unusable.append((item, "no such file or folder" if what == "missing" else f"not a regular file ({what})"))
+            unusable.append((item, _unusable(what)))
     return output_names(pairs, suffix), ignored, unusable
 
 

@@ -10,7 +10,6 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
 from cli import cli
 from inference.inputs import list_inputs, read_input

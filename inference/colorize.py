@@ -11,7 +11,8 @@ Per image (any size, colour or grayscale; an old scan is the main case):
 so the output has the input's size and its lightness, and only the colour comes from the network, as in
 the reference demo (richzhang/colorization `postprocess_tens`). Memory: the decoded photo (3 bytes a pixel;
 `run` writes the output over it when it is writable, as OpenCV's JPEG decode is) plus ~50 MB of strips,
-whatever the size.
+whatever the size, and the encoded output (its file size) while it is written: outputs.write_image encodes in
+memory, since cv2.imwrite crashes on a name that is not UTF-8 and gives no cause when a write fails.
 One bad file, or one that cannot be written (disk full, no permission), is reported in one line and the
 others are still done; outputs never replace inputs or files of another job (inference/outputs.py). A folder
 given as input writes into OUT/ITS_NAME; OUT and those folders are never read as inputs, so `colorize photos

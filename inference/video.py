@@ -18,8 +18,7 @@ rate); the audio stream is copied packet for packet, or re-encoded to AAC where 
 as it is. It is written to a hidden temporary name beside the output and renamed at the end, so a killed run
 never leaves a partial file under the final name (and Ctrl-C or SIGTERM removes the temporary file). A write
 that fails (disk full, no permission) is one line naming the folder and the cause; colorize goes on with its
-other inputs. Decoding and encoding go through PyAV, whose wheel bundles
-FFmpeg (extra `[video]`).
+other inputs. Decoding and encoding go through PyAV, whose wheel bundles FFmpeg (extra `[video]`).
 """
 from __future__ import annotations
 

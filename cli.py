@@ -287,7 +287,20 @@ _CKPT_HELP = ("Our checkpoint (RUN_DIR/last.pt), a released ECCV16 state dict, a
 _checkpoint_opt = click.option("--checkpoint", "checkpoints", multiple=True, required=True, callback=_checkpoint_ref,
                                help=_CKPT_HELP + "; repeat to compare.")
 _size_opt = click.option("--size", default=256, callback=_net_size, help="Side of the square L the network sees.")
-_temp_opt = click.option("--temperature", default=None, type=float, callback=_positive,
+
+
+def _temperature(ctx, param, value):
+    """trainer.decode.check_temperature's bounds: nan, inf and 1e-300 would decode to an all-white image."""
+    if value is None:
+        return None
+    from trainer.decode import check_temperature      # imports torch: only once a temperature is given
+    try:
+        return check_temperature(value, "--temperature")
+    except ValueError as e:
+        raise click.BadParameter(str(e).removeprefix("--temperature ")) from None
+
+
+_temp_opt = click.option("--temperature", default=None, type=float, callback=_temperature,
                          help="Annealed-mean temperature for class models (1: mean, -> 0: mode)  [default: 1 for "
                               "released ECCV16 weights, as the reference decodes them; 0.38 for our CE/focal ones]")
 _runtime_opt = click.option("--runtime", type=click.Choice(["auto", "torch", "onnx"]), default="auto",
@@ -303,7 +316,10 @@ _prior_opt = click.option("--prior", default=None, type=click.Path(exists=True, 
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--checkpoint", required=True, callback=_checkpoint_ref, help=_CKPT_HELP + ".")
 @click.option("--out", default="artifacts/colorized", type=click.Path(file_okay=False),
-              help="Output folder; folders given as INPUTS keep their layout under it. Never an input's place.")
+              help="Output folder; a folder given as INPUTS keeps its layout under OUT/ITS_NAME, which (like OUT) "
+                   "is never read as input, so --out may be inside an input folder or the folder itself "
+                   "(`colorize photos --out photos` writes photos/photos/, rerun at will); not its parent, and "
+                   "never an input's place.")
 @click.option("--format", type=click.Choice(["png", "jpg", "webp"]), default="png", show_default=True,
               help="png: lossless; jpg (quality 92) and webp (90) are smaller. PNG and WebP keep an input's alpha.")
 @click.option("--overwrite", is_flag=True,
@@ -317,12 +333,16 @@ _prior_opt = click.option("--prior", default=None, type=click.Path(exists=True, 
 def colorize(inputs, **opts):
     """Colorize INPUTS (image files or folders) at full resolution, with the input's size and lightness.
     Video files (.mp4 .mov .mkv .avi) become videos of the same kind, frame rate, frame count and audio."""
+    import sys
     from inference.colorize import ColorizeConfig, run
-    from inference.outputs import OutputConflict
+    from inference.outputs import OutputConflict, Terminated
     try:
         result = run(ColorizeConfig(inputs=tuple(inputs), **opts))
     except (OutputConflict, *_user_errors()) as e:
         raise click.ClickException(str(e)) from None
+    except Terminated:                           # the file being written was removed on the way out
+        click.echo("colorize: stopped by SIGTERM; the outputs written so far are kept", err=True)
+        sys.exit(143)                            # 128 + SIGTERM, the shell's convention
     click.echo(f"{result.summary()} -> {opts['out']}")
     if result.failed:
         raise click.ClickException(f"{len(result.failed)} input(s) could not be colorized (listed above)")

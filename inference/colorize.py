@@ -11,12 +11,16 @@ Per image (any size, colour or grayscale; an old scan is the main case):
 so the output has the input's size and its lightness, and only the colour comes from the network, as in
 the reference demo (richzhang/colorization `postprocess_tens`). Memory: the decoded photo (3 bytes a pixel;
 `run` writes the output over it when it is writable, as OpenCV's JPEG decode is) plus ~50 MB of strips,
-whatever the size.
-One bad file is reported in one line and the others are still written; outputs never replace inputs or
-files of another job (inference/outputs.py).
+whatever the size, and the encoded output (its file size) while it is written: outputs.write_image encodes in
+memory, since cv2.imwrite crashes on a name that is not UTF-8 and gives no cause when a write fails.
+One bad file, or one that cannot be written (disk full, no permission), is reported in one line and the
+others are still done; outputs never replace inputs or files of another job (inference/outputs.py). A folder
+given as input writes into OUT/ITS_NAME; OUT and those folders are never read as inputs, so `colorize photos
+--out photos` (into photos/photos/) can be rerun like any job.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +32,9 @@ from tqdm import tqdm
 from pipeline.images import load_rgb
 from inference.full_resolution import (STRIP_PIXELS, fit_gamut, lab_to_rgb_in_gamut, lightness_strips,  # noqa: F401
                                        rebuild_rgb, resize_width, upsample_ab_rows, widen_ab)
-from inference.inputs import READ_ERRORS, list_inputs, report_unreadable
-from inference.outputs import FORMATS, JobRecord, check_outputs, load_alpha, write_image
+from inference.inputs import READ_ERRORS, list_inputs, read_input, report_unreadable, shown
+from inference.outputs import (FORMATS, JobRecord, WriteError, check_out_folder, check_outputs, load_alpha,
+                               sigterm_raises, write_image)
 
 NET_STRIDE = 8                   # the network halves the side three times, so its input side is a multiple of 8
 
@@ -155,33 +160,51 @@ def colorize_image(colorizer, rgb: np.ndarray, alpha: np.ndarray | None, cfg: Co
 
 def run(cfg: ColorizeConfig, colorizer=None) -> ColorizeResult:
     """Colorize every input into cfg.out. `colorizer` is loaded from cfg.checkpoint unless given.
-    Raises OutputConflict, before loading anything, when an output would replace an input or a foreign file."""
+    Raises OutputConflict, before loading anything, when an output would replace an input or a foreign file;
+    ValueError for a temperature out of bounds (trainer.decode.check_temperature); outputs.Terminated on
+    SIGTERM, after removing the file being written."""
     out_dir = Path(cfg.out)
     suffix, _, keeps_alpha = FORMATS[cfg.format]
     from inference.video import colorize_videos, split_videos    # video files named explicitly go there
     videos, photos = split_videos(cfg.inputs)
-    pairs, ignored, missing = list_inputs(photos, exclude=out_dir, suffix=suffix)
+    check_out_folder(photos, out_dir)
+    own = [out_dir] + [out_dir / Path(os.path.abspath(p)).name for p in photos if os.path.isdir(p)]
+    pairs, ignored, unusable = list_inputs(photos, exclude=own, suffix=suffix)
     record = JobRecord(out_dir)
     check_outputs(pairs + videos, out_dir, record, cfg.overwrite)
     if colorizer is None:
         from inference.colorizer import load_colorizer
         colorizer = load_colorizer(cfg.checkpoint, device=cfg.device, runtime=cfg.runtime, announce=True)
     result = ColorizeResult(ignored=ignored, decoding=colorizer.describe(cfg.temperature))
-    for path, reason in missing:
-        tqdm.write(f"error: {path}: {reason}")
+    for path, reason in unusable:
+        tqdm.write(f"error: {shown(path)}: {reason}")
         result.failed.append((str(path), reason))
-    for src, rel in tqdm(pairs, desc="colorize", unit="img", disable=len(pairs) < 2):
-        try:
-            rgb = load_rgb(src)
-        except READ_ERRORS as e:                         # a bad file, not a bug: report it and go on
-            result.failed.append(report_unreadable(src, e))
-            continue
-        alpha = load_alpha(src, rgb.shape[:2])
-        result.alpha_dropped += alpha is not None and not keeps_alpha
-        img = colorize_image(colorizer, rgb, alpha, cfg)
-        del rgb                                          # img may be rgb itself; no second full-size copy
-        write_image(out_dir / rel, img, cfg.format, before_rename=lambda tmp: record.add(rel, src, tmp))
-        result.written.append(out_dir / rel)
-        del img                                          # before the next image is decoded
-    colorize_videos(colorizer, videos, out_dir, cfg, result, record)
+    with sigterm_raises():
+        for src, rel in tqdm(pairs, desc="colorize", unit="img", disable=len(pairs) < 2):
+            if colorize_file(colorizer, src, rel, cfg, record, keeps_alpha, result):
+                result.written.append(out_dir / rel)
+        colorize_videos(colorizer, videos, out_dir, cfg, result, record)
     return result
+
+
+def colorize_file(colorizer, src: Path, rel: Path, cfg: ColorizeConfig, record: JobRecord, keeps_alpha: bool,
+                  result: ColorizeResult) -> bool:
+    """One photo into cfg.out / rel; False (reported in one line, in result.failed) when it cannot be read or
+    written."""
+    try:
+        data = read_input(src)                            # a bounded read of a regular file
+        rgb = load_rgb(src, data=data)
+    except READ_ERRORS as e:                             # a bad file, not a bug: report it and go on
+        result.failed.append(report_unreadable(src, e))
+        return False
+    alpha = load_alpha(data, rgb.shape[:2])
+    del data
+    result.alpha_dropped += alpha is not None and not keeps_alpha
+    img = colorize_image(colorizer, rgb, alpha, cfg)
+    del rgb                                              # img may be rgb itself; no second full-size copy
+    try:
+        write_image(Path(cfg.out) / rel, img, cfg.format, before_rename=lambda tmp: record.add(rel, src, tmp))
+    except (WriteError, ValueError) as e:                # disk full, no permission, too large for the format
+        result.failed.append(report_unreadable(src, e))
+        return False
+    return True

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from inference.hub import is_named, resolve_checkpoint
 from trainer import checkpoint
-from trainer.decode import DEFAULT_TEMPERATURE, decode
+from trainer.decode import DEFAULT_TEMPERATURE, check_temperature, decode
 from trainer.losses import LOSSES
 from trainer.models import MODELS, ColorNet, create_model, from_released, is_released_layout, load_trunk
 
@@ -67,9 +67,12 @@ class Colorizer:
         return _INTERPOLATION[self.upsample]
 
     def temperature_for(self, temperature: float | None = None) -> float:
-        """The temperature a prediction uses: `temperature` if given, else this colorizer's default."""
-        if temperature is None:
-            temperature = self.default_temperature
+        """The temperature a prediction uses: `temperature` if given, else this colorizer's default.
+        ValueError in one line for one that is not finite or out of bounds (trainer.decode.check_temperature),
+        even for an l2 model, which ignores it: a typo is a typo whatever the checkpoint."""
+        if temperature is not None:
+            return check_temperature(temperature)
+        temperature = self.default_temperature
         return DEFAULT_TEMPERATURE if temperature is None else float(temperature)   # l2: unused
 
     def describe(self, temperature: float | None = None) -> str:

@@ -120,12 +120,12 @@ def run(cfg: CompareConfig, models: list[Model] | None = None) -> tuple[Path, in
     (path, reason) of the files that could not be decoded)."""
     out = Path(cfg.out)
     models = models if models is not None else load_models(cfg.checkpoints, cfg.device)
-    pairs, _, _ = list_inputs([cfg.images], exclude=out)
+    pairs, _, unusable = list_inputs([cfg.images], exclude=out)
     if cfg.limit:
         pairs = pairs[:cfg.limit]
     pairs = [(src, Path(*rel.parts[1:])) for src, rel in pairs]    # rel is "<folder name>/<sub path>.png"
     check_outputs(pairs, out, record=None, overwrite=True)         # --out inside --images: never over a photo
-    items, failed = [], []
+    items, failed = [], [report_unreadable(path, ValueError(reason)) for path, reason in unusable]  # FIFOs, devices
     for src, png in tqdm(pairs, desc="compare", unit="img"):
         try:
             rgb = load_rgb(src)

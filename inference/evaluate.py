@@ -78,7 +78,8 @@ def image_samples(folder, size: int, limit: int, skipped: list, failed: list, ec
     """Yield Samples of the colour photos under a folder. (path, reason) of grayscale photos go to `skipped`
     (no colour truth: not an error), of files that cannot be decoded to `failed` (printed unless `echo` is
     False, the policy of inference/inputs.py)."""
-    pairs, _, _ = list_inputs([folder])
+    pairs, _, unusable = list_inputs([folder])
+    failed += [report_unreadable(path, ValueError(reason), echo) for path, reason in unusable]   # FIFOs, devices
     n = 0
     for path, _ in pairs:
         if limit and n >= limit:

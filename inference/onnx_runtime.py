@@ -27,6 +27,7 @@ import torch
 from inference.colorizer import Colorizer
 from inference.extras import require
 from trainer.checkpoint import CheckpointError
+from trainer.decode import check_temperature
 from trainer.losses import LOSSES
 
 FORMAT, VERSION = "colorfast-onnx", 2           # as written by inference.onnx_export; 1: before the digest
@@ -47,8 +48,8 @@ class OnnxColorizer(Colorizer):
 
     def _forward_ab(self, x: torch.Tensor, temperature: float) -> torch.Tensor:
         feed = {"L": x.cpu().numpy()}
-        if "temperature" in self._inputs:
-            feed["temperature"] = np.asarray(temperature, np.float32)
+        if "temperature" in self._inputs:     # the graph divides by it unchecked: the torch path's bounds here
+            feed["temperature"] = np.asarray(check_temperature(temperature), np.float32)
         (ab,) = self.session.run(["ab"], feed)
         return torch.from_numpy(ab)
 

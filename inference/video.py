@@ -16,8 +16,9 @@ shot does), and the average restarts there so the colours of one shot never blee
 The output has the source's container, frame size (odd sizes too), frame count and timestamps (so its frame
 rate); the audio stream is copied packet for packet, or re-encoded to AAC where the container cannot take it
 as it is. It is written to a hidden temporary name beside the output and renamed at the end, so a killed run
-never leaves a partial file under the final name. Decoding and encoding go through PyAV, whose wheel bundles
-FFmpeg (extra `[video]`).
+never leaves a partial file under the final name (and Ctrl-C or SIGTERM removes the temporary file). A write
+that fails (disk full, no permission) is one line naming the folder and the cause; colorize goes on with its
+other inputs. Decoding and encoding go through PyAV, whose wheel bundles FFmpeg (extra `[video]`).
 """
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ from tqdm import tqdm
 
 from inference.colorize import _cubic, net_input_rgb, predict_ab_small      # the photo path's own pieces
 from inference.full_resolution import rebuild_rgb
+from inference.inputs import shown
+from inference.outputs import WriteError, write_failure
 from pipeline.images import rgb_to_lab
 
 VIDEO_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}   # suffix -> muxer
@@ -61,7 +64,7 @@ class VideoResult:
     audio: str                       # "copied" | "re-encoded" | "none"
 
     def summary(self) -> str:
-        return (f"{self.path}: {self.frames} frame(s), {len(self.cuts)} scene cut(s), audio {self.audio}")
+        return (f"{shown(self.path)}: {self.frames} frame(s), {len(self.cuts)} scene cut(s), audio {self.audio}")
 
 
 def is_video(path) -> bool:
@@ -158,10 +161,10 @@ def _open_input(av, src: Path):
     try:
         container = av.open(str(src))
     except (av.FFmpegError, OSError) as e:
-        raise VideoError(f"{src}: cannot open as a video ({e})") from None
+        raise VideoError(f"{shown(src)}: cannot open as a video ({e})") from None
     if not container.streams.video:
         container.close()
-        raise VideoError(f"{src}: has no video stream")
+        raise VideoError(f"{shown(src)}: has no video stream")
     return container
 
 
@@ -180,19 +183,21 @@ def colorize_video(colorizer, src, dst, cfg: VideoConfig = VideoConfig(), before
     src, dst = Path(src), Path(dst)
     fmt = VIDEO_FORMATS.get(dst.suffix.lower())
     if fmt is None:
-        raise VideoError(f"{dst}: unknown video suffix; use one of {', '.join(VIDEO_FORMATS)}")
+        raise VideoError(f"{shown(dst)}: unknown video suffix; use one of {', '.join(VIDEO_FORMATS)}")
     if dst.exists() and dst.resolve() == src.resolve():
-        raise VideoError(f"{dst}: the output would overwrite its input; choose another --out")
-    dst.parent.mkdir(parents=True, exist_ok=True)
+        raise VideoError(f"{shown(dst)}: the output would overwrite its input; choose another --out")
     tmp = dst.with_name(f".{dst.stem}.{os.getpid()}.part{dst.suffix}")
     inp = _open_input(av, src)
     try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
         result = _transcode(av, colorizer, inp, src, tmp, fmt, cfg)
         if before_rename:
             before_rename(tmp)
         os.replace(tmp, dst)
-    except BaseException:            # KeyboardInterrupt too: nothing half-written may stay behind
+    except BaseException as e:       # KeyboardInterrupt, SIGTERM too: nothing half-written may stay behind
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, WriteError):
+            raise write_failure(dst.parent, e) from None      # disk full, no permission: the output side
         raise
     finally:
         inp.close()
@@ -206,6 +211,13 @@ def _transcode(av, colorizer, inp, src: Path, tmp: Path, fmt: str, cfg: VideoCon
     vin.thread_type = "AUTO"
     W, H = vin.codec_context.width, vin.codec_context.height
     out = av.open(str(tmp), "w", format=fmt)
+
+    def mux(packets):                 # an error here is the output's (disk full), not the source's
+        try:
+            out.mux(packets)
+        except av.FFmpegError as e:
+            raise write_failure(tmp.parent, e) from None
+
     try:
         vout = out.add_stream("libx264", rate=vin.average_rate or vin.guessed_rate or 25)
         vout.width, vout.height = W, H
@@ -230,23 +242,23 @@ def _transcode(av, colorizer, inp, src: Path, tmp: Path, fmt: str, cfg: VideoCon
             for (pts, rgb), ab in done:
                 frame = av.VideoFrame.from_ndarray(rebuild_rgb(rgb, ab, out=rgb, cubic=cubic), format="rgb24")
                 frame.pts, frame.time_base = pts, vin.time_base
-                out.mux(vout.encode(frame))
+                mux(vout.encode(frame))
                 written += 1
 
         streams = [vin] + ([ain] if ain is not None else [])
         index = 0
-        with tqdm(total=total, desc=f"colorize {src.name}", unit="frame") as bar:
+        with tqdm(total=total, desc=f"colorize {shown(src.name)}", unit="frame") as bar:
             try:
                 for packet in inp.demux(*streams):
                     if packet.stream.type == "audio":
                         if audio == "copied":
                             if packet.dts is not None:           # the demuxer's final empty packet has none
                                 packet.stream = aout
-                                out.mux(packet)
+                                mux(packet)
                         else:
                             for af in packet.decode():
                                 af.pts = None                    # the encoder numbers samples itself
-                                out.mux(aout.encode(af))
+                                mux(aout.encode(af))
                         continue
                     for frame in packet.decode():
                         rgb = frame.to_ndarray(format="rgb24")
@@ -260,15 +272,15 @@ def _transcode(av, colorizer, inp, src: Path, tmp: Path, fmt: str, cfg: VideoCon
                         index += 1
                         bar.update()
             except av.FFmpegError as e:
-                raise VideoError(f"{src}: decoding failed after {index} frame(s) ({e})") from None
+                raise VideoError(f"{shown(src)}: decoding failed after {index} frame(s) ({e})") from None
             encode(smoother.flush())
-        out.mux(vout.encode())
+        mux(vout.encode())
         if aout is not None and audio == "re-encoded":
-            out.mux(aout.encode())
+            mux(aout.encode())
     finally:
         out.close()
     if written == 0:
-        raise VideoError(f"{src}: no video frame could be decoded")
+        raise VideoError(f"{shown(src)}: no video frame could be decoded")
     return VideoResult(path=tmp, frames=written, cuts=cuts, audio=audio)
 
 
@@ -282,8 +294,9 @@ def colorize_videos(colorizer, pairs, out_dir, cfg, result, record=None) -> None
         add = (lambda tmp, rel=rel, src=src: record.add(rel, src, tmp)) if record is not None else None
         try:
             done = colorize_video(colorizer, src, Path(out_dir) / rel, vcfg, before_rename=add)
-        except VideoError as e:                       # a bad file, not a bug: report it and go on
-            tqdm.write(f"error: {e}")
+        except (VideoError, OSError) as e:            # a bad file or a failed write, not a bug: say it, go on
+            line = str(e) if isinstance(e, VideoError) else f"{shown(src)}: {e}"
+            tqdm.write(f"error: {line}")
             result.failed.append((str(src), str(e)))
             continue
         tqdm.write(done.summary())

@@ -77,7 +77,7 @@ def test_list_inputs_walks_folders_and_keeps_names_unique(tmp_path):
         (tmp_path / p).write_bytes(b"")
     pairs, ignored, missing = list_inputs([tmp_path / "a", tmp_path / "z.tif", tmp_path / "nope.png"])
     outs = [o.as_posix() for _, o in pairs]
-    assert sorted(outs) == ["a/deep/y.png", "a/x-1.png", "a/x.png", "z.png"]
+    assert sorted(outs) == ["a/deep/y.png", "a/x.jpg.png", "a/x.png", "z.png"]    # x.png keeps its own name
     assert ignored == 1 and [str(p.name) for p, _ in missing] == ["nope.png"]
 
 

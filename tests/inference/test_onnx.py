@@ -214,3 +214,13 @@ def test_export_never_writes_over_its_input(exported, tmp_path):
         with pytest.raises(ExportError, match="never replaces its input"):
             export(ckpt, out)
     assert ckpt.read_bytes() == before and (tmp_path / "link.onnx").is_symlink()
+
+
+def test_the_onnx_runtime_refuses_absurd_temperatures(exported):
+    """The graph divides the logits by the temperature unchecked: nan or 1e-300 decoded to an all-white image."""
+    colorizer = load_colorizer(exported["ce"][1])
+    L = torch.full((1, 1, 32, 32), 50.0)
+    for t in (float("nan"), 1e-300, float("inf"), -1.0):
+        with pytest.raises(ValueError, match="finite number between"):
+            colorizer._forward_ab(L, t)                       # below temperature_for, as onnx_runtime receives it
+    assert torch.isfinite(colorizer.predict_ab(L, temperature=0.38)).all()

@@ -41,8 +41,8 @@ def test_an_output_never_replaces_an_input(tmp_path, ckpt, monkeypatch):
     res = colorize("cat.png", "--checkpoint", ckpt, "--out", ".")              # cd DIR && colorize cat.png --out .
     assert res.exit_code == 1 and "refusing to write over 1 input file" in res.output, res.output
     assert "nothing was written" in res.output
-    res = colorize(".", "--checkpoint", ckpt, "--out", "..")                 # colorize . --out ..
-    assert res.exit_code == 1 and "cat.png is the input" in res.output, res.output
+    res = colorize(".", "--checkpoint", ckpt, "--out", "..")                 # colorize . --out ..: into photos/
+    assert res.exit_code == 1 and f"outputs of the folder {photos} into that folder itself" in res.output, res.output
     assert snapshot(tmp_path) == before                                      # not a byte changed, nothing added
     res = colorize("dog.jpg", "--checkpoint", ckpt, "--out", ".")             # dog.png beside dog.jpg: fine
     assert res.exit_code == 0, res.output

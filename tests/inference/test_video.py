@@ -153,7 +153,7 @@ def test_bad_video_is_one_line_and_the_others_are_still_written(tmp_path, ckpt):
     assert probe(good)[0] == 6
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
 def test_a_killed_run_leaves_nothing_under_the_final_name(tmp_path, ckpt, sig):
     src = pan_clip(tmp_path / "long.mp4", size=(64, 48), frames=400, cut=200, audio=False)
     out = tmp_path / "out"
@@ -174,8 +174,47 @@ def test_a_killed_run_leaves_nothing_under_the_final_name(tmp_path, ckpt, sig):
     p.wait(60)
     assert not (out / "long.mp4").exists()
     leftovers = [q.name for q in out.iterdir()]
-    if sig == signal.SIGINT:
+    if sig in (signal.SIGINT, signal.SIGTERM):
         assert leftovers == []                                   # the temporary file is removed on the way out
+        if sig == signal.SIGTERM:
+            assert p.returncode == 128 + signal.SIGTERM and b"stopped by SIGTERM" in p.stderr.read()
     else:
         assert len(leftovers) == 1 and leftovers[0].startswith(".long.") and ".part" in leftovers[0], leftovers
         assert (out / leftovers[0]).stat().st_size > 0                          # it was writing: the kill was mid-run
+
+
+def test_a_video_named_in_latin1_keeps_its_name(tmp_path, ckpt):
+    src = pan_clip(tmp_path / "clip.mkv", size=(48, 32), frames=6, cut=3)
+    latin1 = os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9.mkv")
+    os.rename(src, latin1)
+    res = CliRunner().invoke(cli, ["colorize", latin1, "--checkpoint", str(ckpt), "--out", str(tmp_path / "out"),
+                                   "--size", "32"])
+    assert res.exit_code == 0, res.output
+    assert "caf\\xe9.mkv: 6 frame(s)" in res.output                      # printable whatever the terminal
+    assert sorted(os.listdir(os.fsencode(tmp_path / "out"))) == [b".colorize-record.jsonl", b"caf\xe9.mkv"]
+    assert probe(os.fsdecode(os.fsencode(tmp_path) + b"/out/caf\xe9.mkv"))[0] == 6
+
+
+def test_a_failed_video_write_is_one_line_and_the_other_inputs_are_still_done(tmp_path, ckpt):
+    """A real write failure, also as root: with a file size limit (RLIMIT_FSIZE) of 0 every write fails with
+    EFBIG, as a full disk fails with ENOSPC; the video's fails while frames are being muxed (past x264's
+    lookahead), where it must not pass for a decoding error of the source."""
+    import resource
+    import cv2
+    src = pan_clip(tmp_path / "clip.mp4", size=(64, 48), frames=60, cut=30, audio=False)
+    cv2.imwrite(str(tmp_path / "small.png"), np.full((20, 30, 3), 90, np.uint8))
+    out = tmp_path / "out"
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)                  # a write past the limit fails, not kills
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+    p = subprocess.run([sys.executable, str(ROOT / "cli.py"), "colorize", str(src), str(tmp_path / "small.png"),
+                        "--checkpoint", str(ckpt), "--out", str(out), "--size", "32"],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                       preexec_fn=limited, timeout=300)
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert f"error: {src}: cannot write into {out}: File too large (EFBIG)" in p.stdout, p.stdout
+    assert f"error: {tmp_path / 'small.png'}: cannot write into {out}: File too large (EFBIG)" in p.stdout
+    assert "colorized 0 image(s), 2 failed" in p.stdout
+    assert [q.name for q in out.iterdir()] == []                        # no .part nor temporary file left

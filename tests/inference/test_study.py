@@ -15,18 +15,20 @@ def test_study_runs_end_to_end_and_reports_every_loss(tmp_path):
     assert sorted(study["heldout_keys"]) == ["astronaut.png", "hubble_deep_field.jpg", "logo.png", "rocket.jpg"]
     assert all(study["heldout"][k]["images"] == 4 and study["train"][k]["images"] == 7 for k in study["heldout"])
     assert len(list((tmp_path / "compare").glob("*.png"))) == 4 and (tmp_path / "compare" / "index.html").exists()
-    # the default variant: ce without the data init, its own run and row, trained with the same budget
-    runs = {k: json.loads((tmp_path / "runs" / k / "config.json").read_text()) for k in ("ce", "ce-init-off")}
+    # the default variants: ce without the data init and ce with the old mean reduction, each its own run and row,
+    # trained with the same budget
+    runs = {k: json.loads((tmp_path / "runs" / k / "config.json").read_text()) for k in ("ce", "ce-init-off", "ce-mean")}
     assert (runs["ce"]["data_init"], runs["ce-init-off"]["data_init"]) == ("lsuv", "off")
+    assert (runs["ce"]["loss_reduction"], runs["ce-mean"]["loss_reduction"]) == ("reference", "mean")
     assert runs["ce"]["loss"] == runs["ce-init-off"]["loss"] == "ce" and runs["ce-init-off"]["steps"] == 2
-    assert set(study["heldout"]) == {GRAY, "l2", "ce", "focal", "ce-init-off"} and "| ce-init-off |" in text
+    assert set(study["heldout"]) == {GRAY, "l2", "ce", "focal", "ce-init-off", "ce-mean"} and "| ce-mean |" in text
     # fit beside generalisation: every figure on the training samples too, logit spread for class heads only
     assert "| run | rebal. AuC % train | rebal. AuC % test | CE train | CE test |" in text
     for where in (study["heldout"], study["train"]):
         assert where["l2"]["logit_spread"] is None and where[GRAY]["logit_spread"] is None
-        assert all(where[k]["logit_spread"] > 0 for k in ("ce", "focal", "ce-init-off"))
+        assert all(where[k]["logit_spread"] > 0 for k in ("ce", "focal", "ce-init-off", "ce-mean"))
     # the data init changes the start: the first-steps view compares ce with and without it
-    assert set(study["early"]) == {"ce", "ce-init-off"} and study["early"]["ce"]["val_step"] == 2
+    assert set(study["early"]) == {"ce", "ce-init-off", "ce-mean"} and study["early"]["ce"]["val_step"] == 2
     assert study["early"]["ce"]["ce"] != study["early"]["ce-init-off"]["ce"]
     assert "## The first 2 steps" in text and (tmp_path / "curves_early.png").stat().st_size > 10_000
     # a second run reuses the finished shards and runs instead of training again

@@ -22,11 +22,12 @@ def released_centers(q: int = 313) -> torch.Tensor:
     return torch.from_numpy(np.concatenate([base, np.array(extra, np.float32)])).float()
 
 
-def released_state_dict(model: str = "tiny", seed: int = 0, scale: float = 50.0) -> dict:
+def released_state_dict(model: str = "tiny", seed: int = 0, scale: float = 10.0) -> dict:
     """A random state dict in the released ECCV16 layout (model1..model8 + model_out (2, Q, 1, 1) = centres / 110),
     with BN statistics calibrated on real photos' L (live_networks: the output depends on L, as a trained
     network's does) and a classifier scaled (logits' std ~2-4, as a trained one's) so that the class
-    distribution is far from uniform and the temperature matters."""
+    distribution is far from uniform and the temperature matters; small enough that torch and onnxruntime
+    agree within export's 1e-3 ab units even on noise)."""
     torch.manual_seed(seed)
     centers = released_centers()
     net = calibrate_batchnorm(create_model(model, len(centers), torch.zeros(len(centers), 2)))

@@ -33,7 +33,7 @@ def _cli_default(command: str, option: str):
     return next(p.default for p in cli.commands[command].params if p.name == option)
 
 
-@pytest.mark.parametrize("what, cls, attr, cli_option, value", RECIPE, ids=[r[0] for r in RECIPE])
+@pytest.mark.parametrize("what, cls, attr, cli_option, value", RECIPE, ids=[r[2] for r in RECIPE])
 def test_recipe_default_in_the_config_and_the_cli(what, cls, attr, cli_option, value):
     assert getattr(cls(), attr) == value, what
     assert _cli_default(*cli_option) == value, f"{what}: cli.py {cli_option[0]} --{cli_option[1]}"

@@ -7,6 +7,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT / "tests"))            # helpers shared by the test folders (live_networks)
 SHARED = ROOT.parent / "shared"
 
 

@@ -45,7 +45,10 @@ def test_onnx_matches_torch_on_a_real_photo(exported, astronaut, name):
         a = predict_ab_full(torch_col, L, 256, t)
         b = predict_ab_full(onnx_col, L, 256, t)
         assert a.shape == (512, 512, 2) and np.abs(a).max() > 0.5      # real colour, not zeros on both sides
-        assert np.abs(a - b).max() <= 1e-3, (name, t, np.abs(a - b).max())
+        # at T = 0.2 the logits are amplified 5x, and with them the float32 differences of the two runtimes'
+        # convolutions (~5e-3 ab units on the released fixture, whose output depends on L)
+        tol = 1e-3 if t is None else 1e-2
+        assert np.abs(a - b).max() <= tol, (name, t, np.abs(a - b).max())
 
 
 def test_batch_height_and_width_are_dynamic(exported):

@@ -15,6 +15,7 @@ from torch import nn
 from cli import cli
 from inference.colorize import predict_ab_full
 from inference.colorizer import load_colorizer
+from live_networks import real_l, responds_to_l
 from trainer.decode import decode
 
 
@@ -87,6 +88,19 @@ def test_prediction_equals_the_reference_networks_at_quarter_resolution(released
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-3)
     # the old behaviour (annealing again at 0.38) is a different, more saturated colouring
     assert (col.predict_ab(L, temperature=0.38) - expected).abs().max() > 5
+
+
+def test_the_fixture_network_sees_its_input_so_the_reference_sees_how_l_enters(released_file, reference):
+    """Without calibrated BatchNorm statistics a random network gives the same colours for any L, and the
+    reference comparison above would pass with the input normalisation wrong or the input zeroed."""
+    col = load_colorizer(released_file[0])
+    assert responds_to_l(col.model) and responds_to_l(reference)
+    L = real_l()
+    got = col.predict_ab(L)
+    with torch.no_grad():
+        assert (got - reference.quarter(torch.full_like(L, 50.0))).abs().max() > 5      # the input zeroed
+        assert (got - reference.quarter(L + 50)).abs().max() > 5                           # L / 100, not (L - 50) / 100
+        assert (got - reference.quarter(L / 2.55)).abs().max() > 5                         # L read as 0..255
 
 
 def test_full_resolution_ab_is_the_references_bilinear_upsampling(released_file, reference):

@@ -155,4 +155,18 @@ def test_lab_agrees_with_skimage_and_round_trips():
     assert lab.dtype == np.float32 and lab.shape == (48, 64, 3)
     assert 0 <= lab[..., 0].min() and lab[..., 0].max() <= 100
     assert np.abs(lab - rgb2lab(rgb)).max() < 0.5
-    assert np.abs(lab_to_rgb(lab).astype(int) - rgb).max() <= 1
+    back = np.abs(lab_to_rgb(lab).astype(int) - rgb)
+    assert back.max() <= 1 and (back == 0).mean() > 0.99                # rounded, not truncated, back to 8 bits
+
+
+def test_lightness_of_greys_is_the_cie_formula_with_white_at_100():
+    """sRGB v / 255 (not / 256), linearised, Y -> L* = 116 Y^(1/3) - 16: white is exactly 100, greys within
+    OpenCV's float-path error (~0.19) of the formula written out."""
+    v = np.arange(256)
+    grey = np.repeat(v.astype(np.uint8)[:, None, None], 3, axis=2).reshape(16, 16, 3)
+    lab = rgb_to_lab(grey).reshape(256, 3)
+    c = v / 255
+    Y = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    L = np.where(Y > (6 / 29) ** 3, 116 * np.cbrt(Y) - 16, Y * (29 / 3) ** 3)
+    assert lab[255, 0] == pytest.approx(100.0, abs=0.01) and lab[0, 0] == 0
+    assert np.abs(lab[:, 0] - L).max() < 0.2 and np.abs(lab[:, 1:]).max() < 0.2

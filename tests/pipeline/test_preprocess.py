@@ -170,3 +170,19 @@ def test_fast_stored_l_is_the_contract_l_to_uint8_to_the_byte():
     lab = np.zeros((1, L.size, 3), np.float32)
     lab[0, :, 0] = L
     assert np.array_equal(l_uint8(lab)[0], contract.l_to_uint8(L))
+
+
+def test_targets_are_the_4x4_area_mean_of_a_and_b_not_every_4th_pixel():
+    """ab at target resolution is the mean of each 4 x 4 block of the full-resolution Lab (contract: area-averaged),
+    so fine colour detail is averaged, not aliased; stored L is every pixel's L."""
+    from pipeline.images import rgb_to_lab
+    from pipeline.preprocess import stored_l_ab
+    rng = np.random.default_rng(0)
+    square = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)            # detail at every pixel
+    L, ab = stored_l_ab(square)
+    lab = rgb_to_lab(square).astype(np.float64)
+    expected = lab[..., 1:].reshape(8, 4, 8, 4, 2).mean((1, 3))
+    assert ab.shape == (8, 8, 2)
+    np.testing.assert_allclose(ab, expected, rtol=0, atol=1e-3)
+    assert np.abs(lab[::4, ::4, 1:] - expected).max() > 10                 # subsampling would be far off
+    assert np.array_equal(L, contract.l_to_uint8(lab[..., 0]))

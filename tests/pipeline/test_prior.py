@@ -44,3 +44,15 @@ def test_edge_cases(centers):
     assert np.allclose(p.prob, 1 / len(centers)) and np.allclose(p.weights, 1.0)
     with pytest.raises(ValueError, match="lam"):
         rebalance(np.full(4, .25), 1.5)
+
+
+@pytest.mark.parametrize("lam", [0.1, 0.8])
+def test_lambda_is_the_share_of_the_uniform_distribution_at_any_value(centers, lam):
+    """w = ((1 - lam) p + lam / Q)^-1: lam = 0.5 cannot tell lam from 1 - lam, a user's --lam can."""
+    p = build_prior(_skewed_counts(centers, seed=1), centers, sigma=5.0, lam=lam)
+    Q = len(centers)
+    ref = np.array([1.0 / ((1.0 - lam) * pq + lam / Q) for pq in p.prob])
+    np.testing.assert_allclose(p.weights, ref / (p.prob * ref).sum(), rtol=1e-12)
+    # more lam, flatter weights: the rarest bin's weight relative to the commonest shrinks
+    ratio = lambda pr: pr.weights.max() / pr.weights.min()                      # noqa: E731
+    assert ratio(build_prior(p.counts, centers, 5.0, 0.8)) < ratio(build_prior(p.counts, centers, 5.0, 0.1))

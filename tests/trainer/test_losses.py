@@ -62,14 +62,15 @@ def test_loss_and_gradient_match_dense_reference(name, layout):
     torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("size", [2, 4])
 @pytest.mark.parametrize("name", sorted(LOSSES))
-def test_block_term_adds_weighted_block_loss(name):
+def test_block_term_adds_weighted_block_loss(name, size):
     tg, centers, g = _inputs(1)
     C = 2 if LOSSES[name].head == "ab" else Q
     out = torch.randn(B, C, T, T, generator=g)
     base = create_loss(name)(out, tg)
-    res = create_loss(name, block=0.7, block_size=4, centers=centers)(out, tg)
-    blk = _block_reference(name, out, tg, centers)
+    res = create_loss(name, block=0.7, block_size=size, centers=centers)(out, tg)
+    blk = _block_reference(name, out, tg, centers, size)
     torch.testing.assert_close(res["block"], blk, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(res["loss"], base["loss"] + 0.7 * blk, rtol=1e-5, atol=1e-6)
 

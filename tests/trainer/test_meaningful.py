@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from live_networks import calibrate_batchnorm, responds_to_l
 from pipeline import contract
 from trainer import loop, metrics, scoring
 from trainer.losses import create_loss
@@ -65,7 +66,9 @@ def test_forward_loss_equals_a_dense_reference_with_remapped_bins_and_rebalancin
     nearest[:3000] = 7
     prior = make_prior(nearest, shard_centers)
     assert prior.weights.std() > 0.1
-    model = create_model("tiny", len(model_centers), torch.from_numpy(model_centers))
+    torch.manual_seed(0)
+    model = calibrate_batchnorm(create_model("tiny", len(model_centers), torch.from_numpy(model_centers)))
+    assert responds_to_l(model)                                         # so the L the step feeds it matters
     remap = loop.bin_remap(model, prior)
     torch.testing.assert_close(model.centers[remap], torch.from_numpy(shard_centers))     # each bin to itself
     batch, ab = _batch(shard_centers, prior)

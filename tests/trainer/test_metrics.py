@@ -101,3 +101,33 @@ def test_summary_averages_images_and_reports_the_gap():
     assert s["colourfulness_gap"] == pytest.approx(-M / 2)
     table = metrics.markdown_table({"gray": s})
     assert table.splitlines()[2].startswith("| gray | 2 |") and "n/a" in table
+
+
+def _two_images(seed=0, shape=(32, 40, 3)):
+    rng = np.random.default_rng(seed)
+    gt = rng.integers(0, 256, shape, dtype=np.uint8)
+    noisy = np.clip(gt.astype(np.int64) + rng.integers(-40, 41, shape), 0, 255).astype(np.uint8)
+    return gt, noisy
+
+
+def test_psnr_of_different_images_is_10_log10_of_255_squared_over_mse():
+    gt, pred = _two_images()
+    mse = np.mean((gt.astype(np.float64) - pred) ** 2)
+    assert metrics.psnr(gt, pred) == pytest.approx(10 * np.log10(255.0 ** 2 / mse), rel=1e-9)
+    # a constant offset of 5 grey levels: mse 25 -> 10 log10(255^2 / 25) = 34.15 dB
+    flat = np.full((8, 8, 3), 100, np.uint8)
+    assert metrics.psnr(flat, flat + 5) == pytest.approx(10 * np.log10(255.0 ** 2 / 25), rel=1e-9)
+
+
+def test_ssim_of_different_images_uses_a_7_pixel_window_over_0_255():
+    """Per-channel SSIM (skimage, uniform 7 x 7 window, data range 255), averaged over the 3 channels."""
+    from skimage.metrics import structural_similarity
+    gt, pred = _two_images(1)
+    per_channel = [structural_similarity(gt[..., c], pred[..., c], win_size=7, data_range=255.0) for c in range(3)]
+    got = metrics.ssim(gt, pred)
+    assert got == pytest.approx(np.mean(per_channel), rel=1e-9) and 0.2 < got < 0.99
+    # a tiny image shrinks the window to its (odd) side: 5 x 6 -> 5
+    small_gt, small_pred = _two_images(2, (5, 6, 3))
+    ref = np.mean([structural_similarity(small_gt[..., c], small_pred[..., c], win_size=5, data_range=255.0)
+                   for c in range(3)])
+    assert metrics.ssim(small_gt, small_pred) == pytest.approx(ref, rel=1e-9)

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from inference.colorizer import load_colorizer
+from live_networks import calibrate_batchnorm, real_l, responds_to_l
 from trainer.models import MODELS, count_params, create_model
 
 REF = Path(__file__).resolve().parents[3] / "shared" / "reference" / "pts_in_hull.npy"
@@ -37,6 +38,21 @@ def test_heads_are_sized_from_the_bins_or_two_for_l2(name):
     assert count_params(create_model("tiny", 313)) < 1e6
 
 
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_the_network_reads_l_star_centred_at_50_and_scaled_by_100(name):
+    """The released model's input is (L - 50) / 100 of L* in 0..100. The network must respond to L for this
+    to be testable (live_networks), and it does once its BatchNorms hold statistics of real photos."""
+    torch.manual_seed(0)
+    net = calibrate_batchnorm(create_model(name, 2))
+    assert responds_to_l(net)
+    L = real_l()
+    with torch.no_grad():
+        x = (L - 50.0) / 100.0
+        for b in range(1, 9):
+            x = getattr(net, f"model{b}")(x)
+        torch.testing.assert_close(net(L), x)
+
+
 @pytest.fixture(scope="module")
 def released(tmp_path_factory):
     """A state dict in the released layout: model1..model8 + model_out (2, 313, 1, 1) = centres / 110."""
@@ -44,13 +60,8 @@ def released(tmp_path_factory):
         pytest.skip("../shared/reference/pts_in_hull.npy not present")
     pts = torch.from_numpy(np.load(REF)).float()
     torch.manual_seed(0)
-    net = create_model("eccv16", 313, torch.zeros(313, 2))
+    net = calibrate_batchnorm(create_model("eccv16", 313, torch.zeros(313, 2)))   # BN statistics of real L
     sd = {k: v for k, v in net.state_dict().items() if k != "centers" and not k.endswith("num_batches_tracked")}
-    for k in sd:                                           # non-trivial BN statistics, as in trained weights
-        if k.endswith("running_mean"):
-            sd[k] = torch.randn_like(sd[k]) * 0.1
-        elif k.endswith("running_var"):
-            sd[k] = torch.rand_like(sd[k]) + 0.5
     sd["model_out.weight"] = (pts / 110).t().reshape(2, 313, 1, 1).contiguous()
     path = tmp_path_factory.mktemp("released") / "colorization_release_v2.pth"
     torch.save(sd, path)

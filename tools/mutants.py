@@ -72,6 +72,8 @@ T_RELEASED = tuple(f"tests/inference/test_released_decoding.py::{t}" for t in (
     "test_the_fixture_network_sees_its_input_so_the_reference_sees_how_l_enters",
     "test_full_resolution_ab_is_the_references_bilinear_upsampling"))
 T_METRICS = ("tests/trainer/test_metrics.py",)
+T_RECIPE = ("tests/trainer/test_recipe.py", "-k", "gray or reduction")
+T_INIT = ("tests/trainer/test_init.py::test_every_conv_has_unit_output_variance_after_the_init",)
 
 MUTANTS = [
     # ---- bins ---------------------------------------------------------------------------------------------
@@ -124,7 +126,7 @@ MUTANTS = [
     Mutant("step-l-unscaled", "trainer/step.py", ".unsqueeze(1).float() * contract.L_SCALE", ".unsqueeze(1).float()",
            T_STEP, "the training step feeds the network stored L (0..255), not L*"),
     # ---- losses -------------------------------------------------------------------------------------------
-    Mutant("ce-unweighted", "trainer/losses.py", '{"loss": (tg.w * pix).mean()', '{"loss": pix.mean()', T_LOSS,
+    Mutant("ce-unweighted", "trainer/losses.py", '{"loss": pixel_mean(tg.w * pix, tg)', '{"loss": pixel_mean(pix, tg)', T_LOSS,
            "CE without class rebalancing"),
     Mutant("ce-hard-target", "trainer/losses.py", "-(tg.nn_w * target_log_probs(logits, tg)).sum(1)",
            "-target_log_probs(logits, tg)[:, 0]", T_LOSS, "CE on the nearest bin only, soft weights ignored"),
@@ -132,11 +134,11 @@ MUTANTS = [
            "F.log_softmax(x.float(), dim=-1)", T_LOSS, "softmax over the width instead of the classes"),
     Mutant("l2-scale", "trainer/losses.py", "(out.float() - tg.ab / AB_NORM)", "(out.float() - tg.ab / 100.0)",
            T_LOSS, "l2 target scaled by 1/100, not 1/AB_NORM"),
-    Mutant("l2-half", "trainer/losses.py", '{"loss": 0.5 * (out.float()', '{"loss": (out.float()', T_LOSS,
+    Mutant("l2-half", "trainer/losses.py", '{"loss": pixel_mean(0.5 * (out.float()', '{"loss": pixel_mean((out.float()', T_LOSS,
            "l2 without its 1/2"),
     Mutant("focal-mask-sign", "trainer/losses.py", "torch.exp(-self.beta * t)", "torch.exp(self.beta * t)", T_LOSS,
            "focal mask weighs easy pixels more"),
-    Mutant("focal-mean-norm", "trainer/losses.py", "global_max(pix.max())", "global_max(pix.mean())", T_LOSS,
+    Mutant("focal-mean-norm", "trainer/losses.py", "global_max(kept.max())", "global_max(kept.mean())", T_LOSS,
            "focal t normalised by the mean, not the max, pixel loss"),
     Mutant("focal-exact-logp", "trainer/losses.py", "(1 - logp_k.exp()).pow(self.gamma)",
            "(1 - logp_k).pow(self.gamma)", T_LOSS, "focal-exact modulated by 1 - log p instead of 1 - p"),
@@ -146,12 +148,29 @@ MUTANTS = [
            "annealed_mean(out, self.centers)", T_LOSS, "the block term decodes at T = 0.38 instead of the mean"),
     Mutant("fit-block-size", "trainer/loop.py", "block_size=cfg.block_size", "block_size=4", T_FIT,
            "fit ignores --block-size"),
-    Mutant("fit-weight-decay", "trainer/loop.py", "fused_adam(model.parameters(), cfg.lr, cfg.weight_decay)",
-           "fused_adam(model.parameters(), cfg.lr, 0.0)", T_FIT, "fit ignores --weight-decay"),
+    Mutant("fit-weight-decay", "trainer/loop.py", "cfg.lr, cfg.weight_decay / cfg.decay_scale",
+           "cfg.lr, 0.0 / cfg.decay_scale", T_FIT, "fit ignores --weight-decay"),
     Mutant("adam-betas", "trainer/step.py", "betas=(0.9, 0.99)", "betas=(0.9, 0.999)", T_FIT,
            "Adam's default betas instead of the recipe's (0.9, 0.99)"),
     Mutant("rebalance-farthest", "trainer/step.py", "w=rebal[nn_idx[:, 0]]", "w=rebal[nn_idx[:, -1]]", T_STEP,
            "pixels weighted by their farthest kept bin, not the nearest"),
+    # ---- the reference's loss scale, gray crops and data init (issue 18) --------------------------------------
+    Mutant("gray-any-pixel", "trainer/losses.py", ".flatten(1).any(1).float()", ".flatten(1).all(1).float()",
+           T_RECIPE, "a crop counts as colourful only when every target pixel is"),
+    Mutant("gray-threshold", "trainer/losses.py", "(ab.abs() > GRAY_AB)", "(ab.abs() > 2 * GRAY_AB)", T_RECIPE,
+           "gray crops judged at abs(a) or abs(b) > 10, not the reference's 5"),
+    Mutant("gray-normaliser", "trainer/losses.py", "(x * tg.keep.view(-1, *[1] * (x.dim() - 1))).mean()",
+           "(x * tg.keep.view(-1, *[1] * (x.dim() - 1))).mean() * len(tg.keep) / tg.keep.sum().clamp_min(1)",
+           T_RECIPE, "the loss divided by the kept crops, not the whole batch as the reference does"),
+    Mutant("decay-scale-side", "trainer/config.py", "(self.crop / 4) ** 2", "(self.crop / 4)", T_RECIPE,
+           "decay scaled by the target side, not the target pixels of a crop"),
+    Mutant("eps-unscaled", "trainer/loop.py", "eps=ADAM_EPS / cfg.decay_scale", "eps=ADAM_EPS", T_RECIPE,
+           "Adam's eps left at 1e-8 under the reference reduction"),
+    Mutant("lsuv-variance", "trainer/init.py", "scale = (head_std if layer is head else 1.0) / std",
+           "scale = (head_std if layer is head else 1.0) / std ** 2", T_INIT,
+           "LSUV divides by the variance instead of the standard deviation"),
+    Mutant("lsuv-head-unit", "trainer/init.py", "(head_std if layer is head else 1.0)", "1.0", T_INIT,
+           "the classifier initialised to unit-variance logits"),
     # ---- decoding -----------------------------------------------------------------------------------------
     Mutant("decode-times-t", "trainer/decode.py", "torch.softmax(logits.float() / temperature, dim=1)",
            "torch.softmax(logits.float() * temperature, dim=1)", T_DECODE, "logits multiplied by T, not divided"),

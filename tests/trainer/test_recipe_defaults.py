@@ -41,9 +41,13 @@ def test_recipe_default_in_the_config_and_the_cli(what, cls, attr, cli_option, v
 
 def test_fit_builds_adam_with_the_recipe_and_the_options_it_was_given():
     assert DEFAULT_TEMPERATURE == TEMPERATURE
+    # the decay 1e-3 of the reference's summed loss: against our per-pixel mean, 1e-3 / (176 / 4)^2 (README,
+    # "Following the reference recipe"); --loss-reduction mean gives it as is
     opt = loop.create_optimizer(create_model("tiny", 2), FitConfig())
     (group,) = opt.param_groups
-    assert (group["lr"], group["betas"], group["weight_decay"]) == (3.16e-5, BETAS, 1e-3)
+    assert (group["lr"], group["betas"], group["weight_decay"]) == (3.16e-5, BETAS, pytest.approx(1e-3 / 44 ** 2))
+    opt = loop.create_optimizer(create_model("tiny", 2), FitConfig(loss_reduction="mean"))
+    assert opt.param_groups[0]["weight_decay"] == 1e-3
     opt = loop.create_optimizer(create_model("tiny", 2), FitConfig(lr=2e-4, weight_decay=0.0))
     assert (opt.param_groups[0]["lr"], opt.param_groups[0]["weight_decay"]) == (2e-4, 0.0)
 

@@ -68,8 +68,8 @@ def bench_colorize(checkpoint: str = "", model: str = "eccv16", images: str = ""
                    repeats: int = 3, echo=print) -> dict:
     """Returns the figures (also echoed as they come); the caller prints them as JSON."""
     from inference.onnx_export import to_onnx_proto
-    from inference.onnx_runtime import load_onnx_colorizer
-    onnx, _ = require("onnx", "onnxruntime", extra="onnx", what="`bench colorize`")
+    from inference.onnx_runtime import load_onnx_colorizer, with_digest
+    require("onnx", "onnxruntime", extra="onnx", what="`bench colorize`")
     photos = folder_photos(images, echo) if images else sample_photos()
     if not photos:
         raise ValueError(f"no photos to time in {images or 'the scikit-image data folder'}")
@@ -77,7 +77,8 @@ def bench_colorize(checkpoint: str = "", model: str = "eccv16", images: str = ""
     sides = {"torch": load_colorizer(checkpoint, device="cpu", runtime="torch") if checkpoint
              else random_colorizer(model)}
     with tempfile.TemporaryDirectory() as tmp:
-        t_export = _timed(lambda: onnx.save(to_onnx_proto(sides["torch"]), str(Path(tmp) / "m.onnx")))
+        t_export = _timed(lambda: (Path(tmp) / "m.onnx").write_bytes(
+            with_digest(to_onnx_proto(sides["torch"]).SerializeToString())))     # as `export` writes it
         sides["onnx"] = load_onnx_colorizer(Path(tmp) / "m.onnx")
         echo(f"{len(photos)} photos, {mp:.2f} MP, network input {size} px; exported to ONNX in {t_export:.1f} s; "
              f"{sides['torch'].source}")

@@ -108,13 +108,14 @@ class ShardFormatError(ValueError):
 
 
 @contextlib.contextmanager
-def atomic_write(path, suffix: str = ".tmp"):
+def atomic_write(path, suffix: str = ".tmp", before_commit=None):
     """Yield a temporary path beside `path`; on success fsync and rename it over `path`, else remove it.
     A reader therefore sees either the old complete file or the new complete one, never a partial one.
     The temporary is named .NAME.colorfast-PID-RANDOM<suffix>: what a killed write leaves is recognisably ours
     (output_folder.OUR_TMP), and another program's .NAME.something.tmp is never taken for it.
     `suffix` ends the temporary name (writers that pick the format by extension, such as cv2.imwrite, need
-    the real one at its end)."""
+    the real one at its end). `before_commit`, if given, runs between the fsync and the rename (a preprocess
+    worker checks there that its run still exists)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{TMP_TAG}{os.getpid()}-", suffix=suffix, dir=path.parent)
@@ -124,6 +125,8 @@ def atomic_write(path, suffix: str = ".tmp"):
         yield Path(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        if before_commit is not None:
+            before_commit()
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -168,7 +171,7 @@ def _filters(storage: str, array: str) -> dict:
 
 
 def write_shard(path, L, ab, nn_idx, nn_w, keys, attrs: dict | None = None, storage: str = DEFAULT_STORAGE,
-                sources: list[Source] | None = None) -> None:
+                sources: list[Source] | None = None, before_commit=None) -> None:
     """Write one shard atomically, one HDF5 chunk per sample (random access reads one chunk per array)
     with fletcher32 checksums so that a flipped bit is an error on read, not a silently wrong target, each
     array through `storage`'s lossless filter (STORAGE); `sources`, when given, as the `sources` table.
@@ -200,7 +203,7 @@ def write_shard(path, L, ab, nn_idx, nn_w, keys, attrs: dict | None = None, stor
         h.attrs["count"] = N
         for k, v in (attrs or {}).items():
             h.attrs[k] = v if isinstance(v, (str, int, float, bool, np.number)) else json.dumps(v)
-    with atomic_write(path) as tmp:
+    with atomic_write(path, before_commit=before_commit) as tmp:
         tmp.write_bytes(buf.getbuffer())
 
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _initialised = False
 _watching = False                # exit_with_parent's thread runs in this process
+_parent: int | None = None       # the pid it watches
 
 
 def quiet_decoders() -> None:
@@ -62,13 +63,13 @@ def exit_with_parent(every_s: float = 0.2) -> None:
     started the worker ends, and loky starts workers from a helper thread. The encode kernel runs without the
     GIL, so the check is never held up for long. Not for dask workers: a `dask worker` started under nohup
     outlives its shell by design. Idempotent."""
-    global _watching
+    global _watching, _parent
     if _watching:
         return
     import threading
     import time
 
-    parent = os.getppid()
+    parent = _parent = os.getppid()
 
     def watch():
         while os.getppid() == parent:
@@ -76,6 +77,14 @@ def exit_with_parent(every_s: float = 0.2) -> None:
         os._exit(1)                 # no cleanup: a half-written shard is only a temporary file, removed on rerun
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
     _watching = True
+
+
+def exit_if_orphaned() -> None:
+    """In a watched worker, end now if its run is gone. A shard is checked here just before its rename: building
+    it in memory holds the GIL (h5py), so the watch thread can wait through a whole build, and a shard renamed
+    after the kill is work nobody asked for any more."""
+    if _parent is not None and os.getppid() != _parent:
+        os._exit(1)
 
 
 def reuse_freed_memory(mmap_mib: int = 64, trim_mib: int = 256) -> bool:

@@ -44,6 +44,7 @@ from pipeline.datasets import DatasetError, Listing, list_dataset, shard_order
 from pipeline.images import ImageError, is_gray_ab, load_rgb, max_input_bytes, resize_center_crop, rgb_to_lab
 from pipeline.keys import name_of_key
 from pipeline.output_folder import OUR_TMP, check_output, job_of
+from pipeline.parallel import exit_if_orphaned
 from pipeline.prior import build_prior
 from pipeline.sources import read_input, stale_shards
 
@@ -168,7 +169,7 @@ def process_shard(spec: ShardSpec, ctx: ShardContext) -> tuple[str, dict]:
         contract.write_shard(Path(ctx.out) / spec.file, L, ab, nn_idx, nn_w, keys, attrs={
             "split": spec.split, "index": spec.index, "fingerprint": ctx.fingerprint,
             "inputs_sha": spec.inputs_sha(), "config": ctx.cfg.encoding(), "job": job_of(ctx.cfg, ctx.root),
-            **summary}, storage=ctx.cfg.storage, sources=sources)
+            **summary}, storage=ctx.cfg.storage, sources=sources, before_commit=exit_if_orphaned)
     return spec.file, summary
 
 

@@ -289,6 +289,28 @@ def test_workers_exit_when_preprocess_is_killed(tmp_path):
     assert set(out.glob("*.h5")) == shards, "a shard was written after the run was killed"
 
 
+ORPHAN = """
+import sys
+import numpy as np
+from pipeline import contract, parallel
+parallel._parent = -1                  # as in a worker whose run was killed: getppid() is no longer its pid
+L, ab = np.zeros((1, 8, 8), np.uint8), np.zeros((1, 2, 2, 2), np.float16)
+idx, w = np.zeros((1, 5, 2, 2), np.uint16), np.full((1, 5, 2, 2), 0.2, np.float16)
+contract.write_shard(sys.argv[1], L, ab, idx, w, ["k"], before_commit=parallel.exit_if_orphaned)
+print("committed")
+"""
+
+
+def test_a_worker_whose_run_is_gone_never_commits_its_shard(tmp_path):
+    """The watch thread can wait through a whole in-memory shard build (h5py holds the GIL), so the rename itself
+    asks: a worker whose parent is gone exits there, and the shard never appears (its temporary is ours)."""
+    target = tmp_path / "train-00000.h5"
+    proc = subprocess.run([sys.executable, "-c", ORPHAN, str(target)], capture_output=True, text=True, timeout=120,
+                          env=_env(False), cwd=ROOT)
+    assert proc.returncode == 1 and "committed" not in proc.stdout, (proc.returncode, proc.stdout, proc.stderr)
+    assert not target.exists()
+
+
 # ---- names stored twice in a tar --------------------------------------------------------------------------
 def test_a_name_stored_twice_is_its_later_copy_in_webdataset_and_nested_tars(tmp_path, monkeypatch):
     """`tar x` leaves the later copy of a name on disk; webdataset kept the first. A per-class tar stored twice

@@ -77,6 +77,9 @@ def test_preprocess_says_how_it_split_records_it_and_reruns_reuse(tmp_path):
     again = _preprocess(root, out, "--test-fraction", "0.4")      # the folders make the split: nothing changes
     assert again.exit_code == 0 and "(5 reused from an earlier run)" in again.output, again.output
     assert "test fraction 0.4 not used: the folders make the split" in again.output
+    _photos(root / "train", 1, start=5)                 # a grown train/: its shards are rewritten, same job
+    grown = _preprocess(root, out, "--test-fraction", "0.2")
+    assert grown.exit_code == 0 and "samples by split: train 6, test 3" in grown.output, grown.output
     assert CliRunner().invoke(cli, ["verify", "--sources", str(out)]).exit_code == 0
 
 

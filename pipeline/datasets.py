@@ -39,6 +39,7 @@ DATASETS = Registry("dataset")
 SAMPLE_TEST_FRACTION = 0.25
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 TEST_FOLDERS = ("val", "validation", "test")   # beside train/, the first one present is a folder's test split
+_HELD_OUT = "val/, validation/ or test/"
 
 
 class DatasetError(ValueError):
@@ -156,12 +157,11 @@ def folder(root: str = "", partition: int = 1, test_fraction: float = 0.1, split
     if split_rule is None:
         split_rule = "folders" if folders else "hash"
     if split_rule == "hash":
-        note = (f"split by a hash of each path: test fraction {test_fraction:g} (no train/ beside a "
-                f"{'/, '.join(TEST_FOLDERS)}/ folder)")
+        note = f"split by a hash of each path: test fraction {test_fraction:g} (no train/ beside a {_HELD_OUT} folder)"
         return Listing("folder", path, tuple((k, hash_split(k, test_fraction)) for k in keys), {}, "hash", note)
     if folders is None:
-        raise DatasetError(f"--root {root}: no train/ folder beside a {'/, '.join(TEST_FOLDERS)}/ one, "
-                           "which made this folder's splits")
+        raise DatasetError(f"--root {root}: no train/ folder beside a {_HELD_OUT} one, which made this folder's "
+                           "splits")
     split_of = {folders[0]: "train", folders[1]: "test"}
     items = [(k, split_of[k.split("/", 1)[0]]) for k in keys if "/" in k and k.split("/", 1)[0] in split_of]
     n = {s: sum(1 for _, x in items if x == s) for s in ("train", "test")}

@@ -61,6 +61,9 @@ def _size(ctx, param, value):
               help="Keys within each split's shards: mixed (a stable hash order: every shard and every batch "
                    "mixes classes) or name (sorted, as before; reads an archive in sequence, and a dataset that "
                    "grows at the end keeps its earlier shards).")
+@click.option("--test-fraction", default=PrepConfig.test_fraction, type=click.FloatRange(0, 1, max_open=True),
+              help="folder (without train/ and val/ or test/ subfolders, which are the splits when there) and "
+                   "sample: share of the images, picked by a hash of their path, put in the test split.")
 def preprocess(overwrite, **opts):
     """Images -> Lab -> soft-encoded ab targets -> HDF5 shards, manifest.json and prior.npz.
     Rerunning the same command keeps the shards already complete."""

@@ -31,7 +31,8 @@ class PrepConfig:
     scheduler: str = ""          # address of a running dask scheduler, e.g. tcp://10.0.0.1:8786
     partition: int = 1           # SUN397 partition: Training_NN.txt / Testing_NN.txt, NN = 01..10
     min_side: int = 64           # images whose shorter side is below this are skipped as too small
-    test_fraction: float = 0.1   # hash split of plain folders and the sample: share of keys put in test
+    test_fraction: float = 0.1   # hash split of the sample and of folders without train/ and val/ folders:
+                                 # share of keys put in test
     gray_chroma: float = 5.0     # ab chroma above which a pixel counts as coloured (grayscale test)
     decode_slack: float = 0.9    # JPEGs are decoded at 1/2, 1/4 or 1/8 scale (libjpeg DCT scaling, an area
                                  # average) when that leaves the shorter side >= decode_slack * size: about 2x

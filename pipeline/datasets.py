@@ -3,7 +3,8 @@ relative to the root (DESIGN.md, "Splits"). Listing never opens an image: a list
 missing, empty or not an image is the preprocessor's business and ends up in the manifest with its reason.
 
     sample       colour photos bundled with scikit-image (no download); hash split
-    folder       every image file under --root, recursively; hash split
+    folder       every image file under --root, recursively; the user's own splits when the root has train/
+                 and val/ (or validation/ or test/) folders, else the hash split
     sun_objects  SUN2012 pascal layout: JPEGImages/ and ImageSets/Main/{train,test}.txt (ids, no extension)
     sun_scenes   SUN397: official Training_NN.txt / Testing_NN.txt lists (lines like /a/abbey/sun_x.jpg),
                  in the root, root/Partitions or a sibling Partitions/ folder
@@ -30,12 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.archives import ArchiveError, Member, ZipMember, nested_tar_members, tar_members, zip_members
+from pipeline.config import PrepConfig
 from pipeline.keys import key_of_name
 from pipeline.registry import Registry
 
 DATASETS = Registry("dataset")
 SAMPLE_TEST_FRACTION = 0.25
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+TEST_FOLDERS = ("val", "validation", "test")   # beside train/, the first one present is a folder's test split
+_HELD_OUT = "val/, validation/ or test/"
 
 
 class DatasetError(ValueError):
@@ -48,6 +52,8 @@ class Listing:
     root: Path
     items: tuple[tuple[str, str], ...]        # (key, split), sorted by split then key
     members: Mapping[str, Member | ZipMember] = field(default_factory=dict)  # key -> its bytes in an archive
+    split_rule: str = ""      # folder: "folders" (the user's train/ and val/) or "hash"; "" for fixed layouts
+    split_note: str = ""      # how the split was made, for the summary
 
     def split(self, name: str) -> list[str]:
         return [k for k, s in self.items if s == name]
@@ -74,15 +80,17 @@ def shard_order(keys, order: str = "mixed") -> list[str]:
 
 
 def list_dataset(name: str, root: str = "", partition: int = 1, test_fraction: float = 0.1,
-                 split: str = "all", limit: int = 0, subset: str = "") -> Listing:
+                 split: str = "all", limit: int = 0, subset: str = "", split_rule: str | None = None) -> Listing:
     """The inputs of one run. `subset` names an evaluation subset (pipeline.subsets); `limit` keeps a stable,
     spread-out subset (the keys with the smallest hash), so a limited run on SUN397 is not just the first
-    categories in alphabetical order."""
+    categories in alphabetical order. `split_rule` (folder only): the rule a manifest recorded, so that a folder
+    is relisted as it was split; None: the rule its subfolders give now."""
     if subset:
         from pipeline.subsets import check_subset
         check_subset(name, subset, split)
+    rule = {"split_rule": split_rule} if name == "folder" else {}     # the one layout with a choice of rule
     try:
-        listing = DATASETS.build(name, root=root, partition=partition, test_fraction=test_fraction)
+        listing = DATASETS.build(name, root=root, partition=partition, test_fraction=test_fraction, **rule)
     except ArchiveError as e:
         raise DatasetError(str(e)) from None
     items = [(k, s) for k, s in listing.items if split in ("all", s)]
@@ -92,7 +100,8 @@ def list_dataset(name: str, root: str = "", partition: int = 1, test_fraction: f
     if limit:
         items = sorted(items, key=lambda it: _hash_order(it[0]))[:limit]
     order = {"train": 0, "test": 1}
-    return Listing(name, listing.root, tuple(sorted(items, key=lambda it: (order[it[1]], it[0]))), listing.members)
+    return Listing(name, listing.root, tuple(sorted(items, key=lambda it: (order[it[1]], it[0]))), listing.members,
+                   listing.split_rule, listing.split_note)
 
 
 def _need_root(name: str, root: str) -> Path:
@@ -135,12 +144,43 @@ def sample(root: str = "", partition: int = 1, test_fraction: float = 0.1) -> Li
 
 
 @DATASETS.register
-def folder(root: str = "", partition: int = 1, test_fraction: float = 0.1) -> Listing:
+def folder(root: str = "", partition: int = 1, test_fraction: float = 0.1, split_rule: str | None = None) -> Listing:
+    """Every image under the root. Split: the user's own when the root has a train/ folder and a val/,
+    validation/ or test/ one (split_rule "folders"; images elsewhere under the root are left out, and counted in
+    the note), else a hash of each key with `test_fraction` ("hash"). None picks by the folders there now; a
+    manifest's recorded rule is passed back by a rerun's checks, so an old folder keeps its split."""
     path = _need_root("folder", root)
     keys = sorted(_image_files(path))
     if not keys:
         raise DatasetError(f"--root {root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under it")
-    return Listing("folder", path, tuple((k, hash_split(k, test_fraction)) for k in keys))
+    folders = _split_folders(path)
+    if split_rule is None:
+        split_rule = "folders" if folders else "hash"
+    if split_rule == "hash":
+        note = f"split by a hash of each path: test fraction {test_fraction:g} (no train/ beside a {_HELD_OUT} folder)"
+        return Listing("folder", path, tuple((k, hash_split(k, test_fraction)) for k in keys), {}, "hash", note)
+    if folders is None:
+        raise DatasetError(f"--root {root}: no train/ folder beside a {_HELD_OUT} one, which made this folder's "
+                           "splits")
+    split_of = {folders[0]: "train", folders[1]: "test"}
+    items = [(k, split_of[k.split("/", 1)[0]]) for k in keys if "/" in k and k.split("/", 1)[0] in split_of]
+    n = {s: sum(1 for _, x in items if x == s) for s in ("train", "test")}
+    if not items:
+        raise DatasetError(f"--root {root}: its {folders[0]}/ and {folders[1]}/ folders hold no image files")
+    note = f"splits from the folders {folders[0]}/ ({n['train']}) and {folders[1]}/ ({n['test']})"
+    if len(keys) > len(items):
+        note += f"; {len(keys) - len(items)} image(s) elsewhere under the root left out"
+    if test_fraction != PrepConfig.test_fraction:
+        note += f"; test fraction {test_fraction:g} not used: the folders make the split"
+    return Listing("folder", path, tuple(items), {}, "folders", note)
+
+
+def _split_folders(root: Path) -> tuple[str, str] | None:
+    """("train", the test folder) when the root holds the user's own splits, else None."""
+    if not (root / "train").is_dir():
+        return None
+    test = next((d for d in TEST_FOLDERS if (root / d).is_dir()), None)
+    return ("train", test) if test else None
 
 
 @DATASETS.register

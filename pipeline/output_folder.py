@@ -34,6 +34,9 @@ SHARD_NAME = re.compile(r"^(train|test)-\d{5}\.h5$")
 OUR_TMP = re.compile(rf"^\.(manifest\.json|prior\.npz|(train|test)-\d{{5}}\.h5)\.{contract.TMP_TAG}\d+-\w+\.tmp$")
 PLAN_FIELDS = ("split", "subset", "limit", "shard_size", "partition", "test_fraction", "order")  # inputs per file
 PLAN_DEFAULTS_BEFORE = {"order": "name"}  # plan fields a shard written before they existed was made with
+HASH_RULE = {"split_rule": "hash"}  # a job without split_rule: a folder's hash split (then its only one), or the
+                                    # fixed split of another layout; recorded only for "folders", so that a hash
+                                    # run's shards stay those of earlier versions
 
 
 class OutputConflict(Exception):
@@ -42,10 +45,15 @@ class OutputConflict(Exception):
     touched). Raised before anything in the folder changes."""
 
 
-def job_of(cfg: PrepConfig, root) -> dict:
+def job_of(cfg: PrepConfig, root, split_rule: str = "") -> dict:
     """What decides a shard folder's files and their content: the dataset root, the encoding config and the plan
-    options. Runs of one job reuse and replace each other's shards freely. Left out: the run-only fields (jobs,
-    backend, scheduler, out_dir) and lam, which only prior.npz depends on (rebuilt by every run)."""
+    options, with the rule that split a `folder` dataset (Listing.split_rule: its train/ and val/ folders, or the
+    hash, which alone uses test_fraction). Runs of one job reuse and replace each other's shards freely. Left out:
+    the run-only fields (jobs, backend, scheduler, out_dir) and lam, which only prior.npz depends on (rebuilt by
+    every run)."""
+    if split_rule == "folders":
+        plan = {k: getattr(cfg, k) for k in PLAN_FIELDS if k != "test_fraction"}
+        return {"root": str(root), **cfg.encoding(), **plan, "split_rule": split_rule}
     return {"root": str(root), **cfg.encoding(), **{k: getattr(cfg, k) for k in PLAN_FIELDS}}
 
 
@@ -86,6 +94,7 @@ def _manifest_job(path: Path) -> tuple[dict | None, str | None]:
 def _describe(theirs: dict, ours: dict) -> tuple[str, str]:
     """How two jobs differ, for a message: ("dataset 'sample' (size 64)", "'folder' (size 256)"), or, for one
     dataset, ("dataset 'folder' with root '/a'", "has root '/b'")."""
+    theirs, ours = {**HASH_RULE, **theirs}, {**HASH_RULE, **ours}
     keys = [k for k in ours if k in theirs and theirs[k] != ours[k] and k != "dataset"]
     show = lambda job, ks: ", ".join(f"{k} {job[k]!r}" if isinstance(job[k], str) else f"{k} {job[k]}" for k in ks)
     if theirs.get("dataset", ours["dataset"]) != ours["dataset"]:    # the encoding's differences, not the plan's
@@ -99,6 +108,7 @@ def same_job(recorded: dict, job: dict) -> bool:
     """A shard recorded as `recorded` belongs to this run's `job`: every field equal (a field it predates counts as
     equal), except that a larger --limit (or none) is the same job grown, like a dataset that gained files: the
     stable subset of a limit is the start of a larger one's (pipeline.datasets.shard_order), so it resumes."""
+    recorded, job = {**HASH_RULE, **recorded}, {**HASH_RULE, **job}    # a folder split otherwise is another job
     for k, v in job.items():
         theirs = recorded.get(k, v)
         if k == "limit" and theirs and (v == 0 or v >= theirs):

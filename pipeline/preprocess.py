@@ -95,6 +95,7 @@ class ShardContext:
     cfg: PrepConfig
     encoder: object               # pipeline.soft_encode.SoftEncoder
     fingerprint: str              # encoding config + bin set: a shard made otherwise is not reused
+    job: dict                     # output_folder.job_of: recorded in every shard, compared by a rerun
 
 
 def plan_shards(listing: Listing, shard_size: int, order: str = "mixed") -> list[ShardSpec]:
@@ -168,7 +169,7 @@ def process_shard(spec: ShardSpec, ctx: ShardContext) -> tuple[str, dict]:
     with _writing(Path(ctx.out) / spec.file):
         contract.write_shard(Path(ctx.out) / spec.file, L, ab, nn_idx, nn_w, keys, attrs={
             "split": spec.split, "index": spec.index, "fingerprint": ctx.fingerprint,
-            "inputs_sha": spec.inputs_sha(), "config": ctx.cfg.encoding(), "job": job_of(ctx.cfg, ctx.root),
+            "inputs_sha": spec.inputs_sha(), "config": ctx.cfg.encoding(), "job": ctx.job,
             **summary}, storage=ctx.cfg.storage, sources=sources, before_commit=exit_if_orphaned)
     return spec.file, summary
 
@@ -208,11 +209,14 @@ class PrepResult:
     removed: int = 0              # shard files of an earlier run that this one deleted (not planned, or not reusable)
     changed: dict[str, list[str]] = field(default_factory=dict)  # file -> its inputs changed since: rewritten
     unrecorded: int = 0           # reused shards from before sources were recorded: their inputs were not checked
+    split_note: str = ""          # how the inputs were split (datasets.Listing.split_note)
 
     def summary(self) -> str:
         lines = [f"{self.out_dir}: {self.written} written, {self.skipped} skipped of {self.seen} inputs "
                  f"in {self.shards} shards ({self.reused} reused from an earlier run), {self.seconds:.1f} s",
                  "  samples by split: " + (", ".join(f"{k} {v}" for k, v in self.splits.items()) or "none")]
+        if self.split_note:
+            lines.append(f"  {self.split_note}")
         if self.removed:
             lines.append(f"  removed {self.removed} shard files of an earlier run that this one does not reuse")
         if self.changed:
@@ -252,7 +256,8 @@ def run(cfg: PrepConfig, progress: bool = True, overwrite: bool = False) -> Prep
     specs = plan_shards(listing, cfg.shard_size, cfg.order)
     centers = in_gamut_centers()
     fp = fingerprint_of(cfg, centers)
-    reused, stale = check_output(out, specs, fp, job_of(cfg, listing.root), overwrite)   # reads only
+    job = job_of(cfg, listing.root, listing.split_rule)
+    reused, stale = check_output(out, specs, fp, job, overwrite)   # reads only
     changed, unrecorded = stale_shards(out, [s for s in specs if s.file in reused], listing.root, progress)
     reused -= changed.keys()          # rewritten in place: the old file stays until its replacement is complete
     with _writing(out):
@@ -262,7 +267,7 @@ def run(cfg: PrepConfig, progress: bool = True, overwrite: bool = False) -> Prep
     todo = [s for s in specs if s.file not in reused]
     summaries = {}                # file -> summary, of the shards written now (assemble reads the others)
     if todo:
-        ctx = ShardContext(str(listing.root), str(out), cfg, _encoder(cfg.knn, cfg.sigma), fp)
+        ctx = ShardContext(str(listing.root), str(out), cfg, _encoder(cfg.knn, cfg.sigma), fp, job)
         from tqdm import tqdm
         sizes = {s.file: len(s.keys) for s in todo}
         with tqdm(total=sum(sizes.values()), unit="img", desc=f"preprocess {cfg.dataset}", disable=not progress,
@@ -323,6 +328,7 @@ def assemble(out: Path, specs: list[ShardSpec], cfg: PrepConfig, listing: Listin
             "no training pixels (no train split processed): uniform prior, all weights 1")
     manifest = {
         "dataset": cfg.dataset, "root": str(listing.root), "config": cfg.as_dict(), "Q": len(centers),
+        **({"split_rule": "folders"} if listing.split_rule == "folders" else {}),  # for verify --sources to relist
         "shards": shards, "skipped": skipped,
         "counts": {"seen": seen, "written": written, "skipped": len(skipped), "by_reason": dict(sorted(by_reason.items()))},
         "splits": splits, "prior": note,
@@ -330,4 +336,5 @@ def assemble(out: Path, specs: list[ShardSpec], cfg: PrepConfig, listing: Listin
     }
     with _writing(out / contract.MANIFEST):
         contract.write_manifest(out, manifest)
-    return PrepResult(out, seen, written, len(skipped), dict(by_reason), len(specs), 0, splits, note, 0.0)
+    return PrepResult(out, seen, written, len(skipped), dict(by_reason), len(specs), 0, splits, note, 0.0,
+                      split_note=listing.split_note)

@@ -241,6 +241,7 @@ def _listing_of(manifest: dict, filtered: bool = False):
     run = (config.get("split", "all"), config.get("limit", 0), config.get("subset", "")) if filtered else ()
     try:
         return list_dataset(manifest.get("dataset", "?"), manifest.get("root", ""), config.get("partition", 1),
-                            config.get("test_fraction", 0.1), *run), None
+                            config.get("test_fraction", 0.1), *run,
+                            split_rule=manifest.get("split_rule", "hash")), None   # as it was split, not as now
     except (DatasetError, ValueError) as e:
         return None, str(e)

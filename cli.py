@@ -32,19 +32,21 @@ def cli():
 
 
 # ---- --config FILE: a YAML or JSON file of option values -----------------------------------------------
-def _config_option(config_class, empty=None):
+def _config_option(config_class, empty=None, before=None):
     """`--config FILE` for a command whose options build `config_class` ("module:Class", imported only when a
     file is given). The file's values become the command's click default_map (click's pattern for config
     files): options on the command line override the file, the file overrides the defaults. Keys are option
     names (dashes or underscores) or the config's field names, so a run's own record replays it: fit's
     config.json, or the {"config": {...}} of study.json and a shard folder's manifest.json. `empty`: {param:
-    value} for a recorded empty list that the command spells otherwise (study's variants: none)."""
+    value} for a recorded empty list that the command spells otherwise (study's variants: none). `before`:
+    "module:NAME" of {field: value before the field existed}; a file holding every other field of the config
+    is a run's record from then, and those fields replay at their old values (as its checkpoint loads)."""
     def load(ctx, param, path):
         if path is None or ctx.resilient_parsing:
             return
         values = _read_config_file(path)
         ctx.default_map = {**(ctx.default_map or {}),
-                           **_config_defaults(ctx.command, values, config_class, empty or {}, path)}
+                           **_config_defaults(ctx.command, values, config_class, empty or {}, before, path)}
     return click.option("--config", type=click.Path(exists=True, dir_okay=False), is_eager=True,
                         expose_value=False, callback=load,
                         help="YAML or JSON file of option values (a run's config.json replays the run); "
@@ -78,7 +80,7 @@ def _read_config_file(path) -> dict:
     return values
 
 
-def _config_defaults(command, values, config_class, empty, path) -> dict:
+def _config_defaults(command, values, config_class, empty, before, path) -> dict:
     """File keys -> {param name: value} for click's default_map; unknown keys are one error naming them all."""
     import dataclasses
     import importlib
@@ -89,6 +91,12 @@ def _config_defaults(command, values, config_class, empty, path) -> dict:
             names[spelling.replace("-", "_")] = p.name
     module, cls = config_class.split(":")
     fields = {f.name: f for f in dataclasses.fields(getattr(importlib.import_module(module), cls))}
+    if before:
+        module, name = before.split(":")
+        old_values = getattr(importlib.import_module(module), name)
+        missing = set(fields) - set(values)
+        if missing and missing <= set(old_values):
+            values = {**{k: old_values[k] for k in missing}, **values}
     defaults, unknown, fixed = {}, [], []
     for key, value in values.items():
         name = names.get(str(key).replace("-", "_"))
@@ -288,7 +296,7 @@ def _user_errors():
 
 
 @cli.command()
-@_config_option("trainer.config:FitConfig")
+@_config_option("trainer.config:FitConfig", before="trainer.config:BEFORE_FIELD")
 @click.option("--data", default="artifacts/shards/sample", type=click.Path(file_okay=False),
               help="Shard folder written by `preprocess`; trains on its train split.")
 @click.option("--out", default="artifacts/runs/default", type=click.Path(file_okay=False),

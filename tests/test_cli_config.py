@@ -77,6 +77,15 @@ def test_fit_config_file_then_command_line_then_replay(tiny_shards, tmp_path):
     replayed = json.loads((tmp_path / "run2" / "config.json").read_text())
     assert replayed == {**stored, "out": str(tmp_path / "run2")}
 
+    # a config.json from before --loss-reduction, --gray-crops and --data-init: those replay as the run had them
+    from trainer.config import BEFORE_FIELD
+    old = {k: v for k, v in stored.items() if k not in BEFORE_FIELD}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    _ok(["fit", "--config", tmp_path / "old.json", "--out", tmp_path / "run3"])
+    replayed = json.loads((tmp_path / "run3" / "config.json").read_text())
+    assert replayed == {**stored, **BEFORE_FIELD, "out": str(tmp_path / "run3")}
+    assert replayed["loss_reduction"] == "mean"
+
 
 def test_config_file_errors_are_one_line(tmp_path):
     (tmp_path / "typo.json").write_text(json.dumps({"model": "tiny", "learning_rate": 1, "bach_size": 2}))

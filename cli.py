@@ -55,7 +55,10 @@ def _config_option(config_class, empty=None, before=None):
 
 def _read_config_file(path) -> dict:
     import json
-    text = open(path, encoding="utf-8").read()
+    try:
+        text = open(path, encoding="utf-8").read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise click.BadParameter(f"{path}: cannot be read as a text file: {e}", param_hint="--config") from None
     if path.lower().endswith(".json"):
         try:
             values = json.loads(text)

@@ -96,6 +96,8 @@ def test_config_file_errors_are_one_line(tmp_path):
     _one_line_error(["fit", "--config", tmp_path / "bad.json"], "not valid JSON")
     (tmp_path / "bad.yaml").write_text("model: [tiny\n")
     _one_line_error(["fit", "--config", tmp_path / "bad.yaml"], "not valid YAML")
+    (tmp_path / "photo.yaml").write_bytes(b"\xff\xd8\xff\xe0 not text")
+    _one_line_error(["fit", "--config", tmp_path / "photo.yaml"], "cannot be read as a text file")
     (tmp_path / "list.yaml").write_text("- tiny\n")
     _one_line_error(["fit", "--config", tmp_path / "list.yaml"], "expected a mapping", "got list")
     (tmp_path / "crop.json").write_text(json.dumps({"crop": 30}))           # values pass the options' checks

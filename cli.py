@@ -8,8 +8,14 @@ from pipeline.datasets import DATASETS, DatasetError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-def cli():
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress bars or progress lines (errors and each command's summary still print). "
+                   "Without a terminal, progress is a plain line every $COLORFAST_PROGRESS_EVERY s (30).")
+def cli(quiet):
     """Zhang-style colorization: preprocess images into shards, train, colorize, evaluate."""
+    if quiet:
+        from pipeline.progress import set_quiet     # through the environment: workers and ranks inherit it
+        set_quiet()
 
 
 # ---- pipeline: images -> shards -------------------------------------------------------------------------

@@ -70,8 +70,8 @@ class PlainProgress(tqdm):
 
     def __init__(self, *args, every: float = DEFAULT_EVERY, **kw):
         self._every, self._lines, self._closing = every, 0, False
-        self._last_line_t = time.time()
-        kw.setdefault("mininterval", min(every, 1.0) if every else 0.1)   # fewer display() calls to refuse
+        self._last_line_t, self._last_line_n = time.time(), None
+        kw.setdefault("mininterval", min(every, 1.0))   # fewer display() calls to refuse
         kw["dynamic_ncols"] = False                   # no terminal to measure
         super().__init__(*args, **kw)
         self._last_line_t = self.start_t
@@ -81,11 +81,12 @@ class PlainProgress(tqdm):
         if msg == "":                                 # tqdm clearing the bar: nothing drawn to clear
             return True
         now = self._time()
-        due = self.n > self.initial and now - self._last_line_t >= self._every
+        # set_postfix and write() refresh too: a line only for new progress
+        due = self.n > max(self.initial, self._last_line_n or 0) and now - self._last_line_t >= self._every
         if due or self._closing:
             self.fp.write(self.line() + "\n")
             self.fp.flush()
-            self._last_line_t, self._lines = now, self._lines + 1
+            self._last_line_t, self._last_line_n, self._lines = now, self.n, self._lines + 1
         return True
 
     def clear(self, nolock=False):
@@ -110,12 +111,13 @@ class PlainProgress(tqdm):
             size = lambda x: tqdm.format_sizeof(x, divisor=d["unit_divisor"])   # noqa: E731
         else:
             size = lambda x: f"{x:g}" if isinstance(x, float) else str(x)        # noqa: E731
-        parts = [f"{size(n)}/{size(total)} {unit} ({100 * n / total:.0f}%)" if total else f"{size(n)} {unit}"]
+        sep = "" if d["unit_scale"] else " "                                    # 5.24MB, 50 step
+        parts = [f"{size(n)}/{size(total)}{sep}{unit} ({100 * n / total:.0f}%)" if total else f"{size(n)}{sep}{unit}"]
         done = n - self.initial
         rate = done / elapsed if elapsed > 0 else 0.0
         if rate >= 1 or (rate and d["unit_scale"]):
             shown = size(rate) if d["unit_scale"] else tqdm.format_sizeof(rate)       # 19.9, 350k
-            parts.append(f"{shown} {unit}/s")
+            parts.append(f"{shown}{sep}{unit}/s")
         elif rate:
             parts.append(f"{1 / rate:.2f} s/{unit}")
         parts.append(f"{tqdm.format_interval(elapsed)} elapsed")

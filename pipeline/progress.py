@@ -70,7 +70,7 @@ class PlainProgress(tqdm):
 
     def __init__(self, *args, every: float = DEFAULT_EVERY, **kw):
         self._every, self._lines, self._closing = every, 0, False
-        self._last_line_t, self._last_line_n = time.time(), None
+        self._last_line_t, self._last_line_n = time.time(), None    # tqdm.__init__ already calls display()
         kw.setdefault("mininterval", min(every, 1.0))   # fewer display() calls to refuse
         kw["dynamic_ncols"] = False                   # no terminal to measure
         super().__init__(*args, **kw)

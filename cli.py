@@ -27,8 +27,14 @@ def _print_version(ctx, param, value):
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
               help="Print the version and exit.")
-def cli():
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress bars or progress lines (errors and each command's summary still print). "
+                   "Without a terminal, progress is a plain line every $COLORFAST_PROGRESS_EVERY s (30).")
+def cli(quiet):
     """Zhang-style colorization: preprocess images into shards, train, colorize, evaluate."""
+    if quiet:
+        from pipeline.progress import set_quiet     # through the environment: workers and ranks inherit it
+        set_quiet()
 
 
 # ---- --config FILE: a YAML or JSON file of option values -----------------------------------------------

@@ -27,9 +27,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from pipeline.images import load_rgb
+from pipeline.progress import progress, write as progress_write
 from inference.full_resolution import (STRIP_PIXELS, fit_gamut, lab_to_rgb_in_gamut, lightness_strips,  # noqa: F401
                                        rebuild_rgb, resize_width, upsample_ab_rows, widen_ab)
 from inference.inputs import READ_ERRORS, list_inputs, read_input, report_unreadable, shown
@@ -177,10 +177,10 @@ def run(cfg: ColorizeConfig, colorizer=None) -> ColorizeResult:
         colorizer = load_colorizer(cfg.checkpoint, device=cfg.device, runtime=cfg.runtime, announce=True)
     result = ColorizeResult(ignored=ignored, decoding=colorizer.describe(cfg.temperature))
     for path, reason in unusable:
-        tqdm.write(f"error: {shown(path)}: {reason}")
+        progress_write(f"error: {shown(path)}: {reason}")
         result.failed.append((str(path), reason))
     with sigterm_raises():
-        for src, rel in tqdm(pairs, desc="colorize", unit="img", disable=len(pairs) < 2):
+        for src, rel in progress(pairs, desc="colorize", unit="img", disable=len(pairs) < 2):
             if colorize_file(colorizer, src, rel, cfg, record, keeps_alpha, result):
                 result.written.append(out_dir / rel)
         colorize_videos(colorizer, videos, out_dir, cfg, result, record)

@@ -15,10 +15,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from tqdm import tqdm
 
 from pipeline import contract
 from pipeline.images import is_grayscale, lab_to_rgb, load_rgb, rgb_to_lab
+from pipeline.progress import progress, write as progress_write
 from trainer import metrics
 from inference.colorize import colorize_rgb
 from inference.inputs import READ_ERRORS, list_inputs, report_unreadable
@@ -126,7 +126,7 @@ def run(cfg: CompareConfig, models: list[Model] | None = None) -> tuple[Path, in
     pairs = [(src, Path(*rel.parts[1:])) for src, rel in pairs]    # rel is "<folder name>/<sub path>.png"
     check_outputs(pairs, out, record=None, overwrite=True)         # --out inside --images: never over a photo
     items, failed = [], [report_unreadable(path, ValueError(reason)) for path, reason in unusable]  # FIFOs, devices
-    for src, png in tqdm(pairs, desc="compare", unit="img"):
+    for src, png in progress(pairs, desc="compare", unit="img"):
         try:
             rgb = load_rgb(src)
         except READ_ERRORS as e:
@@ -143,7 +143,7 @@ def run(cfg: CompareConfig, models: list[Model] | None = None) -> tuple[Path, in
                               echo=False,          # its unreadable files are the ones reported above
                               desc="compare: metrics")
     except EvalError as e:             # no colour photo among the inputs: panels without a table
-        tqdm.write(f"note: no metric table: {e}")
+        progress_write(f"note: no metric table: {e}")
     with contract.atomic_write(out / "index.html") as tmp:
         tmp.write_text(index_html(report, items, failed, cfg,
                                   {m.name: describe(m.colorizer, cfg.temperature) for m in models}))

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from pipeline import contract
 from pipeline.images import is_grayscale, load_rgb, resize_center_crop, rgb_to_lab
+from pipeline.progress import progress
 from trainer import metrics, scoring
 from inference.inputs import READ_ERRORS, list_inputs, report_unreadable
 from trainer.decode import DEFAULT_TEMPERATURE
@@ -170,7 +170,7 @@ def evaluate(models: list[Model], samples, cfg: EvalConfig, explicit_prior=None,
     totals = {name: metrics.MetricTotals(rebalancer=rebalancer(priors[name]))
               for name in [GRAY] + [m.name for m in models]}
     predictors = [scoring.Predictor(GRAY, None)] + [predictor(m, cfg.temperature) for m in models]
-    bar = tqdm(desc=desc, unit="img")
+    bar = progress(desc=desc, unit="img")
     scoring.score_samples(predictors, totals, samples, cfg.batch_size, DEFAULT_TEMPERATURE, folder_centers, bar.update)
     bar.close()
     if not totals[GRAY].images:

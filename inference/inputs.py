@@ -33,10 +33,10 @@ import stat
 from collections import Counter
 from pathlib import Path
 
-from tqdm import tqdm
 
 from pipeline.datasets import IMAGE_SUFFIXES
 from pipeline.images import ImageError, sniff_format
+from pipeline.progress import write as progress_write
 
 READ_ERRORS = (OSError, ValueError)      # what load_rgb raises for a bad file (ImageError is a ValueError)
 
@@ -157,5 +157,5 @@ def report_unreadable(path, error: Exception, echo: bool = True) -> tuple[str, s
     """Print `error: PATH: reason` (unless echo is False: the caller has already said it) -> (path, reason)."""
     reason = str(error) or type(error).__name__
     if echo:
-        tqdm.write(f"error: {shown(path)}: {reason}")
+        progress_write(f"error: {shown(path)}: {reason}")
     return str(path), reason

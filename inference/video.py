@@ -30,13 +30,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from inference.colorize import _cubic, net_input_rgb, predict_ab_small      # the photo path's own pieces
 from inference.full_resolution import rebuild_rgb
 from inference.inputs import shown
 from inference.outputs import WriteError, write_failure
 from pipeline.images import rgb_to_lab
+from pipeline.progress import progress, write as progress_write
 
 VIDEO_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}   # suffix -> muxer
 HIST_BINS = 32                   # L histogram for cut detection
@@ -247,7 +247,7 @@ def _transcode(av, colorizer, inp, src: Path, tmp: Path, fmt: str, cfg: VideoCon
 
         streams = [vin] + ([ain] if ain is not None else [])
         index = 0
-        with tqdm(total=total, desc=f"colorize {shown(src.name)}", unit="frame") as bar:
+        with progress(total=total, desc=f"colorize {shown(src.name)}", unit="frame") as bar:
             try:
                 for packet in inp.demux(*streams):
                     if packet.stream.type == "audio":
@@ -296,8 +296,8 @@ def colorize_videos(colorizer, pairs, out_dir, cfg, result, record=None) -> None
             done = colorize_video(colorizer, src, Path(out_dir) / rel, vcfg, before_rename=add)
         except (VideoError, OSError) as e:            # a bad file or a failed write, not a bug: say it, go on
             line = str(e) if isinstance(e, VideoError) else f"{shown(src)}: {e}"
-            tqdm.write(f"error: {line}")
+            progress_write(f"error: {line}")
             result.failed.append((str(src), str(e)))
             continue
-        tqdm.write(done.summary())
+        progress_write(done.summary())
         result.written.append(done.path)

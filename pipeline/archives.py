@@ -88,9 +88,9 @@ def tar_members(path: str) -> Iterator[tuple[str, Member]]:
 
 
 def _list_flat(path: str) -> list[tuple[str, str, int, int]]:
-    from tqdm import tqdm
+    from pipeline.progress import progress
     found = []
-    with _open(path) as tar, tqdm(total=os.path.getsize(path), unit="B", unit_scale=True, leave=False,
+    with _open(path) as tar, progress(total=os.path.getsize(path), unit="B", unit_scale=True, leave=False,
                                   desc=f"listing {os.path.basename(path)}", disable=None) as bar:
         try:
             for info in tar:
@@ -117,9 +117,8 @@ def nested_tar_members(path: str, jobs: int = 0) -> Iterator[tuple[str, str, Mem
 
 
 def _list_nested(path: str, jobs: int) -> list[tuple[str, str, int, int]]:
-    from tqdm import tqdm
-
     from pipeline.parallel import imap_unordered
+    from pipeline.progress import progress
     with _open(path) as outer:
         try:
             stored = [(_name(i.name), i.offset_data, i.size) for i in outer if i.isreg() and i.name.endswith(".tar")]
@@ -129,7 +128,7 @@ def _list_nested(path: str, jobs: int) -> list[tuple[str, str, int, int]]:
     inners = [inner for i, inner in enumerate(stored) if last[inner[0]] == i]   # a tar stored twice: the later
     if not jobs:
         jobs = min(8, os.cpu_count() or 1) if len(inners) >= PARALLEL_LISTING_MIN else 1
-    listed = dict(tqdm(imap_unordered(_list_inner, inners, path, jobs), total=len(inners), unit="tar", leave=False,
+    listed = dict(progress(imap_unordered(_list_inner, inners, path, jobs), total=len(inners), unit="tar", leave=False,
                        desc=f"listing {os.path.basename(path)}", disable=None))
     return [(name, member, offset, size) for name, _, _ in inners for member, offset, size in listed[name]]
 

@@ -268,9 +268,9 @@ def run(cfg: PrepConfig, progress: bool = True, overwrite: bool = False) -> Prep
     summaries = {}                # file -> summary, of the shards written now (assemble reads the others)
     if todo:
         ctx = ShardContext(str(listing.root), str(out), cfg, _encoder(cfg.knn, cfg.sigma), fp, job)
-        from tqdm import tqdm
+        from pipeline.progress import progress as progress_bar
         sizes = {s.file: len(s.keys) for s in todo}
-        with tqdm(total=sum(sizes.values()), unit="img", desc=f"preprocess {cfg.dataset}", disable=not progress,
+        with progress_bar(total=sum(sizes.values()), unit="img", desc=f"preprocess {cfg.dataset}", disable=not progress,
                   smoothing=0.1) as bar:
             for name, summary in imap_unordered(process_shard, todo, ctx, cfg.workers, cfg.backend, cfg.scheduler):
                 summaries[name] = summary

@@ -156,10 +156,10 @@ def stale_shards(out: Path, specs: list[ShardSpec], root, progress: bool = False
     """Of the complete shard files of `specs` in `out`: ({file: its changed inputs} for those to rewrite, [the files
     without recorded sources]). Stat level: one stat per input, one per archive; ~10 ms a 256-input shard of files
     on the loaded 2-core VM (4 of them reading the shard's table), against seconds to write one."""
-    from tqdm import tqdm
+    from pipeline.progress import progress as progress_bar
     archives: dict[str, tuple[int, int]] = {}
     changed, unrecorded = {}, []
-    for spec in tqdm(specs, desc="checking inputs", unit="shard", leave=False, disable=not progress or None):
+    for spec in progress_bar(specs, desc="checking inputs", unit="shard", leave=False, disable=not progress or None):
         try:
             found = changed_inputs(out / spec.file, spec, root, archives)
         except ShardFormatError:                  # a damaged record: rewriting the shard records it again
@@ -184,8 +184,8 @@ def check_folder(folder, deep: bool = False, progress: bool = False) -> tuple[li
     seen = {s["key"] for s in manifest.get("skipped", []) if isinstance(s, dict) and "key" in s}
     entries = manifest.get("shards", [])
     if progress:
-        from tqdm import tqdm
-        entries = tqdm(entries, desc="verify sources", unit="shard")
+        from pipeline.progress import progress as progress_bar
+        entries = progress_bar(entries, desc="verify sources", unit="shard")
     for entry in entries:
         path = folder / entry["file"]
         try:

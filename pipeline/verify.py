@@ -45,8 +45,8 @@ def verify_folder(folder, deep: bool = True, progress: bool = False) -> list[str
     config = manifest.get("config") or {}
     entries = [s for s in manifest.get("shards", []) if isinstance(s, dict) and "file" in s]
     if progress:
-        from tqdm import tqdm                  # optional: only the CLI asks for a bar
-        entries = tqdm(entries, desc="verify", unit="shard")
+        from pipeline.progress import progress as progress_bar   # only the CLI asks for one
+        entries = progress_bar(entries, desc="verify", unit="shard")
     seen_keys: dict[str, str] = {}
     train_counts = np.zeros(Q or 0, np.int64)  # histogram of nn_idx[:, 0] over the train shards, as the prior's
     counts_complete = deep and prior is not None and prior.counts.shape == (Q,)

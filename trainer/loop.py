@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from pipeline import contract
 from pipeline.verify import verify_folder
+from pipeline.progress import progress, write as progress_write
 from trainer import checkpoint, dist, schedule, stop
 from trainer import init as data_init
 from trainer.config import FitConfig, FitError
@@ -316,8 +316,9 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
             bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}", epoch=rows[-1]["epoch"])
 
     t0 = time.perf_counter()
-    bar = tqdm(total=total, initial=step, disable=not info.is_primary, unit="step", dynamic_ncols=True)
-    stopper = stop.GracefulStop(announce=tqdm.write if info.is_primary else None).install()
+    bar = progress(total=total, initial=step, desc="fit", disable=not info.is_primary, unit="step",
+                   dynamic_ncols=True)
+    stopper = stop.GracefulStop(announce=progress_write if info.is_primary else None).install()
     try:
         net.train()
         while step < total:

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from pipeline import contract
+from pipeline.progress import write as progress_write
 from trainer import dist, metrics, scoring
 from trainer.config import FitConfig, FitError
 from trainer.decode import DEFAULT_TEMPERATURE, decode
@@ -180,7 +180,7 @@ class Validator:
                 f.writelines(json.dumps(r) + "\n" for r in rows)
             for r in rows:
                 if "baseline" not in r:
-                    tqdm.write(_console_line(r))
+                    progress_write(_console_line(r))
                 if board is not None:
                     board.scalars(step, {k: v for k, v in r.items() if k in DIRECTION or k == "seconds"},
                                   prefix=f"val/{r['folder']}/" if "baseline" not in r else f"gray/{r['folder']}/")

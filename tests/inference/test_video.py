@@ -157,7 +157,7 @@ def test_bad_video_is_one_line_and_the_others_are_still_written(tmp_path, ckpt):
 def test_a_killed_run_leaves_nothing_under_the_final_name(tmp_path, ckpt, sig):
     src = pan_clip(tmp_path / "long.mp4", size=(64, 48), frames=400, cut=200, audio=False)
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLORFAST_PROGRESS_EVERY": "0"}   # a progress line per frame
     p = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "colorize", str(src), "--checkpoint", str(ckpt),
                           "--out", str(out), "--size", "32"], stderr=subprocess.PIPE, env=env, cwd=tmp_path,
                          # a suite started in the background inherits SIGINT ignored; a user's shell does not
@@ -165,7 +165,7 @@ def test_a_killed_run_leaves_nothing_under_the_final_name(tmp_path, ckpt, sig):
     seen = b""
     deadline = time.time() + 300
     def frames_done():
-        return max(map(int, re.findall(rb" (\d+)/400 ", seen)), default=0)      # tqdm's frame count
+        return max(map(int, re.findall(rb" (\d+)/400 ", seen)), default=0)      # the progress line's count
 
     while frames_done() < 120 and time.time() < deadline and p.poll() is None:    # past x264's lookahead,
         seen += os.read(p.stderr.fileno(), 4096)                                  # so the file is being written

@@ -595,14 +595,14 @@ def export(checkpoint, out, fmt, force):
     or one .safetensors file (the weights, and what decoding needs in its metadata) for any runtime."""
     from pathlib import Path
     from inference.onnx_export import ExportError, export as run, is_input
+    if is_input(out, checkpoint):
+        raise click.BadParameter(f"{out} is the checkpoint being exported; an export never replaces its input "
+                                 f"(not even with --force)", param_hint="--out")
     suffix = Path(out).suffix.lower()
     if suffix not in (".onnx", ".safetensors") or (fmt and suffix != f".{fmt}"):
         raise click.BadParameter(f"{out}: the file written must end in " +
                                  (f".{fmt} for --format {fmt}" if fmt else ".onnx or .safetensors") +
                                  " (commands pick the reader by suffix)", param_hint="--out")
-    if is_input(out, checkpoint):
-        raise click.BadParameter(f"{out} is the checkpoint being exported; an export never replaces its input "
-                                 f"(not even with --force)", param_hint="--out")
     if Path(out).exists() and not force:
         raise click.BadParameter(f"{out} exists; pass --force to replace it", param_hint="--out")
     try:

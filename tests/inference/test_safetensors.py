@@ -145,3 +145,24 @@ def test_export_never_replaces_its_input_and_checks_the_suffix(exported, tmp_pat
                                    "--out", str(tmp_path / "x.safetensors")])
     assert res.exit_code != 0 and "must end in .onnx for --format onnx" in res.output
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_fit_init_takes_a_safetensors_file(exported, tiny_runs, tmp_path):
+    from types import SimpleNamespace
+    from trainer.config import FitConfig
+    from trainer.loop import build_model
+    path = exported["ema"][1]
+    cfg = FitConfig(data=str(tiny_runs[0]), out=str(tmp_path / "run"), model="tiny", loss="ce", init=str(path))
+    model = build_model(cfg, SimpleNamespace(centers=np.zeros((5, 2), np.float32)))     # the bins come with --init
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in st.load_file(str(path)).items())
+    res = CliRunner().invoke(cli, ["fit", "--data", str(tiny_runs[0]), "--out", str(tmp_path / "run"), "--model", "tiny",
+                                   "--init", str(path), "--steps", "1", "--batch-size", "4", "--crop", "32",
+                                   "--workers", "0", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    bad = tmp_path / "bad.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0x01
+    bad.write_bytes(bytes(data))
+    res = CliRunner().invoke(cli, ["fit", "--data", str(tiny_runs[0]), "--out", str(tmp_path / "bad"), "--model", "tiny",
+                                   "--init", str(bad), "--crop", "32", "--workers", "0", "--device", "cpu"])
+    assert res.exit_code != 0 and "checksum mismatch" in res.output and "Traceback" not in res.output

@@ -1,4 +1,4 @@
-"""`cli.py export --format safetensors`: a colorizer as a .safetensors file, and load_colorizer's reader of it.
+"""`cli.py export --format safetensors`: a colorizer as a .safetensors file, and load_colorizer's loader of it.
 
 The format the ecosystem shares (Hugging Face hub, diffusers, ...): a JSON header, then raw tensor bytes; no
 pickle, so loading it runs no code. The tensors are the network's state dict exactly as `colorize` uses it (the
@@ -12,7 +12,8 @@ weights is one JSON string in the header's metadata (string -> string), under ME
 sha256 is the digest of that JSON without it plus every tensor (name, dtype, shape, bytes, in name order), so a
 flipped byte in the weights and an edited setting are both refused, in one line naming the file, before the
 weights reach the network. The digest is over the parsed tensors rather than the file's bytes because
-safetensors writers may order or pad the header differently; the tensors are what must not change.
+safetensors writers may order or pad the header differently; the tensors are what must not change. The reader
+and the digest live in trainer.safetensors_file (`fit --init` takes these files too).
 """
 from __future__ import annotations
 

@@ -415,7 +415,8 @@ def _positive(ctx, param, value):
 
 
 
-_CKPT_HELP = ("Our checkpoint (RUN_DIR/last.pt), a released ECCV16 state dict, an .onnx file from `export`, or "
+_CKPT_HELP = ("Our checkpoint (RUN_DIR/last.pt), a released ECCV16 state dict, an .onnx or .safetensors file from "
+              "`export`, or "
               "eccv16-released (the published weights, downloaded once into the torch hub cache)")
 _checkpoint_opt = click.option("--checkpoint", "checkpoints", multiple=True, required=True, callback=_checkpoint_ref,
                                help=_CKPT_HELP + "; repeat to compare.")
@@ -584,22 +585,36 @@ def _losses(ctx, param, value):
 @cli.command()
 @click.option("--checkpoint", required=True, callback=_checkpoint_ref,
               help="Our checkpoint, a released ECCV16 state dict or eccv16-released.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .onnx file to write.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="The file to write: .onnx (onnxruntime) or .safetensors (weights + decoding settings).")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "safetensors"]), default=None,
+              help="What to write  [default: from the --out suffix]")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-def export(checkpoint, out, force):
-    """A checkpoint -> one .onnx file (network and decoding; dynamic batch, height, width) for onnxruntime."""
+def export(checkpoint, out, fmt, force):
+    """A checkpoint -> one .onnx file (network and decoding; dynamic batch, height, width) for onnxruntime,
+    or one .safetensors file (the weights, and what decoding needs in its metadata) for any runtime."""
     from pathlib import Path
     from inference.onnx_export import ExportError, export as run, is_input
     if is_input(out, checkpoint):
         raise click.BadParameter(f"{out} is the checkpoint being exported; an export never replaces its input "
                                  f"(not even with --force)", param_hint="--out")
+    suffix = Path(out).suffix.lower()
+    if suffix not in (".onnx", ".safetensors") or (fmt and suffix != f".{fmt}"):
+        raise click.BadParameter(f"{out}: the file written must end in " +
+                                 (f".{fmt} for --format {fmt}" if fmt else ".onnx or .safetensors") +
+                                 " (commands pick the reader by suffix)", param_hint="--out")
     if Path(out).exists() and not force:
         raise click.BadParameter(f"{out} exists; pass --force to replace it", param_hint="--out")
     try:
-        path, colorizer, delta = run(checkpoint, out)
+        if suffix == ".safetensors":
+            from inference.safetensors_io import export_safetensors
+            path, colorizer = export_safetensors(checkpoint, out)
+            check = f"{colorizer.weights} weights, read back and compared"
+        else:
+            path, colorizer, delta = run(checkpoint, out)
+            check = "not checked (onnxruntime missing)" if delta is None else f"max |delta ab| vs torch {delta:.1e}"
     except (*_user_errors(), ExportError) as e:
         raise click.ClickException(str(e)) from None
-    check = "not checked (onnxruntime missing)" if delta is None else f"max |delta ab| vs torch {delta:.1e}"
     click.echo(f"-> {path} ({path.stat().st_size / 1e6:.1f} MB; decodes by default with "
                f"{colorizer.describe()}; {check})")
 

@@ -2,8 +2,9 @@
 
 `ref` is a file or a checkpoint name (inference.hub: `eccv16-released` is downloaded once). Accepted files:
 a colorfast training checkpoint (RUN_DIR/last.pt), a bare state dict in the released ECCV16 PyTorch layout
-(model1..model8, model_out; decoded with its own 313 bins), or an .onnx file written by `cli.py export`
-(run by onnxruntime: inference.onnx_runtime). .pt files are read with torch.load(weights_only=True)
+(model1..model8, model_out; decoded with its own 313 bins), an .onnx file written by `cli.py export`
+(run by onnxruntime: inference.onnx_runtime) or a .safetensors file written by `cli.py export --format
+safetensors` (inference.safetensors_io). .pt files are read with torch.load(weights_only=True)
 (trainer.checkpoint), so a file carrying pickled code is refused.
 
 How a colorizer decodes is part of it. Released weights decode as the reference PyTorch port does
@@ -176,6 +177,9 @@ def load_colorizer(ref, device="cpu", runtime: str = "auto", announce: bool = Fa
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
     source = f"{ref} ({path})" if is_named(ref) else str(path)
+    if path.suffix.lower() == ".safetensors":
+        from inference.safetensors_io import load_safetensors_colorizer
+        return load_safetensors_colorizer(path, device, source)
     raw = checkpoint.load_any(path)
     released, weights = False, "raw"
     if raw.get("format") == checkpoint.FORMAT:

@@ -153,10 +153,14 @@ def _unloadable(path: Path, e: Exception) -> str:
 
 
 def load_any(path) -> dict:
-    """Any weights-only torch file as a dict (ours or a bare state dict), with clear errors."""
+    """Any weights-only torch file as a dict (ours or a bare state dict), or an exported .safetensors file as the
+    fields of ours that describe its weights, with clear errors."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.suffix.lower() == ".safetensors":          # from `export --format safetensors` (for fit --init)
+        from trainer.safetensors_file import as_checkpoint
+        return as_checkpoint(path)
     with open(path, "rb") as f:
         head = f.read(4)
     # torch.save writes a zip (PK..) or, in its legacy format, a pickle (protocol byte 0x80). Anything else (an
@@ -179,6 +183,9 @@ def load_any(path) -> dict:
 
 def load(path) -> dict:
     """One of our training checkpoints; a bare state dict or a foreign format is refused with the reason."""
+    if Path(path).suffix.lower() == ".safetensors":
+        raise CheckpointError(f"{path}: an exported .safetensors file holds weights only, no training state: "
+                              f"start a new run from it with --init")
     ck = load_any(path)
     if ck.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a colorfast training checkpoint (a bare state dict can be used "

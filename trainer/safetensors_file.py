@@ -1,0 +1,76 @@
+"""The .safetensors files `cli.py export --format safetensors` writes (inference.safetensors_io), read and checked.
+
+Here rather than in inference/ because `fit --init` (trainer.checkpoint.load_any) takes them too, and trainer/
+does not import inference/. The format is described in inference.safetensors_io.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from trainer import checkpoint
+from trainer.checkpoint import CheckpointError
+
+FORMAT, VERSION = "colorfast-safetensors", 1
+METADATA_KEY = "colorfast"
+SUFFIX = ".safetensors"
+
+
+def require():
+    try:
+        import safetensors.torch
+    except ImportError:
+        raise CheckpointError("the safetensors package is not installed: pip install 'safetensors>=0.4'") from None
+    return safetensors
+
+
+def digest(meta: dict, tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the metadata (less its sha256 entry) and the tensors, independent of the file's layout."""
+    h = hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k != "sha256"}, sort_keys=True).encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous().reshape(-1)      # 0-d tensors (BN counters) too
+        h.update(f"\0{name}\0{t.dtype}\0{tuple(tensors[name].shape)}\0".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def read(path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """A .safetensors file from export -> (its settings, its tensors), checked; CheckpointError naming the file
+    for anything else (not safetensors, damaged, edited, from elsewhere)."""
+    st = require()
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with st.safe_open(str(path), framework="pt", device="cpu") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:                       # SafetensorError, a truncated file, a bad header: all "damaged"
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: damaged or not a safetensors file ({detail})") from None
+    if METADATA_KEY not in header:
+        raise CheckpointError(f"{path}: a safetensors file without colorfast metadata (not written by `cli.py "
+                              f"export`): its decoding (bins, loss, temperature) is unknown")
+    try:
+        meta = json.loads(header[METADATA_KEY])
+        assert isinstance(meta, dict)
+    except (ValueError, AssertionError):
+        raise CheckpointError(f"{path}: its colorfast metadata is not a JSON object (damaged or edited)") from None
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise CheckpointError(f"{path}: format {meta.get('format')!r} version {meta.get('version')!r}, this code "
+                              f"reads {FORMAT!r} version {VERSION}")
+    if meta.get("sha256") != digest(meta, tensors):
+        raise CheckpointError(f"{path}: checksum mismatch (the file is damaged or was edited): its weights or "
+                              f"settings are not the ones exported; export it again from its checkpoint")
+    return meta, tensors
+
+
+
+
+def as_checkpoint(path) -> dict:
+    """The file as the fields of a colorfast checkpoint that `fit --init` reads (its weights and what they are)."""
+    meta, tensors = read(path)
+    return {"format": checkpoint.FORMAT, "model": tensors, **{k: meta.get(k) for k in ("model_name", "out_channels", "loss")}}

@@ -62,11 +62,16 @@ def _feed(h, x) -> None:
         h.update(f"{type(x).__name__}:{x!r};".encode())
 
 
+def digest_of(x) -> str:
+    """SHA-256 hex of x (tensors, dicts, lists and plain values) hashed canonically by _feed."""
+    h = hashlib.sha256()
+    _feed(h, x)
+    return h.hexdigest()
+
+
 def checksum_of(ck: dict) -> str:
     """"sha256:<hex>" over every entry of a checkpoint but the checksum itself."""
-    h = hashlib.sha256()
-    _feed(h, {k: v for k, v in ck.items() if k != CHECKSUM})
-    return "sha256:" + h.hexdigest()
+    return "sha256:" + digest_of({k: v for k, v in ck.items() if k != CHECKSUM})
 
 
 def save(path, payload: dict) -> Path:

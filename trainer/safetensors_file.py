@@ -5,7 +5,6 @@ does not import inference/. The format is described in inference.safetensors_io.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -28,13 +27,10 @@ def require():
 
 
 def digest(meta: dict, tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 of the metadata (less its sha256 entry) and the tensors, independent of the file's layout."""
-    h = hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k != "sha256"}, sort_keys=True).encode())
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous().reshape(-1)      # 0-d tensors (BN counters) too
-        h.update(f"\0{name}\0{t.dtype}\0{tuple(tensors[name].shape)}\0".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    """SHA-256 of the metadata (less its sha256 entry) and the tensors, independent of the file's layout: the
+    checkpoints' canonical hash over the metadata as sorted JSON and the tensors in name order."""
+    return checkpoint.digest_of({"meta": json.dumps({k: v for k, v in meta.items() if k != "sha256"}, sort_keys=True),
+                                 "tensors": {name: tensors[name] for name in sorted(tensors)}})
 
 
 def read(path) -> tuple[dict, dict[str, torch.Tensor]]:

@@ -162,8 +162,8 @@ def verify(folder, shallow, sources, sources_deep):
 
 
 def _checkpoint_ref(ctx, param, value):
-    """A checkpoint file or a known name (inference.hub); names are fetched only when a command loads them."""
-    from inference.hub import HubError, check_ref     # stdlib only: --help stays instant
+    """A checkpoint file or a known name (colorfast.hub); names are fetched only when a command loads them."""
+    from colorfast.hub import HubError, check_ref     # stdlib only: --help stays instant
     try:
         return tuple(check_ref(v) for v in value) if isinstance(value, tuple) else value and check_ref(value)
     except HubError as e:
@@ -199,9 +199,9 @@ def _user_errors():
     from pipeline.contract import ShardFormatError
     from trainer.checkpoint import CheckpointError
     from trainer.config import FitError
-    from inference.evaluate import EvalError
-    from inference.extras import MissingExtra
-    from inference.hub import HubError
+    from colorfast.evaluate import EvalError
+    from colorfast.extras import MissingExtra
+    from colorfast.hub import HubError
     return FitError, CheckpointError, ShardFormatError, EvalError, HubError, MissingExtra
 
 
@@ -290,7 +290,7 @@ def fit(**opts):
     from trainer.config import FitConfig
     from trainer.dist import is_primary_process
     from trainer.loop import fit as run_fit
-    from inference.hub import resolve_checkpoint
+    from colorfast.hub import resolve_checkpoint
     from trainer.stop import RunStopped, resume_command
     try:
         init = str(resolve_checkpoint(opts["init"])) if opts["init"] else ""
@@ -366,8 +366,8 @@ def colorize(inputs, **opts):
     """Colorize INPUTS (image files or folders) at full resolution, with the input's size and lightness.
     Video files (.mp4 .mov .mkv .avi) become videos of the same kind, frame rate, frame count and audio."""
     import sys
-    from inference.colorize import ColorizeConfig, run
-    from inference.outputs import OutputConflict, Terminated
+    from colorfast.colorize import ColorizeConfig, run
+    from colorfast.outputs import OutputConflict, Terminated
     try:
         result = run(ColorizeConfig(inputs=tuple(inputs), **opts))
     except (OutputConflict, *_user_errors()) as e:
@@ -403,12 +403,12 @@ def colorize(inputs, **opts):
 @_runtime_opt
 def serve(**opts):
     """A web page (drop a photo, compare, download the PNG) and an HTTP API: POST /api/colorize, GET /api/health."""
-    from inference.extras import MissingExtra, require
+    from colorfast.extras import MissingExtra, require
     try:
         require("fastapi", "uvicorn", "python_multipart", extra="web", what="serve")
     except MissingExtra as e:
         raise click.ClickException(str(e)) from None
-    from inference.serve import ServeConfig, run
+    from colorfast.serve import ServeConfig, run
     try:
         cfg = ServeConfig(**opts)
     except ValueError as e:                     # a bad --temperature or --allow-origin: one line
@@ -438,7 +438,7 @@ def serve(**opts):
 def evaluate(checkpoints, **opts):
     """AuC, rebalanced AuC, PSNR, SSIM, colourfulness per model and for a gray baseline -> metrics.json/.md."""
     from trainer import metrics
-    from inference.evaluate import EvalConfig, run, summaries, summary_line
+    from colorfast.evaluate import EvalConfig, run, summaries, summary_line
     if bool(opts["data"]) == bool(opts["images"]):
         raise click.UsageError("give exactly one of --data SHARD_DIR or --images DIR")
     try:
@@ -465,7 +465,7 @@ def evaluate(checkpoints, **opts):
 @_device_opt
 def compare(checkpoints, **opts):
     """One PNG per photo: gray | each model | ground truth, labelled; index.html with the metric table."""
-    from inference.compare import CompareConfig, OutputConflict, run
+    from colorfast.compare import CompareConfig, OutputConflict, run
     try:
         index, compared, failed = run(CompareConfig(checkpoints=tuple(checkpoints),
                                                     **{**opts, "prior": opts["prior"] or ""}))
@@ -492,7 +492,7 @@ def export(checkpoint, out, fmt, force):
     """A checkpoint -> one .onnx file (network and decoding; dynamic batch, height, width) for onnxruntime,
     or one .safetensors file (the weights, and what decoding needs in its metadata) for any runtime."""
     from pathlib import Path
-    from inference.onnx_export import ExportError, export as run, is_input
+    from colorfast.onnx_export import ExportError, export as run, is_input
     if is_input(out, checkpoint):
         raise click.BadParameter(f"{out} is the checkpoint being exported; an export never replaces its input "
                                  f"(not even with --force)", param_hint="--out")
@@ -505,7 +505,7 @@ def export(checkpoint, out, fmt, force):
         raise click.BadParameter(f"{out} exists; pass --force to replace it", param_hint="--out")
     try:
         if suffix == ".safetensors":
-            from inference.safetensors_io import export_safetensors
+            from colorfast.safetensors_io import export_safetensors
             path, colorizer = export_safetensors(checkpoint, out)
             check = f"{colorizer.weights} weights, read back and compared"
         else:
@@ -518,7 +518,7 @@ def export(checkpoint, out, fmt, force):
 
 
 @cli.command()
-@config_option("inference.study:StudyConfig", empty={"variants": ("none",)})
+@config_option("colorfast.study:StudyConfig", empty={"variants": ("none",)})
 @click.option("--train", default=None, type=click.Path(exists=True, file_okay=False),
               help="Training shard folder  [default: the bundled sample, preprocessed into OUT/shards]")
 @click.option("--test", "tests", multiple=True, type=click.Path(exists=True, file_okay=False),
@@ -545,7 +545,7 @@ def export(checkpoint, out, fmt, force):
 def study(train, tests, variants, **opts):
     """Loss study: train each loss with the same budget, init and data order, validate along the way, and
     report every metric per test folder beside the gray baseline (with no --train: on the bundled sample)."""
-    from inference.study import StudyConfig, StudyError, run
+    from colorfast.study import StudyConfig, StudyError, run
     try:
         chosen = {} if not variants else {"variants": () if variants == ("none",) else tuple(variants)}
         report = run(StudyConfig(train=train or "", tests=tuple(tests), **chosen, **opts))
@@ -591,7 +591,7 @@ def bench():
 def bench_colorize(checkpoint, images, **opts):
     """Seconds per megapixel of colorize: torch CPU vs ONNX Runtime CPU on the same photos, interleaved."""
     import json
-    from inference.bench_colorize import bench_colorize as measure
+    from colorfast.bench_colorize import bench_colorize as measure
     try:
         figures = measure(checkpoint=checkpoint or "", images=images or "", **opts, echo=click.echo)
     except (*_user_errors(), ValueError) as e:

@@ -12,7 +12,7 @@ are copied into a temporary folder, the one snippet is replaced (it must occur e
 longer found means the list has fallen out of step with the code, and is reported, never skipped), and the
 mutant's own narrow test selection runs there with `pytest -x`. A mutant is "killed" when a test fails, and
 the table names the first failing test; "survived" means no test sees that bug: write one.
-The recorded study figures (tests/inference/test_results_doc.py) would catch some of these too, but only
+The recorded study figures (tests/colorfast/test_results_doc.py) would catch some of these too, but only
 after a long run; they are never part of a selection.
 
 Before the mutants, every distinct selection runs once on the unmutated copy: a selection that fails there
@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "artifacts" / "mutants.md"
 TIMEOUT_S = 600                              # per pytest run; a hung mutant is recorded as an error
-EXCLUDED_TEST = "tests/inference/test_results_doc.py"     # the recorded study figures: never a selection
+EXCLUDED_TEST = "tests/colorfast/test_results_doc.py"     # the recorded study figures: never a selection
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ T_DECODE = ("tests/trainer/test_decode.py", "-k", "temperature_one or l2_output"
 T_DATA = ("tests/trainer/test_data.py::test_crops_and_flips_keep_every_array_aligned",)
 T_INPUT = ("tests/trainer/test_models.py::test_the_network_reads_l_star_centred_at_50_and_scaled_by_100[tiny]",)
 T_LAYOUT = ("tests/trainer/test_meaningful.py::test_eccv16_matches_the_released_layout_conv_by_conv",)
-T_RELEASED = tuple(f"tests/inference/test_released_decoding.py::{t}" for t in (
+T_RELEASED = tuple(f"tests/colorfast/test_released_decoding.py::{t}" for t in (
     "test_prediction_equals_the_reference_networks_at_quarter_resolution",
     "test_the_fixture_network_sees_its_input_so_the_reference_sees_how_l_enters",
     "test_full_resolution_ab_is_the_references_bilinear_upsampling"))
@@ -178,9 +178,9 @@ MUTANTS = [
            T_DECODE, "l2 head scaled back by 100, not AB_NORM"),
     Mutant("default-temperature", "trainer/decode.py", "DEFAULT_TEMPERATURE = 0.38", "DEFAULT_TEMPERATURE = 0.5",
            T_FIT, "annealing temperature 0.5 instead of the paper's 0.38"),
-    Mutant("released-temperature", "inference/colorizer.py", "RELEASED_TEMPERATURE = 1.0",
+    Mutant("released-temperature", "colorfast/colorizer.py", "RELEASED_TEMPERATURE = 1.0",
            "RELEASED_TEMPERATURE = DEFAULT_TEMPERATURE", T_RELEASED, "released weights annealed a second time"),
-    Mutant("released-bicubic", "inference/colorizer.py", 'return "bilinear" if self.released else "bicubic"',
+    Mutant("released-bicubic", "colorfast/colorizer.py", 'return "bilinear" if self.released else "bicubic"',
            'return "bicubic"', T_RELEASED, "released weights upsampled bicubically, not as the reference"),
     # ---- the network's input and output scaling -----------------------------------------------------------
     Mutant("input-uncentred", "trainer/models.py", "x = (L - L_CENT) / L_NORM", "x = L / L_NORM",

@@ -13,7 +13,7 @@ What is checked, cheaply, so that drift shows:
   and its first-steps table (early);
 - every decimal number in the "What it shows" section is one of the figures, at the precision written, or
   the difference of two of them;
-- (tests/inference/test_study.py) docs/results.json's config is StudyConfig's defaults, and a 2-step study,
+- (tests/colorfast/test_study.py) docs/results.json's config is StudyConfig's defaults, and a 2-step study,
   which the test suite runs anyway, gives the fingerprint recorded beside the figures: a change of the
   model, losses, data, initialisation or metrics changes it, and the test names this script.
 """
@@ -38,7 +38,7 @@ FINGERPRINT_KEYS = ("auc", "auc_rebalanced", "colourfulness", "chroma", "l2")
 
 
 def tables(figures: dict) -> dict:
-    from inference.study import early_table, fit_table
+    from colorfast.study import early_table, fit_table
     from trainer.metrics import markdown_table
     out = {s: markdown_table(figures[s]) for s in SECTIONS}
     out["fit"] = "\n".join(fit_table(figures["train"], figures["heldout"])) + "\n"
@@ -105,7 +105,7 @@ def fingerprint(figures_heldout: dict) -> dict:
 
 def write(study_json: Path) -> None:
     from dataclasses import asdict
-    from inference.study import StudyConfig, run
+    from colorfast.study import StudyConfig, run
     study = json.loads(study_json.read_text())
     with tempfile.TemporaryDirectory() as tmp:
         run(StudyConfig(out=tmp, **FINGERPRINT))

@@ -2,10 +2,10 @@
 
     PYTHONPATH=. python tools/video_flicker.py --checkpoint artifacts/runs/demo/last.pt
 
-Writes the clip of inference/flicker.pan_clip (a scikit-image photo panned across the frame, a cut to a
+Writes the clip of colorfast/flicker.pan_clip (a scikit-image photo panned across the frame, a cut to a
 second one), clean and with film grain (fresh noise per frame, as in old footage), and a still camera with
-grain (every colour change there is flicker, none is motion), colorizes it with each --smooth value through inference/video.py, and measures every
-output and the source's own true colours with inference/flicker.py: CDC at frame gaps 1, 2, 4 (and their mean)
+grain (every colour change there is flicker, none is motion), colorizes it with each --smooth value through colorfast/video.py, and measures every
+output and the source's own true colours with colorfast/flicker.py: CDC at frame gaps 1, 2, 4 (and their mean)
 and mean |delta ab| between consecutive frames, over the frames of each shot. Prints a markdown table, then
 the figures as JSON on the last line.
 """
@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.colorizer import load_colorizer               # noqa: E402
-from inference.flicker import flicker, pan_clip, read_frames  # noqa: E402
-from inference.video import VideoConfig, colorize_video       # noqa: E402
+from colorfast.colorizer import load_colorizer               # noqa: E402
+from colorfast.flicker import flicker, pan_clip, read_frames  # noqa: E402
+from colorfast.video import VideoConfig, colorize_video       # noqa: E402
 
 
 def redraw_weights(model, scale: float) -> None:

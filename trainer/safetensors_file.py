@@ -1,7 +1,7 @@
-"""The .safetensors files `cli.py export --format safetensors` writes (inference.safetensors_io), read and checked.
+"""The .safetensors files `cli.py export --format safetensors` writes (colorfast.safetensors_io), read and checked.
 
-Here rather than in inference/ because `fit --init` (trainer.checkpoint.load_any) takes them too, and trainer/
-does not import inference/. The format is described in inference.safetensors_io.
+Here rather than in colorfast/ because `fit --init` (trainer.checkpoint.load_any) takes them too, and trainer/
+does not import colorfast/. The format is described in colorfast.safetensors_io.
 """
 from __future__ import annotations
 

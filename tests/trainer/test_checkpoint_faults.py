@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli import cli
-from inference.colorizer import load_colorizer
+from colorfast.colorizer import load_colorizer
 from trainer import checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -131,7 +131,7 @@ def test_a_damaged_state_dict_without_checksum_is_refused_by_the_zip_crc(release
 
 @pytest.fixture()
 def released_sd():
-    sys.path.insert(0, str(ROOT / "tests" / "inference"))
+    sys.path.insert(0, str(ROOT / "tests" / "colorfast"))
     from released_weights import released_state_dict
     return released_state_dict()
 

@@ -104,7 +104,7 @@ def _truth_colorizer(samples, mirror=False):
 
 
 def test_evaluate_gives_the_truth_auc_100_and_a_mirrored_prediction_less(shards):
-    from inference.evaluate import EvalConfig, Model, evaluate
+    from colorfast.evaluate import EvalConfig, Model, evaluate
     data = shards
     samples = list(scoring.shard_samples(data, "test"))
     p = contract.Prior.load(data / contract.PRIOR)

@@ -100,7 +100,7 @@ def net_input(L: np.ndarray, size: int) -> torch.Tensor:
 
 
 def net_input_rgb(rgb: np.ndarray, size: int, strip_pixels: int = STRIP_PIXELS) -> torch.Tensor:
-    """(H, W, 3) uint8 -> net_input of its L, the same tensor bit for bit, computed strip by strip so that no
+    """(H, W, 3) uint8 (uint16, float in 0..1) -> net_input of its L, the same tensor bit for bit, computed strip by strip so that no
     full-size float copy of the image exists (the width pass is row by row)."""
     rows = [_resize_width(L, size) for _, _, L in lightness_strips(rgb, strip_pixels)]
     return _resize_height(np.concatenate(rows), size)
@@ -127,7 +127,8 @@ def predict_ab_full(colorizer, L: np.ndarray, size: int, temperature: float | No
 
 def colorize_rgb(colorizer, rgb: np.ndarray, size: int = 256, temperature: float | None = None, *,
                  out: np.ndarray | None = None, strip_pixels: int = STRIP_PIXELS, between=None) -> np.ndarray:
-    """(H, W, 3) uint8 -> (H, W, 3) uint8 with the input's lightness and the network's colours.
+    """(H, W, 3) uint8, uint16 or float in 0..1 -> (H, W, 3) of the same dtype (unless `out` says otherwise)
+    with the input's lightness and the network's colours.
     `out`: where to write it (may be `rgb` itself, or rgba[..., :3]); see full_resolution.rebuild_rgb.
     `between(stage)`: called after the network, before the full-resolution rebuild (serve stops there when
     the client has gone)."""

@@ -89,25 +89,26 @@ def rebuild_rgb(rgb: np.ndarray, ab: np.ndarray, out: np.ndarray | None = None,
                 strip_pixels: int = STRIP_PIXELS, cubic: bool = True) -> np.ndarray:
     """The photo's lightness with the network's colours, at the photo's resolution.
 
-    rgb (H, W, 3) uint8: the photo (only its L is used); ab (2, h, w) float32 in ab units: the network's
-    output for it, upsampled bicubically (bilinearly: cubic False) to (H, W). Returns (H, W, 3) uint8 RGB,
-    written into `out` when given: `out` may be `rgb` itself (each strip's L is read before that strip is
-    overwritten) or the colour channels of a larger array, e.g. rgba[..., :3]. Peak memory beyond rgb and out: about
-    100 * strip_pixels bytes plus the widened ab (h * W * 8 bytes)."""
+    rgb (H, W, 3) uint8, uint16 or float in 0..1 (pipeline.images.white_of): the photo (only its L is used);
+    ab (2, h, w) float32 in ab units: the network's output for it, upsampled bicubically (bilinearly: cubic
+    False) to (H, W). Returns (H, W, 3) RGB of rgb's dtype, written into `out` when given (in out's dtype):
+    `out` may be `rgb` itself (each strip's L is read before that strip is overwritten) or the colour channels
+    of a larger array, e.g. rgba[..., :3]. Peak memory beyond rgb and out: about 100 * strip_pixels bytes plus
+    the widened ab (h * W * 8 bytes)."""
     H, W = rgb.shape[:2]
     if out is None:
-        out = np.empty((H, W, 3), np.uint8)
+        out = np.empty((H, W, 3), rgb.dtype)
     wide = widen_ab(ab, W, cubic)
     step = strip_rows(W, strip_pixels)
     for y0 in range(0, H, step):
         y1 = min(H, y0 + step)
         L = rgb_to_lab(rgb[y0:y1])[..., 0]
-        out[y0:y1] = lab_to_rgb_in_gamut(L, upsample_ab_rows(wide, H, y0, y1, cubic))
+        out[y0:y1] = lab_to_rgb_in_gamut(L, upsample_ab_rows(wide, H, y0, y1, cubic), out.dtype)
     return out
 
 
 def lightness_strips(rgb: np.ndarray, strip_pixels: int = STRIP_PIXELS):
-    """Yield (y0, y1, L (y1 - y0, W) float32) of an (H, W, 3) uint8 image, one strip at a time."""
+    """Yield (y0, y1, L (y1 - y0, W) float32) of an (H, W, 3) uint8 (uint16, float) image, one strip at a time."""
     H, W = rgb.shape[:2]
     step = strip_rows(W, strip_pixels)
     for y0 in range(0, H, step):

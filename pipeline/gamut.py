@@ -37,6 +37,7 @@ def fit_gamut(L: np.ndarray, ab: np.ndarray, iters: int = 8, tol: float = 0.25) 
     return out.reshape(ab.shape)
 
 
-def lab_to_rgb_in_gamut(L: np.ndarray, ab: np.ndarray) -> np.ndarray:
-    """L (H, W), ab (H, W, 2) float32 -> (H, W, 3) uint8, chroma pulled into gamut so L is kept."""
-    return lab_to_rgb(np.dstack([L, fit_gamut(L, ab)]).astype(np.float32))
+def lab_to_rgb_in_gamut(L: np.ndarray, ab: np.ndarray, dtype=np.uint8) -> np.ndarray:
+    """L (H, W), ab (H, W, 2) float32 -> (H, W, 3) sRGB of `dtype` (uint8, uint16 or float in 0..1), chroma
+    pulled into gamut so L is kept."""
+    return lab_to_rgb(np.dstack([L, fit_gamut(L, ab)]).astype(np.float32), dtype)

@@ -268,16 +268,33 @@ def resize_center_crop(rgb: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(square, (size, size), interpolation=interpolation)
 
 
+def white_of(dtype) -> float:
+    """The value that means white in an sRGB array of `dtype`: 255 (uint8), 65535 (uint16), 1.0 (float, the
+    convention of scikit-image, OpenCV and matplotlib). ValueError for any other dtype: reading an int64 or
+    bool array on one of these scales would give a wrong image, not an error."""
+    dtype = np.dtype(dtype)
+    if dtype == np.uint8 or dtype == np.uint16:
+        return float(np.iinfo(dtype).max)
+    if dtype.kind == "f":
+        return 1.0
+    raise ValueError(f"an sRGB image is uint8 (0..255), uint16 (0..65535) or float (0..1), not {dtype}")
+
+
 def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 sRGB -> (H, W, 3) float32 CIE Lab (D65; L in 0..100, a and b about -110..110),
-    through OpenCV's float path (the 8-bit path quantizes a and b to whole units)."""
-    return cv2.cvtColor(np.multiply(rgb, np.float32(1 / 255), dtype=np.float32), cv2.COLOR_RGB2Lab)
+    """(H, W, 3) sRGB, uint8, uint16 or float in 0..1 (white_of) -> (H, W, 3) float32 CIE Lab (D65; L in
+    0..100, a and b about -110..110), through OpenCV's float path (the 8-bit path quantizes a and b to whole
+    units). Scaled by the dtype's white: a float image read as 0..255 would come out black."""
+    return cv2.cvtColor(np.multiply(rgb, np.float32(1 / white_of(rgb.dtype)), dtype=np.float32), cv2.COLOR_RGB2Lab)
 
 
-def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
-    """(H, W, 3) float32 Lab -> (H, W, 3) uint8 sRGB; out-of-gamut colours are clipped."""
+def lab_to_rgb(lab: np.ndarray, dtype=np.uint8) -> np.ndarray:
+    """(H, W, 3) float32 Lab -> (H, W, 3) sRGB of `dtype` (uint8, uint16 or float in 0..1, white_of);
+    out-of-gamut colours are clipped."""
     rgb = cv2.cvtColor(np.ascontiguousarray(lab, dtype=np.float32), cv2.COLOR_Lab2RGB)
-    return np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
+    white = white_of(dtype)
+    if white == 1.0:
+        return np.clip(rgb, 0, 1).astype(dtype, copy=False)
+    return np.clip(np.rint(rgb * np.float32(white)), 0, white).astype(dtype)
 
 
 def is_gray_ab(ab: np.ndarray, threshold: float = GRAY_CHROMA, fraction: float = GRAY_FRACTION) -> bool:

@@ -366,7 +366,7 @@ def colorize(inputs, **opts):
     """Colorize INPUTS (image files or folders) at full resolution, with the input's size and lightness.
     Video files (.mp4 .mov .mkv .avi) become videos of the same kind, frame rate, frame count and audio."""
     import sys
-    from colorfast.colorize import ColorizeConfig, run
+    from colorfast.photos import ColorizeConfig, run
     from colorfast.outputs import OutputConflict, Terminated
     try:
         result = run(ColorizeConfig(inputs=tuple(inputs), **opts))

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from colorfast.colorize import colorize_rgb, net_input, predict_ab_full
+from colorfast.photos import colorize_rgb, net_input, predict_ab_full
 from colorfast.colorizer import Colorizer, load_colorizer
 from colorfast.extras import require
 from colorfast.inputs import READ_ERRORS, list_inputs

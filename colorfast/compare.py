@@ -20,7 +20,7 @@ from pipeline import contract
 from pipeline.images import is_grayscale, lab_to_rgb, load_rgb, rgb_to_lab
 from pipeline.progress import progress, write as progress_write
 from trainer import metrics
-from colorfast.colorize import colorize_rgb
+from colorfast.photos import colorize_rgb
 from colorfast.inputs import READ_ERRORS, list_inputs, report_unreadable
 from colorfast.outputs import OutputConflict, check_outputs  # noqa: F401  (OutputConflict: raised by run)
 from colorfast.evaluate import GRAY, EvalConfig, EvalError, Model, describe, load_models, summaries

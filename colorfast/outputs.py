@@ -214,7 +214,7 @@ def check_out_folder(inputs, out_dir: Path) -> None:
     """Raise OutputConflict when a folder given as input would get its outputs inside itself, among its own
     inputs: OUT/NAME is where folder NAME's outputs go, so that is --out being the folder's parent (`colorize
     photos --out .`, `colorize . --out ..`). The next run would take those outputs as inputs. --out inside the
-    folder, or the folder itself, is fine: OUT and OUT/NAME are never walked (colorfast.colorize.run)."""
+    folder, or the folder itself, is fine: OUT and OUT/NAME are never walked (colorfast.photos.run)."""
     for item in inputs:
         folder = Path(os.path.abspath(item))
         if os.path.isdir(folder) and os.path.realpath(out_dir / folder.name) == os.path.realpath(folder):

@@ -44,7 +44,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
-from colorfast.colorize import ColorizeConfig, colorize_image
+from colorfast.photos import ColorizeConfig, colorize_image
 from colorfast.inputs import READ_ERRORS
 from colorfast.outputs import load_alpha
 from colorfast.serve_guard import HostOriginGuard, parse_origin, protocol_with_header_timeout

@@ -1,6 +1,6 @@
 """Colorize a video (`cli.py colorize clip.mp4`): every frame through the photo path, colours smoothed over time.
 
-Per frame, as for a photo (colorfast/colorize.py):
+Per frame, as for a photo (colorfast/photos.py):
 
     frame -> RGB (H, W, 3) -> net_input_rgb -> network -> ab (2, size/4, size/4)      (predict_ab_small)
     ab averaged over the `smooth` frames centred on this one, never across a scene cut
@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from colorfast.colorize import _cubic, net_input_rgb, predict_ab_small      # the photo path's own pieces
+from colorfast.photos import _cubic, net_input_rgb, predict_ab_small      # the photo path's own pieces
 from colorfast.full_resolution import rebuild_rgb
 from colorfast.inputs import shown
 from colorfast.outputs import WriteError, write_failure

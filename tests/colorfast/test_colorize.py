@@ -7,7 +7,7 @@ from PIL import Image
 
 from cli import cli
 from pipeline.images import load_rgb, rgb_to_lab
-from colorfast.colorize import fit_gamut, list_inputs
+from colorfast.photos import fit_gamut, list_inputs
 
 
 @pytest.fixture(scope="module")

@@ -239,7 +239,7 @@ def test_absurd_temperatures_are_refused_in_one_line(tmp_path, ckpt, command, va
 def test_the_colorizer_refuses_them_too(tiny_runs, tmp_path):
     """Colorizer.temperature_for is where the torch and onnx runtimes, evaluate and compare take theirs."""
     import torch
-    from colorfast.colorize import ColorizeConfig, run
+    from colorfast.photos import ColorizeConfig, run
     from colorfast.colorizer import load_colorizer
     colorizer = load_colorizer(tiny_runs[1]["ce"])
     L = torch.full((1, 1, 32, 32), 50.0)

@@ -7,7 +7,7 @@ import torch
 from click.testing import CliRunner
 
 from cli import cli
-from colorfast.colorize import predict_ab_full
+from colorfast.photos import predict_ab_full
 from colorfast.colorizer import load_colorizer
 from pipeline.images import load_rgb, rgb_to_lab
 

@@ -126,7 +126,7 @@ def test_a_run_killed_right_after_a_rename_leaves_outputs_its_rerun_recognises(t
     """The record line is written before the rename, so no moment of a kill leaves an output that the rerun
     would refuse as foreign (nor a partial file under the final name)."""
     import colorfast.outputs as outputs
-    from colorfast.colorize import ColorizeConfig, run
+    from colorfast.photos import ColorizeConfig, run
     from colorfast.colorizer import load_colorizer
     src = tmp_path / "in"
     src.mkdir()

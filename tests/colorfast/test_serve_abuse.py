@@ -65,7 +65,7 @@ class Gate:
 
     def hold_network(self, monkeypatch):
         """The next network pass waits for release_network(); counts the full-resolution rebuilds after it."""
-        import colorfast.colorize as colorize
+        import colorfast.photos as colorize
         predict, rebuild = colorize.predict_ab_small, colorize.rebuild_rgb
         self.rebuilt, self._network_open = 0, threading.Event()
 

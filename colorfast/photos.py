@@ -1,4 +1,6 @@
-"""Colorize photos at full resolution with a trained checkpoint (`cli.py colorize`).
+"""Colorize photos at full resolution with a trained checkpoint (`cli.py colorize`). Named photos, not colorize:
+`colorfast.colorize` is the public function (colorfast/api.py), and a submodule of that name would replace it
+as the package's attribute the moment it is imported.
 
 Per image (any size, colour or grayscale; an old scan is the main case):
 

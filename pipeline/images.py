@@ -129,7 +129,7 @@ def load_rgb(path, min_side: int | None = None, data: bytes | None = None,
                 rgb = _decode_jpeg_cv2(data, min(im.size), min_side)
             else:
                 im.load()
-                rgb = _pil_to_rgb(im)
+                rgb = pil_to_rgb(im)
     except ImageError:
         raise
     except Image.DecompressionBombError as e:     # over twice Pillow's limit, which is at least max_pixels
@@ -211,7 +211,7 @@ def _decode_jpeg_cv2(data: bytes, short_side: int, min_side: int | None) -> np.n
     return rgb
 
 
-def _pil_to_rgb(im: Image.Image) -> np.ndarray:
+def pil_to_rgb(im: Image.Image) -> np.ndarray:
     """Any Pillow mode -> (H, W, 3) uint8. Alpha is dropped (see the module docstring)."""
     if im.mode == "RGB":
         return np.asarray(im)

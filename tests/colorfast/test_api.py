@@ -3,6 +3,7 @@
 The network is the conftest's tiny released-layout state dict, its BatchNorms calibrated on real photos
 (live_networks), so its colours depend on the input: a test that loses or rescales the input sees it."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 import colorfast
-from pipeline.images import load_rgb, rgb_to_lab
+from pipeline.images import rgb_to_lab
+from released_weights import hash_named
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -194,3 +196,19 @@ def test_a_training_checkpoint_loads_and_colorizes(tiny_runs, photo):
         gray = Image.fromarray(photo).convert("L")
         out = colorizer.colorize(gray)
         assert out.mode == "RGB" and np.abs(lightness(out) - lightness(gray.convert("RGB"))).max() < 1.0
+
+
+def test_the_readme_example_runs_as_written(tmp_path, released_file, photo):
+    """The README's "Python API" block, run unchanged; `eccv16-released` comes from a local mirror of the
+    fixture weights (the hub's URL variable) into a torch hub cache of the test's own."""
+    block = re.search(r"\n## Python API\n\n```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)[1]
+    data = released_file[0].read_bytes()
+    (tmp_path / hash_named(data)).write_bytes(data)
+    Image.fromarray(photo).save(tmp_path / "old_scan.jpg")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TORCH_HOME": str(tmp_path / "torch"),
+           "COLORFAST_ECCV16_RELEASED_URL": (tmp_path / hash_named(data)).as_uri()}
+    res = subprocess.run([sys.executable, "-c", block + "print(rgb.shape, rgb.dtype, same.mode)"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.strip().splitlines()[-1] == "(96, 128, 3) float32 RGB"
+    assert Image.open(tmp_path / "old_scan_colour.png").size == (photo.shape[1], photo.shape[0])

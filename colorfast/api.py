@@ -23,6 +23,7 @@ input's own lightness, which the output keeps.
 """
 from __future__ import annotations
 
+import numbers
 import os
 from pathlib import Path
 
@@ -70,9 +71,10 @@ class Colorizer:
         weights). l2 models have none and ignore it.
         size: the side of the square the network sees (a multiple of 8); the output keeps the input's size."""
         self.engine.temperature_for(temperature)           # a bad temperature fails before any work
-        if not isinstance(size, int) or size < 8 or size % 8:
-            raise ValueError(f"size must be a positive multiple of 8 (the network halves the side 3 times), "
+        if not isinstance(size, numbers.Integral) or isinstance(size, bool) or size < 8 or size % 8:
+            raise ValueError(f"size must be an int, a positive multiple of 8 (the network halves the side 3 times), "
                              f"got {size!r}")
+        size = int(size)                                     # a numpy integer too
         if isinstance(image, (str, os.PathLike)):
             return self._colorize_file(Path(image), temperature, size)
         if isinstance(image, Image.Image):

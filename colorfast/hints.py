@@ -9,8 +9,8 @@ The file is a JSON list, one object a hint, positions in the input photo's pixel
 A hint sets a square patch of the network's input as the reference does (richzhang/colorization's demo and
 richzhang/interactive-deep-colorization's GUI: the hint's ab into input_B, 1 into mask_B over the patch; later
 hints over earlier ones). Without "size" the patch is the GUI's: 5 x 5 pixels of the network input (its
-point of half-width 2 at 256 x 256), whatever the photo's size; with it, `size` photo pixels scaled to the
-network input (at least one pixel).
+point of half-width 2 at 256 x 256), whatever the photo's size; with it, a square of `size` photo pixels,
+resized with the photo to the network input (at least one pixel a side).
 """
 from __future__ import annotations
 
@@ -29,6 +29,10 @@ DEFAULT_NET_PATCH = 5            # network pixels: interactive-deep-colorization
 AB_LIMIT = 110.0                 # the network's ab range (hints are divided by 110 inside)
 KEYS = {"x", "y", "color", "ab", "size"}
 _HEX = re.compile(r"#[0-9a-fA-F]{6}")
+
+
+class HintError(ValueError):
+    """Hints that cannot be used: a bad file, a point outside the photo, a network that takes none."""
 
 
 @dataclass(frozen=True)
@@ -95,43 +99,44 @@ def parse_hints(data) -> list[Hint]:
 
 
 def load_hints(path) -> list[Hint]:
-    """A hints file -> hints; ValueError in one line, naming the file, for one that is unreadable, not JSON or
+    """A hints file -> hints; HintError (a ValueError) in one line, naming the file, for one that is unreadable, not JSON or
     not in the format above."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
-        raise ValueError(f"{path}: cannot read it ({e.strerror or e})") from None
+        raise HintError(f"{path}: cannot read it ({e.strerror or e})") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not a JSON file ({str(e).splitlines()[0][:120]})") from None
+        raise HintError(f"{path}: not a JSON file ({str(e).splitlines()[0][:120]})") from None
     try:
         return parse_hints(data)
     except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+        raise HintError(f"{path}: {e}") from None
 
 
 def check_inside(hints: list[Hint], photo_hw: tuple[int, int], where: str = "") -> None:
-    """ValueError naming the first hint outside a photo of (H, W) pixels."""
+    """HintError naming the first hint outside a photo of (H, W) pixels."""
     H, W = photo_hw
     for i, h in enumerate(hints):
         if not (0 <= h.x < W and 0 <= h.y < H):
-            raise ValueError(f"{where}hint {i} at ({h.x:g}, {h.y:g}) is outside the {W} x {H} photo")
+            raise HintError(f"{where}hint {i} at ({h.x:g}, {h.y:g}) is outside the {W} x {H} photo")
 
 
 def hint_planes(hints: list[Hint], photo_hw: tuple[int, int], net_hw: tuple[int, int]
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hints in photo pixels -> (hint_ab (1, 2, h, w) ab units, hint_mask (1, 1, h, w)) at the network input's
     (h, w), which is the whole photo resized (colorfast.colorize.net_input). A point maps with pixel centres
-    aligned, as the resize does; its patch is clipped to the image. Raises ValueError for a hint outside."""
+    aligned, as the resize does; its patch is clipped to the image. Raises HintError for a hint outside."""
     check_inside(hints, photo_hw)
     (H, W), (h, w) = photo_hw, net_hw
     hint_ab, mask = torch.zeros(1, 2, h, w), torch.zeros(1, 1, h, w)
     for hint in hints:
         cx = min(w - 1, max(0, round((hint.x + 0.5) * w / W - 0.5)))
         cy = min(h - 1, max(0, round((hint.y + 0.5) * h / H - 0.5)))
-        side = DEFAULT_NET_PATCH if hint.size is None else max(1, round(hint.size * (w / W + h / H) / 2))
-        x0, y0 = max(0, cx - (side - 1) // 2), max(0, cy - (side - 1) // 2)
-        x1, y1 = min(w, cx - (side - 1) // 2 + side), min(h, cy - (side - 1) // 2 + side)
+        sx, sy = (DEFAULT_NET_PATCH, DEFAULT_NET_PATCH) if hint.size is None else \
+            (max(1, round(hint.size * w / W)), max(1, round(hint.size * h / H)))    # the photo's square, resized
+        x0, y0 = cx - (sx - 1) // 2, cy - (sy - 1) // 2
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x0 + sx), min(h, y0 + sy)
         hint_ab[0, :, y0:y1, x0:x1] = torch.tensor(hint.ab, dtype=torch.float32)[:, None, None]
         mask[0, :, y0:y1, x0:x1] = 1.0
     return hint_ab, mask

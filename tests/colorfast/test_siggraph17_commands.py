@@ -53,6 +53,16 @@ def test_colorize_evaluate_compare(sg17, images, tmp_path):
     assert "regression head" in (tmp_path / "cmp" / "index.html").read_text()
 
 
+def test_evaluate_scores_the_colours_the_user_gets_the_regression_heads(sg17):
+    """Not the class head's annealed mean: the figures are those of the ab that colorize writes."""
+    from colorfast.evaluate import Model, predictor
+    col = load_colorizer(sg17)
+    p = predictor(Model("sg17", str(sg17), col))
+    L = torch.rand(2, 1, 32, 32) * 100
+    assert p.centers is None
+    torch.testing.assert_close(p.forward(L) * 110, col.predict_ab(L))
+
+
 def test_safetensors_export_round_trips_and_decodes_the_same(sg17, images, tmp_path):
     out = tmp_path / "sg17.safetensors"
     res = CliRunner().invoke(cli, ["export", "--checkpoint", str(sg17), "--out", str(out)])

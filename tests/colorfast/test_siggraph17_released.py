@@ -105,6 +105,8 @@ def test_ours_equals_the_reference_forward_with_and_without_hints(published):
 
     assert (col.predict_ab(L) - ref_ab).abs().max() < 1e-3
     assert (col.predict_ab(L, hints=hints) - ref_hinted).abs().max() < 1e-3
+    one = (hints[0][:1], hints[1][:1])                                    # one set of hints for the whole batch
+    assert (col.predict_ab(L, hints=one) - ref_hinted).abs().max() < 1e-3
     assert (col.predict_raw(L) - ref_cls).abs().max() < 1e-3
     # suggest: the class head's distribution at a point, with the hints, most likely first
     with torch.no_grad():

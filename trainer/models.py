@@ -76,7 +76,8 @@ def tiny(out_channels: int = 313, centers=None) -> ColorNet:
     return ColorNet((8, 16, 32, 64, 64, 64, 64, 32), out_channels, centers)
 
 
-def create_model(name: str, out_channels: int, centers=None) -> ColorNet:
+def create_model(name: str, out_channels: int, centers=None) -> nn.Module:
+    """ColorNet (eccv16, tiny) or trainer.siggraph17.SIGGRAPH17Net (siggraph17, siggraph17-tiny), by name."""
     return MODELS.build(name, out_channels=out_channels, centers=centers)
 
 
@@ -119,3 +120,7 @@ def load_trunk(model: ColorNet, state: dict, skip_head: bool = False) -> None:
         raise ValueError(f"state dict does not fit this model: missing {missing[:4]}, unexpected {unexpected[:4]}, "
                          f"wrong shapes {wrong[:4]}")
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+
+
+# The SIGGRAPH17 networks register themselves in MODELS; imported last because trainer.siggraph17 needs MODELS.
+from trainer import siggraph17 as _siggraph17  # noqa: E402,F401

@@ -4,6 +4,8 @@
     colorizer = colorfast.load("eccv16-released")        # or RUN_DIR/best.pt, model.safetensors, model.onnx
     colour = colorizer.colorize(image)                    # a PIL image, a numpy array or a path
     colour = colorfast.colorize(image, checkpoint="best.pt", temperature=0.5)    # load + colorize in one call
+    guided = colorfast.load("siggraph17-released")        # a network that takes colour hints (SIGGRAPH17)
+    colour = guided.colorize(image, hints=[{"x": 120, "y": 48, "color": "#2050c0"}])
 
 What comes back is the kind of image that went in:
 - a PIL image -> a PIL image: "RGBA" when the input has alpha (RGBA, LA, PA, a palette with transparency), its
@@ -15,7 +17,7 @@ What comes back is the kind of image that went in:
 - a path (str or pathlib.Path) -> a PIL image, the file decoded as the `colorize` command decodes it (any depth,
   EXIF orientation applied; "RGBA" when it has transparency).
 A wrong dtype, shape or range (a float outside 0..1, NaN) is a ValueError of one line saying what was expected;
-so is a file that is not an image (naming it) and a temperature out of bounds.
+so is a file that is not an image (naming it), a temperature out of bounds, and hints that cannot be used.
 
 The colours are the colorize command's (colorfast.photos.colorize_rgb): the network sees the whole image resized
 to `size` x `size`, and its 1/4-resolution colours are rebuilt at the input's full resolution around the
@@ -31,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from colorfast.colorizer import load_colorizer
+from colorfast.hints import Hint, HintError, check_inside, load_hints, parse_hint
 from colorfast.inputs import read_input, shown
 from colorfast.outputs import load_alpha
 from colorfast.photos import colorize_rgb
@@ -62,29 +65,36 @@ class Colorizer:
     def __repr__(self) -> str:
         return f"<colorfast.Colorizer {self.source}: {self.describe()}>"
 
-    def colorize(self, image, temperature: float | None = None, *, size: int = 256):
+    guided = property(lambda self: bool(getattr(self.engine, "guided", False)),
+                      doc="True for a network that takes colour hints (SIGGRAPH17).")
+
+    def colorize(self, image, temperature: float | None = None, *, size: int = 256, hints=None):
         """Colours for `image`: a PIL image, a numpy array or a path; returns the same kind (module docstring:
         (H, W) gray arrays come back (H, W, 3), paths come back as PIL images).
 
         temperature: the annealed mean's temperature for class models (lower: more vivid, patchier), a finite
         number in 0.01..100; None: the model's default (0.38 for colorfast checkpoints, 1 for the released
         weights). l2 models have none and ignore it.
-        size: the side of the square the network sees (a multiple of 8); the output keeps the input's size."""
+        size: the side of the square the network sees (a multiple of 8); the output keeps the input's size.
+        hints: colour hints for a guided network (`guided`): a list of dicts in the `colorize --hints` JSON
+        format ({"x": px, "y": px, "color": "#rrggbb"} or "ab": [a, b], optional "size"; positions in the
+        image's pixels), of colorfast.hints.Hint, or the path of such a JSON file. None or []: no hints."""
         self.engine.temperature_for(temperature)           # a bad temperature fails before any work
+        hints = self._parse_hints(hints)
         if not isinstance(size, numbers.Integral) or isinstance(size, bool) or size < 8 or size % 8:
             raise ValueError(f"size must be an int, a positive multiple of 8 (the network halves the side 3 times), "
                              f"got {size!r}")
         size = int(size)                                     # a numpy integer too
         if isinstance(image, (str, os.PathLike)):
-            return self._colorize_file(Path(image), temperature, size)
+            return self._colorize_file(Path(image), temperature, size, hints)
         if isinstance(image, Image.Image):
-            return self._colorize_pil(image, temperature, size)
+            return self._colorize_pil(image, temperature, size, hints)
         if isinstance(image, np.ndarray):
-            return self._colorize_array(image, temperature, size)
+            return self._colorize_array(image, temperature, size, hints)
         raise ValueError(f"image must be a PIL image, a numpy array ({_SHAPES}) or a path, "
                          f"got {type(image).__name__}")
 
-    def _colorize_array(self, image: np.ndarray, temperature, size: int) -> np.ndarray:
+    def _colorize_array(self, image: np.ndarray, temperature, size: int, hints=()) -> np.ndarray:
         """The array rules of the module docstring; the colour channels are written into a new array."""
         check_array(image)
         H, W = image.shape[:2]
@@ -92,18 +102,38 @@ class Colorizer:
         out = np.empty((H, W, 4 if image.ndim == 3 and image.shape[2] == 4 else 3), image.dtype)
         if out.shape[2] == 4:
             out[..., 3] = image[..., 3]
-        colorize_rgb(self.engine, rgb, size, temperature, out=out[..., :3])
+        if hints:
+            check_inside(hints, (H, W))
+        colorize_rgb(self.engine, rgb, size, temperature, out=out[..., :3], hints=hints)
         return out
 
-    def _colorize_pil(self, image: Image.Image, temperature, size: int) -> Image.Image:
-        if image.mode in ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
-            return Image.fromarray(self._colorize_array(np.asarray(image.convert("RGBA")), temperature, size), "RGBA")
-        if image.mode == "F":                            # float gray: checked for 0..1 and NaN like an array
-            out = self._colorize_array(np.asarray(image, np.float32), temperature, size)
-            return Image.fromarray(np.rint(out * 255).astype(np.uint8), "RGB")
-        return Image.fromarray(self._colorize_array(pil_to_rgb(image), temperature, size), "RGB")
+    def _parse_hints(self, hints) -> list[Hint]:
+        if hints is None or isinstance(hints, (list, tuple)) and not hints:
+            return []
+        if not self.guided:
+            raise HintError(f"{self.source}: this network takes no hints; hints need a guided checkpoint "
+                            f"(colorfast.load('siggraph17-released'))")
+        if isinstance(hints, (str, os.PathLike)):
+            return load_hints(hints)
+        if not isinstance(hints, (list, tuple)):
+            raise HintError(f"hints must be a list of dicts or Hints, or a JSON file's path; got {type(hints).__name__}")
+        parsed = []
+        for i, h in enumerate(hints):
+            try:
+                parsed.append(h if isinstance(h, Hint) else parse_hint(h))
+            except ValueError as e:
+                raise HintError(f"hint {i}: {e}") from None
+        return parsed
 
-    def _colorize_file(self, path: Path, temperature, size: int) -> Image.Image:
+    def _colorize_pil(self, image: Image.Image, temperature, size: int, hints=()) -> Image.Image:
+        if image.mode in ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
+            return Image.fromarray(self._colorize_array(np.asarray(image.convert("RGBA")), temperature, size, hints), "RGBA")
+        if image.mode == "F":                            # float gray: checked for 0..1 and NaN like an array
+            out = self._colorize_array(np.asarray(image, np.float32), temperature, size, hints)
+            return Image.fromarray(np.rint(out * 255).astype(np.uint8), "RGB")
+        return Image.fromarray(self._colorize_array(pil_to_rgb(image), temperature, size, hints), "RGB")
+
+    def _colorize_file(self, path: Path, temperature, size: int, hints=()) -> Image.Image:
         """As the colorize command reads a file: a bounded read, decoded by content, alpha kept."""
         try:
             data = read_input(path)
@@ -112,8 +142,8 @@ class Colorizer:
             raise ValueError(f"{shown(path)}: {e}") from None
         alpha = load_alpha(data, rgb.shape[:2])
         if alpha is None:
-            return Image.fromarray(self._colorize_array(rgb, temperature, size), "RGB")
-        return Image.fromarray(self._colorize_array(np.dstack([rgb, alpha]), temperature, size), "RGBA")
+            return Image.fromarray(self._colorize_array(rgb, temperature, size, hints), "RGB")
+        return Image.fromarray(self._colorize_array(np.dstack([rgb, alpha]), temperature, size, hints), "RGBA")
 
 
 def check_array(image: np.ndarray) -> None:
@@ -153,19 +183,19 @@ _last_loaded: dict = {}       # (checkpoint, device, runtime, file identity) -> 
 
 
 def colorize(image, checkpoint, temperature: float | None = None, *, device: str = "cpu", runtime: str = "auto",
-             size: int = 256):
+             size: int = 256, hints=None):
     """load(checkpoint, device, runtime).colorize(image, temperature, size=size) in one call; see
     Colorizer.colorize for what image may be and what comes back. The last checkpoint loaded is kept, so a
     loop over images loads it once (a file is loaded again when it changes). `checkpoint` may also be a
     Colorizer from colorfast.load."""
     if isinstance(checkpoint, Colorizer):
-        return checkpoint.colorize(image, temperature, size=size)
+        return checkpoint.colorize(image, temperature, size=size, hints=hints)
     key = (str(checkpoint), str(device), runtime, _identity(checkpoint))
     if key not in _last_loaded:
         colorizer = load(checkpoint, device=device, runtime=runtime)
         _last_loaded.clear()
         _last_loaded[key] = colorizer
-    return _last_loaded[key].colorize(image, temperature, size=size)
+    return _last_loaded[key].colorize(image, temperature, size=size, hints=hints)
 
 
 def _identity(checkpoint) -> tuple:

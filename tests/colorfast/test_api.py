@@ -212,3 +212,50 @@ def test_the_readme_example_runs_as_written(tmp_path, released_file, photo):
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.strip().splitlines()[-1] == "(96, 128, 3) float32 RGB"
     assert Image.open(tmp_path / "old_scan_colour.png").size == (photo.shape[1], photo.shape[0])
+
+
+@pytest.fixture(scope="module")
+def guided(tmp_path_factory):
+    """A guided network (SIGGRAPH17, published layout, small widths) whose output follows its hints."""
+    import torch
+    from siggraph17_weights import released_siggraph17_state_dict
+    path = tmp_path_factory.mktemp("guided") / "siggraph17.pth"
+    torch.save(released_siggraph17_state_dict(), path)
+    return colorfast.load(path)
+
+
+def test_hints_move_the_colours_near_them_in_every_form_a_user_gives_them(guided, photo, tmp_path, colorizer):
+    from colorfast.hints import Hint, color_ab
+    import json
+    target = np.array(color_ab("#1040e0"))
+    as_dict = [{"x": 90, "y": 30, "color": "#1040e0", "size": 8}]
+    file = tmp_path / "hints.json"
+    file.write_text(json.dumps(as_dict))
+    plain = guided.colorize(photo, size=64)
+    assert guided.guided and not colorizer.guided
+    near = (slice(27, 34), slice(87, 94))
+    outs = [guided.colorize(photo, size=64, hints=h) for h in
+            (as_dict, file, str(file), [Hint(90, 30, tuple(target), 8)])]
+    for out in outs:
+        ab, ab0 = rgb_to_lab(out)[..., 1:], rgb_to_lab(plain)[..., 1:]
+        assert np.linalg.norm(ab[near] - target, axis=-1).mean() < np.linalg.norm(ab0[near] - target, axis=-1).mean() - 10
+    np.testing.assert_array_equal(outs[0], outs[1])
+    pil = colorfast.colorize(Image.fromarray(photo), guided, size=64, hints=as_dict)
+    np.testing.assert_array_equal(np.asarray(pil), outs[0])
+    np.testing.assert_array_equal(guided.colorize(photo, size=64, hints=[]), plain)
+
+
+@pytest.mark.parametrize("hints, expected", [
+    ([{"x": 200, "y": 5, "ab": [1, 1]}], "hint 0 at (200, 5) is outside the 128 x 96 photo"),
+    ([{"x": 5, "y": 5, "color": "blue"}], "hint 0: color 'blue' is not of the form '#rrggbb'"),
+    ({"x": 5}, "hints must be a list"),
+])
+def test_bad_hints_are_one_line_value_errors(guided, photo, hints, expected):
+    with pytest.raises(ValueError, match=re.escape(expected)) as e:
+        guided.colorize(photo, size=64, hints=hints)
+    assert "\n" not in str(e.value)
+
+
+def test_hints_for_a_network_that_takes_none_are_refused(colorizer, photo):
+    with pytest.raises(ValueError, match="this network takes no hints"):
+        colorizer.colorize(photo, hints=[{"x": 5, "y": 5, "ab": [1, 1]}])

@@ -3,6 +3,10 @@ warm-up, through torch's LambdaLR: lr = base * lr_factor(step). The factor is a 
 built-in StepLR, LinearLR and CosineAnnealingLR update the previous lr recursively, so their values depend
 on the path and drift by rounding from the closed form), and a resumed run rebuilds the scheduler at the
 checkpoint's step (`last_epoch`), so it continues the schedule where it stopped; nothing of it is saved.
+In the warm-up, base * ((step + 1) / warmup) can differ from the hand-written schedule's base * (step + 1) /
+warmup in the last bit of the double (about a third of the steps for common values); rounded to float32 they
+were equal for every base lr and warm-up checked, and a run stopped by that version inside its warm-up resumes
+to the same weights, EMA and losses as it would have (the logged lr shows the difference at the 17th digit).
 
 The reference ECCV16 solver (richzhang/colorization, models/colorization_train_val_v2.prototxt's solver):
 Adam (0.9, 0.99), weight decay 1e-3, base_lr 3.16e-5, lr_policy "step" with gamma 0.316 every 215,000

@@ -92,6 +92,18 @@ def test_the_scheduler_gives_every_step_its_lr_from_scratch_and_from_a_resumed_s
     assert _taken_lrs(opt, schedule.create(opt, 1.0, 0, "step", step_size=2, gamma=0.5), 5) == [1, 1, .5, .5, .25]
 
 
+def test_fit_steps_with_the_scheduled_lr_that_its_log_shows(shards, tmp_path, monkeypatch):
+    taken, real_step = [], loop.TrainStep.__call__
+
+    def record(self, batch):
+        taken.append(self.opt.param_groups[0]["lr"])          # what Adam runs this step with
+        return real_step(self, batch)
+    monkeypatch.setattr(loop.TrainStep, "__call__", record)
+    run = loop.fit(_cfg(shards, tmp_path / "run", steps=5, lr_schedule="cosine", warmup=2))
+    assert taken == [r["lr"] for r in _rows(run / "log.jsonl")] == [schedule.lr_at(s, 1e-3, "cosine", 5, 2)
+                                                                     for s in range(5)]
+
+
 def test_a_checkpoint_from_before_the_torch_scheduler_resumes_to_the_uninterrupted_run(shards, tmp_path, monkeypatch):
     """Checkpoints of the hand-written schedule have no initial_lr in their optimiser groups; one stopped inside the
     warm-up continues to the same log rows (lr included), weights and EMA as the run that never stopped."""
@@ -153,5 +165,6 @@ def test_the_ema_update_and_the_scheduler_step_read_nothing_back_from_the_device
     on_device = [(name, where) for name, where in rec.ops if "meta" in where]
     assert "_foreach_lerp_" in {name for name, _ in on_device}                # the recorder saw the averaging
     assert not {name for name, _ in on_device} & HOST_SYNC_OPS
-    assert not [name for name, where in on_device if "cpu" in where], on_device   # no copy host <-> device
+    crossing = [name for name, where in on_device if "cpu" in where]
+    assert not crossing, crossing                                             # no copy host <-> device
     assert ema.updates == 3 and opt.param_groups[0]["lr"] == pytest.approx(0.1)   # the warm-up's third step next

@@ -74,6 +74,9 @@ T_RELEASED = tuple(f"tests/colorfast/test_released_decoding.py::{t}" for t in (
 T_METRICS = ("tests/trainer/test_metrics.py",)
 T_RECIPE = ("tests/trainer/test_recipe.py", "-k", "gray or reduction")
 T_INIT = ("tests/trainer/test_init.py::test_every_conv_has_unit_output_variance_after_the_init",)
+T_SCHED = tuple(f"tests/trainer/test_ema_schedule.py::{t}" for t in (
+    "test_schedules_at_chosen_steps", "test_the_scheduler_gives_every_step_its_lr_from_scratch_and_from_a_resumed_step"))
+T_EMA = ("tests/trainer/test_ema_schedule.py::test_ema_update_by_hand",)
 
 MUTANTS = [
     # ---- bins ---------------------------------------------------------------------------------------------
@@ -215,6 +218,32 @@ MUTANTS = [
            "fit --crop 224 by default (the CLI's own default)"),
     Mutant("default-lr-cli", "cli.py", '"--lr", default=3.16e-5,', '"--lr", default=1e-4,', T_FIT,
            "fit --lr 1e-4 by default (the CLI's own default)"),
+    # ---- lr schedules and the weights' EMA ----------------------------------------------------------------
+    Mutant("warmup-from-zero", "trainer/schedule.py", "return (step + 1) / warmup", "return step / warmup", T_SCHED,
+           "warm-up starts at lr 0 (its first step wasted) and ends one step short of the base lr"),
+    Mutant("warmup-one-longer", "trainer/schedule.py", "if warmup and step < warmup:",
+           "if warmup and step <= warmup:", T_SCHED, "warm-up one step longer, overshooting the base lr"),
+    Mutant("step-fractional", "trainer/schedule.py", "gamma ** (step // size)", "gamma ** (step / size)", T_SCHED,
+           "step schedule decays smoothly instead of in steps"),
+    Mutant("step-reference-batch", "trainer/schedule.py", "REFERENCE_STEP_SAMPLES = 215_000 * 40",
+           "REFERENCE_STEP_SAMPLES = 215_000 * 32", T_SCHED, "reference decay interval counted in batches of 32"),
+    Mutant("cosine-span-total", "trainer/schedule.py", "span = max(1, total - warmup)", "span = max(1, total)",
+           T_SCHED, "cosine spans the whole run instead of the steps after the warm-up (never reaches 0)"),
+    Mutant("cosine-full-period", "trainer/schedule.py", "math.cos(math.pi * min(", "math.cos(2 * math.pi * min(",
+           T_SCHED, "cosine over a full period: the lr comes back up"),
+    Mutant("scheduler-resume-ahead", "trainer/schedule.py", "last_epoch=step - 1)", "last_epoch=step)", T_SCHED,
+           "a resumed (or fresh) run's scheduler one step ahead"),
+    Mutant("ema-no-warmup", "trainer/ema.py", "min(self.decay, (1 + self.updates) / (10 + self.updates))",
+           "self.decay", T_EMA, "EMA decay at its final value from the first update"),
+    Mutant("ema-decay-complement", "trainer/ema.py", "get_ema_multi_avg_fn(self.current_decay())",
+           "get_ema_multi_avg_fn(1 - self.current_decay())", T_EMA, "EMA weight on the new weights and the old swapped"),
+    Mutant("ema-bn-frozen", "trainer/ema.py", "floats = [k for k, v in mine.items() if v.is_floating_point()]",
+           "floats = [k for k, _ in self.model.named_parameters()]", T_EMA,
+           "BatchNorm running statistics not averaged (AveragedModel's default, use_buffers=False)"),
+    Mutant("ema-counter-stale", "trainer/ema.py", "v.copy_(theirs[k])", "v.copy_(v)", T_EMA,
+           "BatchNorm's step counter not followed"),
+    Mutant("ema-load-restarts", "trainer/ema.py", "        self.updates = updates\n", "        self.updates = 0\n",
+           T_EMA, "a resumed EMA restarts its decay warm-up"),
     # ---- metrics ------------------------------------------------------------------------------------------
     Mutant("psnr-range", "trainer/metrics.py", "peak_signal_noise_ratio(gt_rgb, pred_rgb, data_range=255)",
            "peak_signal_noise_ratio(gt_rgb, pred_rgb, data_range=1)", T_METRICS, "PSNR with data_range 1"),

@@ -262,8 +262,8 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
     validator = Validator(cfg, prior, info, device, run_dir, model.centers is not None, steps_per_epoch, total)
     if cfg.resume:
         validator.restore(ck.get("validation"))
-    lr_of = lambda s: schedule.lr_at(s, cfg.lr, cfg.lr_schedule, total, cfg.warmup, cfg.lr_step,  # noqa: E731
-                                     cfg.lr_gamma, cfg.batch_size * info.world_size)
+    sched = schedule.create(opt, cfg.lr, step, cfg.lr_schedule, total, cfg.warmup, cfg.lr_step, cfg.lr_gamma,
+                            cfg.batch_size * info.world_size)      # the lr of `step` set; after the optimiser's load
     loader = make_loader(dataset, cfg.batch_size, sampler, cfg.workers)
     loader.worker_init_fn = stop.with_ignored_signals(loader.worker_init_fn)   # the training process decides
     net, loss_c = compile_parts(model, loss_fn) if cfg.compile else (model, loss_fn)
@@ -325,13 +325,13 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
             sampler.set_position(epoch, epoch_step * cfg.batch_size)
             dataset.epoch = epoch
             for batch in DevicePrefetcher(loader, device):
-                lr = lr_of(step)                                         # the schedule is a function of the step
-                schedule.set_lr(opt, lr)
+                lr = opt.param_groups[0]["lr"]                           # set by the scheduler for this step
                 res = train_step(batch)                                  # queued on the device, not waited for
+                sched.step()                                             # host arithmetic: the next step's lr
                 if ema is not None:
                     ema.update(model)                                    # one fused kernel, no sync
                 step, epoch_step = step + 1, epoch_step + 1
-                pending.add(res, step=step, epoch=epoch, keys=batch["key"], lr=opt.param_groups[0]["lr"],
+                pending.add(res, step=step, epoch=epoch, keys=batch["key"], lr=lr,
                             samples=step * cfg.batch_size * info.world_size,
                             elapsed_s=round(time.perf_counter() - t0, 3))    # when the step was queued
                 bar.update()

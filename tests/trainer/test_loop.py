@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from cli import cli
 from pipeline import contract
-from trainer import loop
+from trainer import loop, schedule
 from trainer.config import FitConfig, FitError
 from colorfast.colorizer import load_colorizer
 from trainer.synthetic import write_synthetic_shards
@@ -105,11 +105,14 @@ def test_two_process_gloo_run_logs_once_and_saves(shards, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "cli.py", "fit",
            "--data", str(shards), "--out", str(out), "--model", "tiny", "--crop", "32", "--batch-size", "4",
-           "--steps", "3", "--workers", "0", "--device", "cpu"]
+           "--steps", "3", "--workers", "0", "--device", "cpu", "--lr", "1e-3", "--lr-schedule", "cosine",
+           "--warmup", "1", "--ema", "0.9"]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=150)
     assert res.returncode == 0, res.stderr[-2000:]
     rows = _log(out)
     assert [r["step"] for r in rows] == [1, 2, 3] and rows[-1]["samples"] == 3 * 4 * 2
+    assert [r["lr"] for r in rows] == [schedule.lr_at(s, 1e-3, "cosine", 3, 1) for s in range(3)]
+    assert torch.load(out / "last.pt", weights_only=True)["ema_updates"] == 3
     assert load_colorizer(out / "last.pt").model.out_channels > 2
     assert res.stdout.count("run: ") == 1, res.stdout                # printed by rank 0 only
 
@@ -305,8 +308,9 @@ def test_a_nan_at_a_chosen_step_is_caught_at_the_next_read_and_never_applied(sha
 
 def test_compile_trains_like_eager_and_resumes_across_both(shards, tmp_path):
     """fit --compile (torch.compile of network and loss, inductor on the CPU) gives eager's losses to a
-    tolerance; a run resumes from compiled to eager and from eager to compiled; checkpoint keys stay clean."""
-    cfg = lambda out, **kw: _cfg(shards, tmp_path / out, steps=2, crop=32, batch_size=4, **kw)
+    tolerance; a run resumes from compiled to eager and from eager to compiled (inside the lr warm-up, with the
+    EMA); checkpoint keys stay clean."""
+    cfg = lambda out, **kw: _cfg(shards, tmp_path / out, steps=2, crop=32, batch_size=4, warmup=3, ema=0.9, **kw)
     import shutil
     loop.fit(cfg("eager"))
     shutil.copytree(tmp_path / "eager", tmp_path / "eager_then_compiled")

@@ -18,13 +18,10 @@ import hashlib
 import os
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pipeline.contract import ShardFormatError, Source, read_manifest, read_sources
 from pipeline.keys import name_of_key
-
-if TYPE_CHECKING:
-    from pipeline.preprocess import ShardSpec
+from pipeline.plan import ShardSpec
 
 DIGEST_SIZE = 16                 # bytes of blake2b: 128 bits tell two images apart; it is not a security check
 

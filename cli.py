@@ -505,7 +505,7 @@ def export(checkpoint, out, fmt, force):
         raise click.BadParameter(f"{out} exists; pass --force to replace it", param_hint="--out")
     try:
         if suffix == ".safetensors":
-            from colorfast.safetensors_io import export_safetensors
+            from colorfast.onnx_export import export_safetensors
             path, colorizer = export_safetensors(checkpoint, out)
             check = f"{colorizer.weights} weights, read back and compared"
         else:

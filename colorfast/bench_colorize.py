@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from colorfast.colorize import colorize_rgb, net_input, predict_ab_full
-from colorfast.colorizer import Colorizer, load_colorizer
+from colorfast.colorizer import Colorizer
+from colorfast.loader import load_colorizer
 from colorfast.extras import require
 from colorfast.inputs import READ_ERRORS, list_inputs
 from pipeline.images import load_rgb, rgb_to_lab

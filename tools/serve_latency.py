@@ -30,7 +30,7 @@ import httpx                                       # noqa: E402
 from PIL import Image                              # noqa: E402
 
 from colorfast.colorize import colorize_rgb        # noqa: E402
-from colorfast.colorizer import load_colorizer     # noqa: E402
+from colorfast.loader import load_colorizer     # noqa: E402
 from pipeline.images import load_rgb               # noqa: E402
 
 

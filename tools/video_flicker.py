@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from colorfast.colorizer import load_colorizer               # noqa: E402
+from colorfast.loader import load_colorizer               # noqa: E402
 from colorfast.flicker import flicker, pan_clip, read_frames  # noqa: E402
 from colorfast.video import VideoConfig, colorize_video       # noqa: E402
 

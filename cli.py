@@ -591,7 +591,7 @@ def bench():
 def bench_colorize(checkpoint, images, **opts):
     """Seconds per megapixel of colorize: torch CPU vs ONNX Runtime CPU on the same photos, interleaved."""
     import json
-    from colorfast.bench_colorize import bench_colorize as measure
+    from colorfast.bench.colorize import bench_colorize as measure
     try:
         figures = measure(checkpoint=checkpoint or "", images=images or "", **opts, echo=click.echo)
     except (*_user_errors(), ValueError) as e:
@@ -614,7 +614,7 @@ def bench_colorize(checkpoint, images, **opts):
 def bench_scale(loader_n, **opts):
     """Preprocess, deep verify and the shard loader at N/4 and N images: rate per image and peak RSS at both."""
     import json
-    from pipeline.bench_scale import run_loader_scale, run_scale
+    from colorfast.bench.scale import run_loader_scale, run_scale
     try:
         if loader_n:
             figures = run_loader_scale(loader_n, batch_size=opts["batch_size"], workers=opts["workers"],
@@ -639,7 +639,7 @@ def bench_scale(loader_n, **opts):
 def bench_preprocess(dataset, root, images, jobs, size, photo):
     """Full pipeline vs decode-only images/s on the same files, and peak memory at two dataset sizes."""
     import json
-    from pipeline.bench import bench_preprocess as measure
+    from colorfast.bench.preprocess import bench_preprocess as measure
     if dataset and not root:
         raise click.BadParameter(f"dataset {dataset!r} needs --root DIR", param_hint="--root")
     figures = measure(dataset, root or "", images, jobs, size, photo=photo, echo=click.echo)
@@ -663,7 +663,7 @@ def bench_step(**opts):
     """Seconds per training step: ce vs l2 vs ce with per-batch CPU kNN targets, interleaved, same batches;
     achieved TFLOP/s and MFU of each."""
     import json
-    from trainer.bench import bench_step as measure
+    from colorfast.bench.step import bench_step as measure
     if opts["crop"] % 8:
         raise click.BadParameter(f"{opts['crop']}: must be a multiple of 8", param_hint="--crop")
     try:
@@ -683,7 +683,7 @@ def bench_step(**opts):
 def bench_loader(workers, **opts):
     """Samples/s the shard loader delivers (random crops and flips, batched) at several worker counts."""
     import json
-    from trainer.bench import bench_loader as measure
+    from colorfast.bench.step import bench_loader as measure
     try:
         counts = tuple(int(w) for w in workers.split(","))
     except ValueError:
@@ -714,7 +714,7 @@ def bench_epoch(losses, **opts):
     """Seconds per training epoch for ce and l2 on the same shards, interleaved (bf16 and channels-last on a
     GPU), with achieved TFLOP/s and MFU."""
     import json
-    from trainer.bench import bench_epoch as measure
+    from colorfast.bench.step import bench_epoch as measure
     names = tuple(x.strip() for x in losses.split(",") if x.strip())
     if not names or any(x not in ("ce", "l2", "focal", "focal-exact") for x in names):
         raise click.BadParameter(f"{losses!r}: expected names among ce, l2, focal, focal-exact", param_hint="--losses")

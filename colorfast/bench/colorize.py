@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from colorfast.colorize import colorize_rgb, net_input, predict_ab_full
+from colorfast.colorize import colorize_rgb, predict_ab_full
+from colorfast.net_input import net_input
 from colorfast.colorizer import Colorizer
 from colorfast.loader import load_colorizer
 from colorfast.extras import require

@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.bench_scale import PeakRSS
+from colorfast.bench.scale import PeakRSS
 from pipeline.config import PrepConfig
 from pipeline.datasets import list_dataset
 from pipeline.images import load_rgb

@@ -1,11 +1,14 @@
 """Every user-facing command. Thin on purpose: options -> a frozen config -> one call into pipeline/ or trainer/.
-Heavy imports (torch, faiss, numba) happen inside the commands, so `--help` is instant.
+Heavy imports (torch, faiss, numba) happen inside the commands, so `--help` is instant. fit's options are grouped
+decorators (colorfast/cli_options.py) that its --help shows under headings.
 Multi-GPU training launches this same file: `torchrun --nproc-per-node=4 cli.py fit ...`."""
 import click
 
 from pipeline.config import BACKENDS, ORDERS, SPLITS, STORAGE, SUBSETS, PrepConfig   # both stdlib-only: --help stays instant
 from pipeline.config_files import config_option
 from pipeline.datasets import DATASETS, DatasetError
+from colorfast import cli_options as fit_options        # fit's options, grouped; click only
+from colorfast.cli_options import FINITE_POSITIVE, SectionedCommand, checkpoint_ref, net_size
 
 
 def _print_version(ctx, param, value):
@@ -161,37 +164,7 @@ def verify(folder, shallow, sources, sources_deep):
                f"{'metadata only' if shallow else 'every chunk checksummed'}{checked}")
 
 
-def _checkpoint_ref(ctx, param, value):
-    """A checkpoint file or a known name (colorfast.hub); names are fetched only when a command loads them."""
-    from colorfast.hub import HubError, check_ref     # stdlib only: --help stays instant
-    try:
-        return tuple(check_ref(v) for v in value) if isinstance(value, tuple) else value and check_ref(value)
-    except HubError as e:
-        raise click.BadParameter(str(e)) from None
-
-
 # ---- trainer: shards -> checkpoints ---------------------------------------------------------------------
-class _FiniteFloat(click.FloatRange):
-    """FloatRange that also refuses nan and inf (a FloatRange lets nan through: every comparison is false)."""
-
-    def convert(self, value, param, ctx):
-        import math
-        value = super().convert(value, param, ctx)
-        if not math.isfinite(value):
-            self.fail(f"{value} is not a finite number.", param, ctx)
-        return value
-
-
-_FINITE_POSITIVE = _FiniteFloat(min=0, min_open=True)
-_FINITE_NONNEGATIVE = _FiniteFloat(min=0)
-
-
-def _net_size(ctx, param, value):
-    if value < 8 or value % 8:
-        raise click.BadParameter(f"{value}: must be a positive multiple of 8 (the network halves the side 3 times)")
-    return value
-
-
 def _user_errors():
     """Exceptions of the trainer's commands that mean bad input (options, shards, checkpoints, an empty
     folder): a message, no traceback. Called only while an exception is being handled, so the imports cost
@@ -205,84 +178,13 @@ def _user_errors():
     return FitError, CheckpointError, ShardFormatError, EvalError, HubError, MissingExtra
 
 
-@cli.command()
+@cli.command(cls=SectionedCommand)
 @config_option("trainer.config:FitConfig", before="trainer.config:BEFORE_FIELD")
-@click.option("--data", default="artifacts/shards/sample", type=click.Path(file_okay=False),
-              help="Shard folder written by `preprocess`; trains on its train split.")
-@click.option("--out", default="artifacts/runs/default", type=click.Path(file_okay=False),
-              help="Run dir: config.json, log.jsonl (one JSON object per step), last.pt.")
-@click.option("--model", type=click.Choice(["eccv16", "tiny"]), default="eccv16",
-              help="eccv16: the published ~32 M-parameter network; tiny: same shape at 1/8 width, for CPUs.")
-@click.option("--loss", type=click.Choice(["ce", "l2", "focal", "focal-exact"]), default="ce",
-              help="ce: class-rebalanced soft CE; l2: ab regression; focal: 1/(1+alpha exp(-beta t)) mask; "
-                   "focal-exact: Lin et al. (1-p)^gamma.")
-@click.option("--init", default=None, callback=_checkpoint_ref,
-              help="Start from a released-ECCV16-layout state dict (model1..model8, model_out), our checkpoint, "
-                   "or eccv16-released (downloaded once into the torch hub cache).")
-@click.option("--lr", default=3.16e-5, type=_FINITE_POSITIVE, help="Adam learning rate (the reference solver's base_lr).")
-@click.option("--weight-decay", default=1e-3, type=_FINITE_NONNEGATIVE, help="Adam weight decay (L2 penalty).")
-@click.option("--batch-size", default=40, type=click.IntRange(min=1),
-              help="Per process; torchrun multiplies it by the world size.")
-@click.option("--crop", default=176, callback=_net_size,
-              help="Random crop side (multiple of 8, at most the shards' size).")
-@click.option("--flip/--no-flip", default=True, help="Random horizontal flips.")
-@click.option("--epochs", default=1, type=click.IntRange(min=0),
-              help="Full passes over the train split (ignored with --steps).")
-@click.option("--steps", default=0, type=click.IntRange(min=0), help="Total optimiser steps; 0: use --epochs.")
-@click.option("--seed", default=0, help="Seed of the model's init, the shuffle, crops and flips.")
-@click.option("--save-every", default=500, type=click.IntRange(min=1),
-              help="Steps between checkpoints (RUN_DIR/last.pt); also saved at the end and on Ctrl-C.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
-@click.option("--workers", default=2, type=click.IntRange(min=0),
-              help="DataLoader worker processes per training process.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              help="auto: CUDA when a GPU is visible, else the CPU.")
-@click.option("--verify", type=click.Choice(["quick", "deep", "off"]), default="quick",
-              help="Check the shard folder before training (deep: read every chunk's checksum).")
-@click.option("--alpha", default=10.0, type=_FINITE_NONNEGATIVE, help="focal: mask 1/(1 + alpha exp(-beta t)).")
-@click.option("--beta", default=5.0, type=_FINITE_NONNEGATIVE, help="focal: see --alpha.")
-@click.option("--gamma", default=2.0, type=_FINITE_NONNEGATIVE, help="focal-exact: (1 - p)^gamma.")
-@click.option("--block", default=0.0, type=_FINITE_NONNEGATIVE,
-              help="Weight of the block-averaged-colour term added to the loss (0: off).")
-@click.option("--block-size", default=4, type=click.IntRange(min=1),
-              help="Block side in target pixels (1/4 of the input).")
-@click.option("--compile", is_flag=True, help="torch.compile the network and the loss (first steps are slow).")
-@click.option("--log-every", default=20, type=click.IntRange(min=1),
-              help="Steps between reads of the losses to the host (log rows, NaN check, progress).")
-@click.option("--val-every", default=0, type=click.IntRange(min=-1),
-              help="Steps between validations (0: once per epoch; -1: never); always at the end.")
-@click.option("--val-data", multiple=True, type=click.Path(exists=True, file_okay=False),
-              help="Shard folder to validate on (its test split, else all of it); repeatable, each reported under "
-                   "its own name. Default: the test split of --data.")
-@click.option("--val-limit", default=1000, type=click.IntRange(min=0),
-              help="Validate on the first N samples of each folder (0: all).")
-@click.option("--select", default="auc_rebalanced",
-              help="[FOLDER:]METRIC whose improvement writes RUN_DIR/best.pt (first validation folder by default).")
-@click.option("--lr-schedule", type=click.Choice(["constant", "step", "cosine"]), default="constant",
-              help="step: the reference solver's x0.316 every 215k iterations of batch 40 (see --lr-step).")
-@click.option("--warmup", default=0, type=click.IntRange(min=0), help="Steps of linear lr warm-up.")
-@click.option("--lr-step", default=0, type=click.IntRange(min=0),
-              help="step schedule: steps between decays (0: 215,000 x 40 / global batch, the reference's samples).")
-@click.option("--lr-gamma", default=0.316, type=click.FloatRange(0, 1, min_open=True),
-              help="step schedule: lr factor at every decay.")
-@click.option("--ema", default=0.0, type=click.FloatRange(0, 1, max_open=True),
-              help="Decay of an exponential moving average of the weights (0: off); validation, best.pt and "
-                   "colorize/evaluate/compare then use the EMA weights.")
-@click.option("--grad-clip", default=0.0, type=click.FloatRange(min=0),
-              help="Clip the global gradient norm to this (0: off); the norm is logged either way.")
-@click.option("--loss-reduction", type=click.Choice(["reference", "mean"]), default="reference",
-              help="reference: the reference's data-to-decay ratio (its loss sums over each crop's target pixels; "
-                   "here Adam's decay and eps are divided by (crop/4)^2, the same updates); mean: --weight-decay "
-                   "against the per-pixel mean loss, ~1,936x stronger at crop 176 (before this option).")
-@click.option("--gray-crops", type=click.Choice(["skip", "train"]), default="skip",
-              help="skip: a crop none of whose target pixels has |a| or |b| > 5 gets no weight in the loss "
-                   "(the reference's); train: every crop at full weight.")
-@click.option("--data-init", type=click.Choice(["lsuv", "off"]), default="lsuv",
-              help="From scratch: LSUV, every conv scaled to unit output variance on real training crops, the "
-                   "classifier to a near-uniform softmax (trainer/init.py); off: torch's default init. Not "
-                   "applied with --init or --resume.")
-@click.option("--data-init-samples", default=32, type=click.IntRange(min=1),
-              help="Training crops the data init measures on.")
+@fit_options.data
+@fit_options.model_and_loss
+@fit_options.optimisation
+@fit_options.validation_and_checkpoints
+@fit_options.hardware_and_logging
 def fit(**opts):
     """Train a colorization network on shards (`torchrun --nproc-per-node N cli.py fit ...` for DDP).
     Ctrl-C (or SIGTERM) finishes the current step, saves last.pt and prints the --resume command."""
@@ -316,9 +218,9 @@ def _positive(ctx, param, value):
 _CKPT_HELP = ("Our checkpoint (RUN_DIR/last.pt), a released ECCV16 state dict, an .onnx or .safetensors file from "
               "`export`, or "
               "eccv16-released (the published weights, downloaded once into the torch hub cache)")
-_checkpoint_opt = click.option("--checkpoint", "checkpoints", multiple=True, required=True, callback=_checkpoint_ref,
+_checkpoint_opt = click.option("--checkpoint", "checkpoints", multiple=True, required=True, callback=checkpoint_ref,
                                help=_CKPT_HELP + "; repeat to compare.")
-_size_opt = click.option("--size", default=256, callback=_net_size, help="Side of the square L the network sees.")
+_size_opt = click.option("--size", default=256, callback=net_size, help="Side of the square L the network sees.")
 
 
 def _temperature(ctx, param, value):
@@ -346,7 +248,7 @@ _prior_opt = click.option("--prior", default=None, type=click.Path(exists=True, 
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
-@click.option("--checkpoint", required=True, callback=_checkpoint_ref, help=_CKPT_HELP + ".")
+@click.option("--checkpoint", required=True, callback=checkpoint_ref, help=_CKPT_HELP + ".")
 @click.option("--out", default="artifacts/colorized", type=click.Path(file_okay=False),
               help="Output folder; a folder given as INPUTS keeps its layout under OUT/ITS_NAME, which (like OUT) "
                    "is never read as input, so --out may be inside an input folder or the folder itself "
@@ -381,7 +283,7 @@ def colorize(inputs, **opts):
 
 
 @cli.command()
-@click.option("--checkpoint", required=True, callback=_checkpoint_ref,
+@click.option("--checkpoint", required=True, callback=checkpoint_ref,
               help=_CKPT_HELP + "; loaded once, shared by every request.")
 @click.option("--host", default="127.0.0.1", help="Interface to listen on (0.0.0.0: every one; the page has no login).")
 @click.option("--port", default=8000, type=click.IntRange(1, 65535), help="TCP port to listen on.")
@@ -481,7 +383,7 @@ def _losses(ctx, param, value):
 
 
 @cli.command()
-@click.option("--checkpoint", required=True, callback=_checkpoint_ref,
+@click.option("--checkpoint", required=True, callback=checkpoint_ref,
               help="Our checkpoint, a released ECCV16 state dict or eccv16-released.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="The file to write: .onnx (onnxruntime) or .safetensors (weights + decoding settings).")
@@ -532,7 +434,7 @@ def export(checkpoint, out, fmt, force):
 @click.option("--seed", default=0, help="Seed of every run's init, shuffle, crops and flips.")
 @click.option("--lr", default=1e-3, callback=_positive, help="Adam learning rate of every run.")
 @click.option("--batch-size", default=6, callback=_positive, help="Batch size of every run.")
-@click.option("--crop", default=176, callback=_net_size, help="Training crop (and validation centre crop) side.")
+@click.option("--crop", default=176, callback=net_size, help="Training crop (and validation centre crop) side.")
 @click.option("--val-every", default=0, type=click.IntRange(min=0), help="Steps between validations (0: steps / 10).")
 @click.option("--val-limit", default=1000, type=click.IntRange(min=0), help="Validation samples per test folder.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", help="Where the runs train.")
@@ -568,7 +470,7 @@ def plot(run_dirs, out):
 
 
 # ---- benchmarks (each prints one JSON object on its last line) -------------------------------------------
-_peak_opt = click.option("--peak-tflops", default=None, type=_FINITE_POSITIVE,
+_peak_opt = click.option("--peak-tflops", default=None, type=FINITE_POSITIVE,
                          help="Peak TFLOP/s for MFU  [default: the table's dense bf16 peak for a known GPU; "
                               "none on CPUs]")
 
@@ -580,7 +482,7 @@ def bench():
 
 
 @bench.command("colorize")
-@click.option("--checkpoint", default=None, callback=_checkpoint_ref,
+@click.option("--checkpoint", default=None, callback=checkpoint_ref,
               help="Checkpoint to time; default: the full ECCV16 network with random weights (speed does not "
                    "depend on the weights).")
 @click.option("--model", type=click.Choice(["eccv16", "tiny"]), default="eccv16", help="Network without --checkpoint.")

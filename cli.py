@@ -501,6 +501,49 @@ def bench_colorize(checkpoint, images, **opts):
     click.echo(json.dumps(figures))
 
 
+def _photo_sizes(ctx, param, values):
+    try:
+        return tuple(tuple(int(x) for x in v.lower().split("x", 1)) for v in values)
+    except ValueError:
+        raise click.BadParameter(f"{' '.join(values)}: expected sizes like 5120x2880") from None
+
+
+@bench.command("memory")
+@click.option("--size", "sizes", multiple=True, default=("5120x2880", "12000x12000"), show_default=True,
+              callback=_photo_sizes, help="A photo's WIDTHxHEIGHT; repeatable (a 256x256 one is always first).")
+@click.option("--input", "fmt", type=click.Choice(["jpg", "png"]), default="jpg", show_default=True,
+              help="The photos' format (PNG: Pillow decodes).")
+@click.option("--checkpoint", default=None, help="Colorize with this  [default: a tiny network trained 2 steps]")
+def bench_memory(sizes, fmt, checkpoint):
+    """Peak memory (RSS) and time of `colorize` on large photos, a fresh process per photo."""
+    import json
+    from colorfast.bench.memory import bench_memory as measure
+    try:
+        figures = measure(sizes, fmt, checkpoint or "", echo=click.echo)
+    except RuntimeError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps(figures))
+
+
+@bench.command("serve")
+@click.option("--checkpoint", default=None, callback=checkpoint_ref,
+              help="The network served  [default: a tiny one trained 2 steps]")
+@click.option("--eccv16", is_flag=True,
+              help="Serve a full-size ECCV16 network (random weights, the checkpoint's bins).")
+@click.option("--requests", default=8, type=click.IntRange(min=1),
+              help="Timed requests, one after another, then as many from 4 clients at once.")
+@click.option("--size", default=256, callback=net_size, help="serve --size: the side of the square L the network sees.")
+def bench_serve(checkpoint, **opts):
+    """Seconds per request of `serve` for a 1 MP photo (a real server on a free port) beside colorize_rgb in-process."""
+    import json
+    from colorfast.bench.serve import bench_serve as measure
+    try:
+        figures = measure(checkpoint or "", **opts, echo=click.echo)
+    except (*_user_errors(), RuntimeError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps(figures))
+
+
 @bench.command("scale")
 @click.option("--n", default=20000, help="Synthetic images at the large size; the small size is N/4.")
 @click.option("--size", default=64, help="Preprocess --size (small, so 20,000 images take minutes on 2 cores).")
@@ -546,6 +589,22 @@ def bench_preprocess(dataset, root, images, jobs, size, photo):
         raise click.BadParameter(f"dataset {dataset!r} needs --root DIR", param_hint="--root")
     figures = measure(dataset, root or "", images, jobs, size, photo=photo, echo=click.echo)
     click.echo(json.dumps(figures))
+
+
+@bench.command("stages")
+@click.option("--root", default=None, type=click.Path(exists=True, file_okay=False),
+              help="A folder of photos  [default: generated JPEGs]")
+@click.option("--images", default=200, type=click.IntRange(min=20), help="Images preprocessed (at most).")
+@click.option("--photo", default=(1024, 768), type=(click.IntRange(min=64), click.IntRange(min=64)),
+              help="Width and height of the generated JPEGs (no --root).")
+@click.option("--storage", type=click.Choice(sorted(STORAGE)), default=PrepConfig.storage, show_default=True,
+              help="Shard storage (preprocess --storage).")
+def bench_stages(root, images, photo, storage):
+    """Where a photo's time goes inside preprocess: ms per image of each stage of a real run, one process,
+    beside the full-resolution decode of the same files."""
+    import json
+    from colorfast.bench.stages import bench_stages as measure
+    click.echo(json.dumps(measure(images, photo, root or "", storage, echo=click.echo)))
 
 
 @bench.command("step")

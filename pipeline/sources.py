@@ -3,7 +3,7 @@
 A worker records, for every input of its shard, what it read: a file's size and mtime, an archive member's size
 and offset with its archive's size and mtime (a zip entry also its CRC-32, free from the central directory), and
 a blake2b-128 digest of the bytes it decoded (already in memory: ~0.14 ms for a 48 KB 500x375 JPEG on a loaded
-2-core EPYC VM, ~2% of the ~10 ms preprocess spends on it: tools/preprocess_stages.py). A rerun of preprocess and
+2-core EPYC VM, ~2% of the ~10 ms preprocess spends on it: `cli.py bench stages`). A rerun of preprocess and
 `verify --sources` compare that record with the inputs on disk now:
 - stat (the default, what a rerun does): a file whose size or mtime differs, or that is gone or appeared; a tar
   member whose offset or size moved or whose archive's size or mtime differs (a rewritten tar is rewritten

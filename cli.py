@@ -1,11 +1,14 @@
 """Every user-facing command. Thin on purpose: options -> a frozen config -> one call into pipeline/ or trainer/.
-Heavy imports (torch, faiss, numba) happen inside the commands, so `--help` is instant.
+Heavy imports (torch, faiss, numba) happen inside the commands, so `--help` is instant. fit's options are grouped
+decorators (colorfast/cli_options.py) that its --help shows under headings.
 Multi-GPU training launches this same file: `torchrun --nproc-per-node=4 cli.py fit ...`."""
 import click
 
 from pipeline.config import BACKENDS, ORDERS, SPLITS, STORAGE, SUBSETS, PrepConfig   # both stdlib-only: --help stays instant
 from pipeline.config_files import config_option
 from pipeline.datasets import DATASETS, DatasetError
+from colorfast import cli_options as fit_options        # fit's options, grouped; click only
+from colorfast.cli_options import FINITE_POSITIVE, SectionedCommand, checkpoint_ref, net_size
 
 
 def _print_version(ctx, param, value):
@@ -161,37 +164,7 @@ def verify(folder, shallow, sources, sources_deep):
                f"{'metadata only' if shallow else 'every chunk checksummed'}{checked}")
 
 
-def _checkpoint_ref(ctx, param, value):
-    """A checkpoint file or a known name (colorfast.hub); names are fetched only when a command loads them."""
-    from colorfast.hub import HubError, check_ref     # stdlib only: --help stays instant
-    try:
-        return tuple(check_ref(v) for v in value) if isinstance(value, tuple) else value and check_ref(value)
-    except HubError as e:
-        raise click.BadParameter(str(e)) from None
-
-
 # ---- trainer: shards -> checkpoints ---------------------------------------------------------------------
-class _FiniteFloat(click.FloatRange):
-    """FloatRange that also refuses nan and inf (a FloatRange lets nan through: every comparison is false)."""
-
-    def convert(self, value, param, ctx):
-        import math
-        value = super().convert(value, param, ctx)
-        if not math.isfinite(value):
-            self.fail(f"{value} is not a finite number.", param, ctx)
-        return value
-
-
-_FINITE_POSITIVE = _FiniteFloat(min=0, min_open=True)
-_FINITE_NONNEGATIVE = _FiniteFloat(min=0)
-
-
-def _net_size(ctx, param, value):
-    if value < 8 or value % 8:
-        raise click.BadParameter(f"{value}: must be a positive multiple of 8 (the network halves the side 3 times)")
-    return value
-
-
 def _user_errors():
     """Exceptions of the trainer's commands that mean bad input (options, shards, checkpoints, an empty
     folder): a message, no traceback. Called only while an exception is being handled, so the imports cost
@@ -205,84 +178,13 @@ def _user_errors():
     return FitError, CheckpointError, ShardFormatError, EvalError, HubError, MissingExtra
 
 
-@cli.command()
+@cli.command(cls=SectionedCommand)
 @config_option("trainer.config:FitConfig", before="trainer.config:BEFORE_FIELD")
-@click.option("--data", default="artifacts/shards/sample", type=click.Path(file_okay=False),
-              help="Shard folder written by `preprocess`; trains on its train split.")
-@click.option("--out", default="artifacts/runs/default", type=click.Path(file_okay=False),
-              help="Run dir: config.json, log.jsonl (one JSON object per step), last.pt.")
-@click.option("--model", type=click.Choice(["eccv16", "tiny"]), default="eccv16",
-              help="eccv16: the published ~32 M-parameter network; tiny: same shape at 1/8 width, for CPUs.")
-@click.option("--loss", type=click.Choice(["ce", "l2", "focal", "focal-exact"]), default="ce",
-              help="ce: class-rebalanced soft CE; l2: ab regression; focal: 1/(1+alpha exp(-beta t)) mask; "
-                   "focal-exact: Lin et al. (1-p)^gamma.")
-@click.option("--init", default=None, callback=_checkpoint_ref,
-              help="Start from a released-ECCV16-layout state dict (model1..model8, model_out), our checkpoint, "
-                   "or eccv16-released (downloaded once into the torch hub cache).")
-@click.option("--lr", default=3.16e-5, type=_FINITE_POSITIVE, help="Adam learning rate (the reference solver's base_lr).")
-@click.option("--weight-decay", default=1e-3, type=_FINITE_NONNEGATIVE, help="Adam weight decay (L2 penalty).")
-@click.option("--batch-size", default=40, type=click.IntRange(min=1),
-              help="Per process; torchrun multiplies it by the world size.")
-@click.option("--crop", default=176, callback=_net_size,
-              help="Random crop side (multiple of 8, at most the shards' size).")
-@click.option("--flip/--no-flip", default=True, help="Random horizontal flips.")
-@click.option("--epochs", default=1, type=click.IntRange(min=0),
-              help="Full passes over the train split (ignored with --steps).")
-@click.option("--steps", default=0, type=click.IntRange(min=0), help="Total optimiser steps; 0: use --epochs.")
-@click.option("--seed", default=0, help="Seed of the model's init, the shuffle, crops and flips.")
-@click.option("--save-every", default=500, type=click.IntRange(min=1),
-              help="Steps between checkpoints (RUN_DIR/last.pt); also saved at the end and on Ctrl-C.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
-@click.option("--workers", default=2, type=click.IntRange(min=0),
-              help="DataLoader worker processes per training process.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              help="auto: CUDA when a GPU is visible, else the CPU.")
-@click.option("--verify", type=click.Choice(["quick", "deep", "off"]), default="quick",
-              help="Check the shard folder before training (deep: read every chunk's checksum).")
-@click.option("--alpha", default=10.0, type=_FINITE_NONNEGATIVE, help="focal: mask 1/(1 + alpha exp(-beta t)).")
-@click.option("--beta", default=5.0, type=_FINITE_NONNEGATIVE, help="focal: see --alpha.")
-@click.option("--gamma", default=2.0, type=_FINITE_NONNEGATIVE, help="focal-exact: (1 - p)^gamma.")
-@click.option("--block", default=0.0, type=_FINITE_NONNEGATIVE,
-              help="Weight of the block-averaged-colour term added to the loss (0: off).")
-@click.option("--block-size", default=4, type=click.IntRange(min=1),
-              help="Block side in target pixels (1/4 of the input).")
-@click.option("--compile", is_flag=True, help="torch.compile the network and the loss (first steps are slow).")
-@click.option("--log-every", default=20, type=click.IntRange(min=1),
-              help="Steps between reads of the losses to the host (log rows, NaN check, progress).")
-@click.option("--val-every", default=0, type=click.IntRange(min=-1),
-              help="Steps between validations (0: once per epoch; -1: never); always at the end.")
-@click.option("--val-data", multiple=True, type=click.Path(exists=True, file_okay=False),
-              help="Shard folder to validate on (its test split, else all of it); repeatable, each reported under "
-                   "its own name. Default: the test split of --data.")
-@click.option("--val-limit", default=1000, type=click.IntRange(min=0),
-              help="Validate on the first N samples of each folder (0: all).")
-@click.option("--select", default="auc_rebalanced",
-              help="[FOLDER:]METRIC whose improvement writes RUN_DIR/best.pt (first validation folder by default).")
-@click.option("--lr-schedule", type=click.Choice(["constant", "step", "cosine"]), default="constant",
-              help="step: the reference solver's x0.316 every 215k iterations of batch 40 (see --lr-step).")
-@click.option("--warmup", default=0, type=click.IntRange(min=0), help="Steps of linear lr warm-up.")
-@click.option("--lr-step", default=0, type=click.IntRange(min=0),
-              help="step schedule: steps between decays (0: 215,000 x 40 / global batch, the reference's samples).")
-@click.option("--lr-gamma", default=0.316, type=click.FloatRange(0, 1, min_open=True),
-              help="step schedule: lr factor at every decay.")
-@click.option("--ema", default=0.0, type=click.FloatRange(0, 1, max_open=True),
-              help="Decay of an exponential moving average of the weights (0: off); validation, best.pt and "
-                   "colorize/evaluate/compare then use the EMA weights.")
-@click.option("--grad-clip", default=0.0, type=click.FloatRange(min=0),
-              help="Clip the global gradient norm to this (0: off); the norm is logged either way.")
-@click.option("--loss-reduction", type=click.Choice(["reference", "mean"]), default="reference",
-              help="reference: the reference's data-to-decay ratio (its loss sums over each crop's target pixels; "
-                   "here Adam's decay and eps are divided by (crop/4)^2, the same updates); mean: --weight-decay "
-                   "against the per-pixel mean loss, ~1,936x stronger at crop 176 (before this option).")
-@click.option("--gray-crops", type=click.Choice(["skip", "train"]), default="skip",
-              help="skip: a crop none of whose target pixels has |a| or |b| > 5 gets no weight in the loss "
-                   "(the reference's); train: every crop at full weight.")
-@click.option("--data-init", type=click.Choice(["lsuv", "off"]), default="lsuv",
-              help="From scratch: LSUV, every conv scaled to unit output variance on real training crops, the "
-                   "classifier to a near-uniform softmax (trainer/init.py); off: torch's default init. Not "
-                   "applied with --init or --resume.")
-@click.option("--data-init-samples", default=32, type=click.IntRange(min=1),
-              help="Training crops the data init measures on.")
+@fit_options.data
+@fit_options.model_and_loss
+@fit_options.optimisation
+@fit_options.validation_and_checkpoints
+@fit_options.hardware_and_logging
 def fit(**opts):
     """Train a colorization network on shards (`torchrun --nproc-per-node N cli.py fit ...` for DDP).
     Ctrl-C (or SIGTERM) finishes the current step, saves last.pt and prints the --resume command."""
@@ -317,9 +219,9 @@ _CKPT_HELP = ("Our checkpoint (RUN_DIR/last.pt), a released ECCV16 state dict, a
               "`export`, or "
               "eccv16-released / siggraph17-released (the published weights, downloaded once into the torch hub "
               "cache)")
-_checkpoint_opt = click.option("--checkpoint", "checkpoints", multiple=True, required=True, callback=_checkpoint_ref,
+_checkpoint_opt = click.option("--checkpoint", "checkpoints", multiple=True, required=True, callback=checkpoint_ref,
                                help=_CKPT_HELP + "; repeat to compare.")
-_size_opt = click.option("--size", default=256, callback=_net_size, help="Side of the square L the network sees.")
+_size_opt = click.option("--size", default=256, callback=net_size, help="Side of the square L the network sees.")
 
 
 def _temperature(ctx, param, value):
@@ -358,7 +260,7 @@ _prior_opt = click.option("--prior", default=None, type=click.Path(exists=True, 
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
-@click.option("--checkpoint", required=True, callback=_checkpoint_ref, help=_CKPT_HELP + ".")
+@click.option("--checkpoint", required=True, callback=checkpoint_ref, help=_CKPT_HELP + ".")
 @click.option("--out", default="artifacts/colorized", type=click.Path(file_okay=False),
               help="Output folder; a folder given as INPUTS keeps its layout under OUT/ITS_NAME, which (like OUT) "
                    "is never read as input, so --out may be inside an input folder or the folder itself "
@@ -397,7 +299,7 @@ def colorize(inputs, **opts):
 
 
 @cli.command()
-@click.option("--checkpoint", required=True, callback=_checkpoint_ref,
+@click.option("--checkpoint", required=True, callback=checkpoint_ref,
               help=_CKPT_HELP + "; loaded once, shared by every request.")
 @click.option("--host", default="127.0.0.1", help="Interface to listen on (0.0.0.0: every one; the page has no login).")
 @click.option("--port", default=8000, type=click.IntRange(1, 65535), help="TCP port to listen on.")
@@ -497,7 +399,7 @@ def _losses(ctx, param, value):
 
 
 @cli.command()
-@click.option("--checkpoint", required=True, callback=_checkpoint_ref,
+@click.option("--checkpoint", required=True, callback=checkpoint_ref,
               help="Our checkpoint, a released ECCV16 state dict or eccv16-released.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="The file to write: .onnx (onnxruntime) or .safetensors (weights + decoding settings).")
@@ -521,7 +423,7 @@ def export(checkpoint, out, fmt, force):
         raise click.BadParameter(f"{out} exists; pass --force to replace it", param_hint="--out")
     try:
         if suffix == ".safetensors":
-            from colorfast.safetensors_io import export_safetensors
+            from colorfast.onnx_export import export_safetensors
             path, colorizer = export_safetensors(checkpoint, out)
             check = f"{colorizer.weights} weights, read back and compared"
         else:
@@ -548,7 +450,7 @@ def export(checkpoint, out, fmt, force):
 @click.option("--seed", default=0, help="Seed of every run's init, shuffle, crops and flips.")
 @click.option("--lr", default=1e-3, callback=_positive, help="Adam learning rate of every run.")
 @click.option("--batch-size", default=6, callback=_positive, help="Batch size of every run.")
-@click.option("--crop", default=176, callback=_net_size, help="Training crop (and validation centre crop) side.")
+@click.option("--crop", default=176, callback=net_size, help="Training crop (and validation centre crop) side.")
 @click.option("--val-every", default=0, type=click.IntRange(min=0), help="Steps between validations (0: steps / 10).")
 @click.option("--val-limit", default=1000, type=click.IntRange(min=0), help="Validation samples per test folder.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", help="Where the runs train.")
@@ -584,7 +486,7 @@ def plot(run_dirs, out):
 
 
 # ---- benchmarks (each prints one JSON object on its last line) -------------------------------------------
-_peak_opt = click.option("--peak-tflops", default=None, type=_FINITE_POSITIVE,
+_peak_opt = click.option("--peak-tflops", default=None, type=FINITE_POSITIVE,
                          help="Peak TFLOP/s for MFU  [default: the table's dense bf16 peak for a known GPU; "
                               "none on CPUs]")
 
@@ -596,7 +498,7 @@ def bench():
 
 
 @bench.command("colorize")
-@click.option("--checkpoint", default=None, callback=_checkpoint_ref,
+@click.option("--checkpoint", default=None, callback=checkpoint_ref,
               help="Checkpoint to time; default: the full ECCV16 network with random weights (speed does not "
                    "depend on the weights).")
 @click.option("--model", type=click.Choice(["eccv16", "tiny"]), default="eccv16", help="Network without --checkpoint.")
@@ -607,10 +509,53 @@ def bench():
 def bench_colorize(checkpoint, images, **opts):
     """Seconds per megapixel of colorize: torch CPU vs ONNX Runtime CPU on the same photos, interleaved."""
     import json
-    from colorfast.bench_colorize import bench_colorize as measure
+    from colorfast.bench.colorize import bench_colorize as measure
     try:
         figures = measure(checkpoint=checkpoint or "", images=images or "", **opts, echo=click.echo)
     except (*_user_errors(), ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps(figures))
+
+
+def _photo_sizes(ctx, param, values):
+    try:
+        return tuple(tuple(int(x) for x in v.lower().split("x", 1)) for v in values)
+    except ValueError:
+        raise click.BadParameter(f"{' '.join(values)}: expected sizes like 5120x2880") from None
+
+
+@bench.command("memory")
+@click.option("--size", "sizes", multiple=True, default=("5120x2880", "12000x12000"), show_default=True,
+              callback=_photo_sizes, help="A photo's WIDTHxHEIGHT; repeatable (a 256x256 one is always first).")
+@click.option("--input", "fmt", type=click.Choice(["jpg", "png"]), default="jpg", show_default=True,
+              help="The photos' format (PNG: Pillow decodes).")
+@click.option("--checkpoint", default=None, help="Colorize with this  [default: a tiny network trained 2 steps]")
+def bench_memory(sizes, fmt, checkpoint):
+    """Peak memory (RSS) and time of `colorize` on large photos, a fresh process per photo."""
+    import json
+    from colorfast.bench.memory import bench_memory as measure
+    try:
+        figures = measure(sizes, fmt, checkpoint or "", echo=click.echo)
+    except RuntimeError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps(figures))
+
+
+@bench.command("serve")
+@click.option("--checkpoint", default=None, callback=checkpoint_ref,
+              help="The network served  [default: a tiny one trained 2 steps]")
+@click.option("--eccv16", is_flag=True,
+              help="Serve a full-size ECCV16 network (random weights, the checkpoint's bins).")
+@click.option("--requests", default=8, type=click.IntRange(min=1),
+              help="Timed requests, one after another, then as many from 4 clients at once.")
+@click.option("--size", default=256, callback=net_size, help="serve --size: the side of the square L the network sees.")
+def bench_serve(checkpoint, **opts):
+    """Seconds per request of `serve` for a 1 MP photo (a real server on a free port) beside colorize_rgb in-process."""
+    import json
+    from colorfast.bench.serve import bench_serve as measure
+    try:
+        figures = measure(checkpoint or "", **opts, echo=click.echo)
+    except (*_user_errors(), RuntimeError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(figures))
 
@@ -630,7 +575,7 @@ def bench_colorize(checkpoint, images, **opts):
 def bench_scale(loader_n, **opts):
     """Preprocess, deep verify and the shard loader at N/4 and N images: rate per image and peak RSS at both."""
     import json
-    from pipeline.bench_scale import run_loader_scale, run_scale
+    from colorfast.bench.scale import run_loader_scale, run_scale
     try:
         if loader_n:
             figures = run_loader_scale(loader_n, batch_size=opts["batch_size"], workers=opts["workers"],
@@ -655,11 +600,27 @@ def bench_scale(loader_n, **opts):
 def bench_preprocess(dataset, root, images, jobs, size, photo):
     """Full pipeline vs decode-only images/s on the same files, and peak memory at two dataset sizes."""
     import json
-    from pipeline.bench import bench_preprocess as measure
+    from colorfast.bench.preprocess import bench_preprocess as measure
     if dataset and not root:
         raise click.BadParameter(f"dataset {dataset!r} needs --root DIR", param_hint="--root")
     figures = measure(dataset, root or "", images, jobs, size, photo=photo, echo=click.echo)
     click.echo(json.dumps(figures))
+
+
+@bench.command("stages")
+@click.option("--root", default=None, type=click.Path(exists=True, file_okay=False),
+              help="A folder of photos  [default: generated JPEGs]")
+@click.option("--images", default=200, type=click.IntRange(min=20), help="Images preprocessed (at most).")
+@click.option("--photo", default=(1024, 768), type=(click.IntRange(min=64), click.IntRange(min=64)),
+              help="Width and height of the generated JPEGs (no --root).")
+@click.option("--storage", type=click.Choice(sorted(STORAGE)), default=PrepConfig.storage, show_default=True,
+              help="Shard storage (preprocess --storage).")
+def bench_stages(root, images, photo, storage):
+    """Where a photo's time goes inside preprocess: ms per image of each stage of a real run, one process,
+    beside the full-resolution decode of the same files."""
+    import json
+    from colorfast.bench.stages import bench_stages as measure
+    click.echo(json.dumps(measure(images, photo, root or "", storage, echo=click.echo)))
 
 
 @bench.command("step")
@@ -679,7 +640,7 @@ def bench_step(**opts):
     """Seconds per training step: ce vs l2 vs ce with per-batch CPU kNN targets, interleaved, same batches;
     achieved TFLOP/s and MFU of each."""
     import json
-    from trainer.bench import bench_step as measure
+    from colorfast.bench.step import bench_step as measure
     if opts["crop"] % 8:
         raise click.BadParameter(f"{opts['crop']}: must be a multiple of 8", param_hint="--crop")
     try:
@@ -699,7 +660,7 @@ def bench_step(**opts):
 def bench_loader(workers, **opts):
     """Samples/s the shard loader delivers (random crops and flips, batched) at several worker counts."""
     import json
-    from trainer.bench import bench_loader as measure
+    from colorfast.bench.step import bench_loader as measure
     try:
         counts = tuple(int(w) for w in workers.split(","))
     except ValueError:
@@ -730,7 +691,7 @@ def bench_epoch(losses, **opts):
     """Seconds per training epoch for ce and l2 on the same shards, interleaved (bf16 and channels-last on a
     GPU), with achieved TFLOP/s and MFU."""
     import json
-    from trainer.bench import bench_epoch as measure
+    from colorfast.bench.step import bench_epoch as measure
     names = tuple(x.strip() for x in losses.split(",") if x.strip())
     if not names or any(x not in ("ce", "l2", "focal", "focal-exact") for x in names):
         raise click.BadParameter(f"{losses!r}: expected names among ce, l2, focal, focal-exact", param_hint="--losses")

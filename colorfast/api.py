@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from colorfast.colorizer import load_colorizer
+from colorfast.loader import load_colorizer
 from colorfast.hints import Hint, HintError, check_inside, load_hints, parse_hint
 from colorfast.inputs import read_input, shown
 from colorfast.outputs import load_alpha

@@ -110,7 +110,7 @@ def model_name(checkpoint: str, taken: set) -> str:
 
 
 def load_models(checkpoints, device: str = "auto") -> list[Model]:
-    from colorfast.colorizer import load_colorizer
+    from colorfast.loader import load_colorizer
     taken: set = set()
     return [Model(model_name(c, taken), str(c), load_colorizer(c, device=device, announce=True))
             for c in checkpoints]

@@ -9,7 +9,7 @@ to change the colours):
 - mean |delta ab|: the mean length of the Lab ab difference between consecutive frames, per pixel. Motion
   moves it too, so the source clip's own value (its true colours) is the floor to compare against.
 
-`pan_clip` writes the clip the tests and `tools/video_flicker.py` use: a photo from scikit-image panned
+`pan_clip` writes the clip the tests (and the flicker table of docs/benchmarks.md) use: a photo from scikit-image panned
 across the frame, a cut to a second panned photo, and a sine tone as the audio track, all through PyAV.
 """
 from __future__ import annotations

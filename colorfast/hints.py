@@ -125,7 +125,7 @@ def check_inside(hints: list[Hint], photo_hw: tuple[int, int], where: str = "") 
 def hint_planes(hints: list[Hint], photo_hw: tuple[int, int], net_hw: tuple[int, int]
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hints in photo pixels -> (hint_ab (1, 2, h, w) ab units, hint_mask (1, 1, h, w)) at the network input's
-    (h, w), which is the whole photo resized (colorfast.colorize.net_input). A point maps with pixel centres
+    (h, w), which is the whole photo resized (colorfast.net_input.net_input). A point maps with pixel centres
     aligned, as the resize does; its patch is clipped to the image. Raises HintError for a hint outside."""
     check_inside(hints, photo_hw)
     (H, W), (h, w) = photo_hw, net_hw

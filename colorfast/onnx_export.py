@@ -11,6 +11,9 @@ these are the released ECCV16 weights, the default temperature (1 for released w
 the upsampling mode (bilinear / bicubic), the bin centres and the training prior as JSON. Exported with
 torch.onnx.export (the dynamo exporter; needs the `onnx` extra) and, when onnxruntime is there, checked
 against torch on a test input before it is moved into place.
+
+`export --format safetensors` is here too (export_safetensors): the weights and the same decoding settings as a
+.safetensors file, whose format is colorfast.safetensors_io's.
 """
 from __future__ import annotations
 
@@ -27,8 +30,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from colorfast.colorizer import Colorizer, load_colorizer
+from colorfast import safetensors_io
+from colorfast.colorizer import Colorizer
 from colorfast.extras import require
+from colorfast.loader import load_colorizer
 from colorfast.onnx_runtime import DIGEST_KEY, FORMAT, VERSION, with_digest    # one definition, beside the reader
 from pipeline.contract import atomic_write
 from trainer.models import AB_NORM
@@ -157,3 +162,23 @@ def export(ref, out) -> tuple[Path, Colorizer, float | None]:
         raise ExportError(f"{out}: cannot write ({errno.errorcode.get(e.errno, 'error')}: "
                           f"{e.strerror or e}); nothing was written") from None
     return out, colorizer, delta
+
+
+def export_safetensors(ref, out):
+    """Checkpoint file or name -> OUT (.safetensors, written atomically, read back and compared before it is
+    moved into place); returns (path, the torch colorizer). ExportError for an OUT that is the input or cannot
+    be written."""
+    out = Path(out)
+    if is_input(out, ref):
+        raise ExportError(f"{out} is the checkpoint being exported; an export never replaces its input "
+                          f"(not even with --force): choose another --out")
+    colorizer = load_colorizer(ref, device="cpu", runtime="torch")
+    try:
+        with atomic_write(out, suffix=safetensors_io.SUFFIX) as tmp:
+            safetensors_io.write(colorizer, tmp)
+            _, back = safetensors_io.read(tmp)     # what was written is what a reader gets, checked like any load
+            if any(not torch.equal(back[k], v) for k, v in colorizer.model.state_dict().items()):
+                raise ExportError(f"{out}: the weights read back differ from the checkpoint's; not written")
+    except OSError as e:                      # a full disk, a read-only folder: nothing was replaced
+        raise ExportError(f"{out}: cannot write ({e.strerror or e}); nothing was written") from None
+    return out, colorizer

@@ -28,19 +28,16 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
-import torch
 
 from pipeline.images import load_rgb
 from pipeline.progress import progress, write as progress_write
 from colorfast.full_resolution import (STRIP_PIXELS, fit_gamut, lab_to_rgb_in_gamut, lightness_strips,  # noqa: F401
                                        rebuild_rgb, resize_width, upsample_ab_rows, widen_ab)
+from colorfast.net_input import cubic_upsampling, net_input, net_input_rgb, predict_ab_small
 from colorfast.inputs import READ_ERRORS, list_inputs, read_input, report_unreadable, shown
 from colorfast.outputs import (FORMATS, JobRecord, WriteError, check_out_folder, check_outputs, load_alpha,
                                sigterm_raises, write_image)
-
-NET_STRIDE = 8                   # the network halves the side three times, so its input side is a multiple of 8
 
 
 @dataclass(frozen=True)
@@ -74,62 +71,11 @@ class ColorizeResult:
 
 
 # ---- the colour of one image --------------------------------------------------------------------------
-def axis_interpolation(src: int, dst: int) -> int:
-    """OpenCV filter for one axis resized from src to dst px: area when it shrinks 2x or more (every source
-    pixel counts: no aliasing), bilinear when it shrinks less (as pipeline.images.resize_center_crop),
-    bicubic when it grows."""
-    if src >= 2 * dst:
-        return cv2.INTER_AREA
-    return cv2.INTER_LINEAR if src > dst else cv2.INTER_CUBIC
-
-
-def _resize_width(L: np.ndarray, size: int) -> np.ndarray:
-    """(h, W) -> (h, size), the same bytes for a row whatever strip it is in (cv2's area filter is; its
-    bilinear and bicubic ones are not, hence full_resolution.resize_width)."""
-    interp = axis_interpolation(L.shape[1], size)
-    if interp == cv2.INTER_AREA:
-        return cv2.resize(L, (size, L.shape[0]), interpolation=interp)
-    return resize_width(L, size, cubic=interp == cv2.INTER_CUBIC)
-
-
-def _resize_height(L: np.ndarray, size: int) -> torch.Tensor:
-    small = cv2.resize(L, (L.shape[1], size), interpolation=axis_interpolation(L.shape[0], size))
-    return torch.from_numpy(np.clip(small, 0, 100))[None, None]
-
-
-def net_input(L: np.ndarray, size: int) -> torch.Tensor:
-    """L (H, W) float32 in L* units -> (1, 1, size, size): the whole image, no crop. Width and height are
-    resized one after the other, each with its own filter, so a 200 x 2000 strip is area-averaged along its
-    long side even though its short side is enlarged (one filter for both would alias one of them)."""
-    return _resize_height(_resize_width(L, size), size)
-
-
-def net_input_rgb(rgb: np.ndarray, size: int, strip_pixels: int = STRIP_PIXELS) -> torch.Tensor:
-    """(H, W, 3) uint8 (uint16, float in 0..1) -> net_input of its L, the same tensor bit for bit, computed strip by strip so that no
-    full-size float copy of the image exists (the width pass is row by row)."""
-    rows = [_resize_width(L, size) for _, _, L in lightness_strips(rgb, strip_pixels)]
-    return _resize_height(np.concatenate(rows), size)
-
-
-def _cubic(colorizer) -> bool:
-    """The colorizer's upsampling mode (colorfast.colorizer.Colorizer.upsample); bicubic for one without it."""
-    return getattr(colorizer, "upsample", "bicubic") == "bicubic"
-
-
-@torch.no_grad()
-def predict_ab_small(colorizer, x: torch.Tensor, temperature: float | None, planes=None) -> np.ndarray:
-    """(1, 1, size, size) L -> the network's ab (2, size/4, size/4) float32 on the CPU ((2, size, size) for a
-    guided network). planes: hint planes at size x size (colorfast.hints.hint_planes), guided networks only."""
-    if planes is None:                # colorizers that take no hints (onnx_runtime) have no `hints` argument
-        return colorizer.predict_ab(x, temperature=temperature)[0].float().cpu().numpy()
-    return colorizer.predict_ab(x, temperature=temperature, hints=planes)[0].float().cpu().numpy()
-
-
 def predict_ab_full(colorizer, L: np.ndarray, size: int, temperature: float | None = None) -> np.ndarray:
     """L (H, W) float32 -> ab (H, W, 2) float32 upsampled from the network's 1/4 output by the colorizer's
     mode (colorizer.upsample). Holds the whole ab in memory (8 bytes a pixel); colorize_rgb does not need it."""
     ab = predict_ab_small(colorizer, net_input(L, size), temperature)
-    cubic = _cubic(colorizer)
+    cubic = cubic_upsampling(colorizer)
     return upsample_ab_rows(widen_ab(ab, L.shape[1], cubic), L.shape[0], 0, L.shape[0], cubic)
 
 
@@ -148,7 +94,7 @@ def colorize_rgb(colorizer, rgb: np.ndarray, size: int = 256, temperature: float
     ab = predict_ab_small(colorizer, net_input_rgb(rgb, size, strip_pixels), temperature, planes)
     if between is not None:
         between("after the network, before the full-resolution rebuild")
-    return rebuild_rgb(rgb, ab, out=out, strip_pixels=strip_pixels, cubic=_cubic(colorizer))
+    return rebuild_rgb(rgb, ab, out=out, strip_pixels=strip_pixels, cubic=cubic_upsampling(colorizer))
 
 
 def save_png(path: Path, rgb: np.ndarray) -> None:
@@ -189,7 +135,7 @@ def run(cfg: ColorizeConfig, colorizer=None) -> ColorizeResult:
     record = JobRecord(out_dir)
     check_outputs(pairs + videos, out_dir, record, cfg.overwrite)
     if colorizer is None:
-        from colorfast.colorizer import load_colorizer
+        from colorfast.loader import load_colorizer
         colorizer = load_colorizer(cfg.checkpoint, device=cfg.device, runtime=cfg.runtime, announce=True)
     if cfg.hints is not None and not getattr(colorizer, "guided", False):
         from colorfast.hints import HintError

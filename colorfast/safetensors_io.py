@@ -1,4 +1,5 @@
-"""`cli.py export --format safetensors`: a colorizer as a .safetensors file, and load_colorizer's loader of it.
+"""A colorizer as a .safetensors file (`cli.py export --format safetensors`: colorfast.onnx_export), and
+load_colorizer's loader of it.
 
 The format the ecosystem shares (Hugging Face hub, diffusers, ...): a JSON header, then raw tensor bytes; no
 pickle, so loading it runs no code. The tensors are the network's state dict exactly as `colorize` uses it (the
@@ -24,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from colorfast.colorizer import Colorizer, checkpoint_model
 from trainer.checkpoint import CheckpointError
-from trainer.models import MODELS, create_model
+from trainer.models import MODELS, create_model, load_trunk
 from trainer.safetensors_file import FORMAT, METADATA_KEY, SUFFIX, VERSION, digest, read, require
 
 
@@ -72,8 +74,6 @@ def _prior(meta: dict, path) -> dict | None:
 
 def load_safetensors_colorizer(path, device: torch.device, source: str):
     """An exported .safetensors file -> a torch Colorizer on `device`, decoding as the checkpoint it came from."""
-    from colorfast.colorizer import Colorizer, checkpoint_model
-    from trainer.models import load_trunk
     meta, state = read(path)
     fields = {"model_name": str, "out_channels": int, "loss": str, "released": bool, "weights": str}
     bad = [k for k, t in fields.items() if not isinstance(meta.get(k), t)]
@@ -94,26 +94,3 @@ def load_safetensors_colorizer(path, device: torch.device, source: str):
         raise CheckpointError(f"{path}: its decoding (temperature {t}, {meta.get('upsample')} upsampling) is not "
                               f"this code's for a {col.loss} {'released' if col.released else 'colorfast'} model")
     return col
-
-
-def export_safetensors(ref, out):
-    """Checkpoint file or name -> OUT (.safetensors, written atomically, read back and compared before it is
-    moved into place); returns (path, the torch colorizer). ExportError for an OUT that is the input or cannot
-    be written."""
-    from colorfast.colorizer import load_colorizer
-    from colorfast.onnx_export import ExportError, is_input
-    from pipeline.contract import atomic_write
-    out = Path(out)
-    if is_input(out, ref):
-        raise ExportError(f"{out} is the checkpoint being exported; an export never replaces its input "
-                          f"(not even with --force): choose another --out")
-    colorizer = load_colorizer(ref, device="cpu", runtime="torch")
-    try:
-        with atomic_write(out, suffix=SUFFIX) as tmp:
-            write(colorizer, tmp)
-            _, back = read(tmp)              # what was written is what a reader gets, checked like any load
-            if any(not torch.equal(back[k], v) for k, v in colorizer.model.state_dict().items()):
-                raise ExportError(f"{out}: the weights read back differ from the checkpoint's; not written")
-    except OSError as e:                      # a full disk, a read-only folder: nothing was replaced
-        raise ExportError(f"{out}: cannot write ({e.strerror or e}); nothing was written") from None
-    return out, colorizer

@@ -65,7 +65,7 @@ class ServeConfig:
     size: int = 256                  # side of the square L the network sees
     temperature: float | None = None   # for requests that name none (None: the colorizer's default)
     device: str = "auto"
-    runtime: str = "auto"            # auto | torch | onnx (colorfast.colorizer.load_colorizer)
+    runtime: str = "auto"            # auto | torch | onnx (colorfast.loader.load_colorizer)
     queue: int = 4                   # requests waiting behind the one being colorized; more: 503
     body_timeout: float = 60.0       # seconds for a whole upload to arrive (408)
     header_timeout: float = 10.0     # seconds for a request's headers to arrive (the connection is closed)
@@ -266,7 +266,7 @@ def uvicorn_config(app, cfg: ServeConfig, **kw):
 def run(cfg: ServeConfig) -> None:
     """Load the checkpoint once and serve until Ctrl-C."""
     import uvicorn
-    from colorfast.colorizer import load_colorizer
+    from colorfast.loader import load_colorizer
     colorizer = load_colorizer(cfg.checkpoint, device=cfg.device, runtime=cfg.runtime)
     app = create_app(colorizer, cfg)
     print(f"colorfast: {cfg.checkpoint} ({colorizer.loss}; {colorizer.describe(cfg.temperature)}) on "

@@ -31,9 +31,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from colorfast.photos import _cubic, net_input_rgb, predict_ab_small      # the photo path's own pieces
 from colorfast.full_resolution import rebuild_rgb
 from colorfast.inputs import shown
+from colorfast.net_input import cubic_upsampling, net_input_rgb, predict_ab_small   # the photo path's own pieces
 from colorfast.outputs import WriteError, write_failure
 from pipeline.images import rgb_to_lab
 from pipeline.progress import progress, write as progress_write
@@ -234,7 +234,7 @@ def _transcode(av, colorizer, inp, src: Path, tmp: Path, fmt: str, cfg: VideoCon
                 aout.layout = ain.codec_context.layout
 
         smoother, prev_hist, cuts, written = TemporalSmoother(cfg.smooth), None, [], 0
-        cubic = _cubic(colorizer)                     # released weights: bilinear, as for their photos
+        cubic = cubic_upsampling(colorizer)                     # released weights: bilinear, as for their photos
         total = vin.frames or None
 
         def encode(done):

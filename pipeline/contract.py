@@ -66,7 +66,7 @@ SOURCE_DTYPE = np.dtype([(name, h5py.string_dtype("utf-8") if kind is str else n
                          for name, kind in SOURCE_FIELDS.items()])
 
 # Lossless filters per array (h5py create_dataset keywords), by name; docs/benchmarks.md, "Shard storage", has
-# bytes per sample, loader and write cost of each (tools/storage_options.py). shuffle groups the bytes of each
+# bytes per sample, loader and write cost of each. shuffle groups the bytes of each
 # 16-bit value, so the near-constant high bytes of nn_idx (< Q) and of float16 values compress.
 _GZIP1 = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
 _LZF = {"compression": "lzf", "shuffle": True}

@@ -34,6 +34,7 @@ from pipeline.archives import ArchiveError, Member, ZipMember, nested_tar_member
 from pipeline.config import PrepConfig
 from pipeline.keys import key_of_name
 from pipeline.registry import Registry
+from pipeline.subsets import SubsetError, check_subset, select_subset
 
 DATASETS = Registry("dataset")
 SAMPLE_TEST_FRACTION = 0.25
@@ -85,18 +86,16 @@ def list_dataset(name: str, root: str = "", partition: int = 1, test_fraction: f
     spread-out subset (the keys with the smallest hash), so a limited run on SUN397 is not just the first
     categories in alphabetical order. `split_rule` (folder only): the rule a manifest recorded, so that a folder
     is relisted as it was split; None: the rule its subfolders give now."""
-    if subset:
-        from pipeline.subsets import check_subset
-        check_subset(name, subset, split)
     rule = {"split_rule": split_rule} if name == "folder" else {}     # the one layout with a choice of rule
     try:
+        if subset:
+            check_subset(name, subset, split)                 # before listing what may be 1.3 M files
         listing = DATASETS.build(name, root=root, partition=partition, test_fraction=test_fraction, **rule)
-    except ArchiveError as e:
+        items = [(k, s) for k, s in listing.items if split in ("all", s)]
+        if subset:
+            items = select_subset(listing, subset, split)
+    except (ArchiveError, SubsetError) as e:
         raise DatasetError(str(e)) from None
-    items = [(k, s) for k, s in listing.items if split in ("all", s)]
-    if subset:
-        from pipeline.subsets import select_subset
-        items = select_subset(listing, subset, split)
     if limit:
         items = sorted(items, key=lambda it: _hash_order(it[0]))[:limit]
     order = {"train": 0, "test": 1}

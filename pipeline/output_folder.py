@@ -19,15 +19,12 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import h5py
 
 from pipeline import contract
 from pipeline.config import PrepConfig
-
-if TYPE_CHECKING:
-    from pipeline.preprocess import ShardSpec
+from pipeline.plan import ShardSpec
 
 SHARD_NAME = re.compile(r"^(train|test)-\d{5}\.h5$")
 # contract.atomic_write's temporaries (.train-00003.h5.colorfast-PID-RANDOM.tmp), never another program's

@@ -40,11 +40,12 @@ from pipeline import contract
 from pipeline.archives import read_member
 from pipeline.bins import fingerprint, in_gamut_centers
 from pipeline.config import PrepConfig
-from pipeline.datasets import DatasetError, Listing, list_dataset, shard_order
+from pipeline.datasets import DatasetError, Listing, list_dataset
 from pipeline.images import ImageError, is_gray_ab, load_rgb, max_input_bytes, resize_center_crop, rgb_to_lab
 from pipeline.keys import name_of_key
 from pipeline.output_folder import OUR_TMP, check_output, job_of
 from pipeline.parallel import exit_if_orphaned
+from pipeline.plan import ShardSpec, plan_shards
 from pipeline.prior import build_prior
 from pipeline.sources import read_input, stale_shards
 
@@ -72,21 +73,6 @@ class NothingToTrainOn(DatasetError):
 
 
 @dataclass(frozen=True)
-class ShardSpec:
-    split: str
-    index: int
-    keys: tuple[str, ...]
-    members: tuple = ()           # per key, its archives.Member inside a tar, or None for the file root/key
-
-    @property
-    def file(self) -> str:
-        return f"{self.split}-{self.index:05d}.h5"
-
-    def inputs_sha(self) -> str:
-        return hashlib.sha1("\n".join(self.keys).encode()).hexdigest()
-
-
-@dataclass(frozen=True)
 class ShardContext:
     """What every shard task shares. loky pickles it with each task (~1.3 MB, against seconds of work per
     shard); dask scatters it once per worker."""
@@ -96,16 +82,6 @@ class ShardContext:
     encoder: object               # pipeline.soft_encode.SoftEncoder
     fingerprint: str              # encoding config + bin set: a shard made otherwise is not reused
     job: dict                     # output_folder.job_of: recorded in every shard, compared by a rerun
-
-
-def plan_shards(listing: Listing, shard_size: int, order: str = "mixed") -> list[ShardSpec]:
-    specs = []
-    for split in ("train", "test"):
-        keys = shard_order(listing.split(split), order)
-        specs += [ShardSpec(split, i // shard_size, tuple(keys[i:i + shard_size]),
-                            tuple(listing.members.get(k) for k in keys[i:i + shard_size]) if listing.members else ())
-                  for i in range(0, len(keys), shard_size)]
-    return specs
 
 
 def encode_image(path: Path, cfg: PrepConfig, member=None, data: bytes | None = None):

@@ -47,7 +47,7 @@ class SoftEncoder:
         """Pickle as ~140 KB instead of ~1.3 MB, and unpickle to the same object once per process. The encoder
         rides along with every shard task, and on 16 cores shipping 1.3 MB per task through loky's one feeder
         thread held workers idle between tasks (7-11 ms mean gaps, 20-34 ms max) and delayed the first tasks
-        (tools/many_core/timeline.py). The lookup table is very redundant (neighbouring cells share candidates),
+        (docs/benchmarks.md, "On 16 cores"). The lookup table is very redundant (neighbouring cells share candidates),
         so zlib at level 1 shrinks it ~10x; the digest lets a worker skip even the decompression after its
         first task."""
         if not hasattr(self, "_packed"):              # cell sizes fit uint16: nn_idx is uint16, so Q < 65536

@@ -3,7 +3,7 @@
 A worker records, for every input of its shard, what it read: a file's size and mtime, an archive member's size
 and offset with its archive's size and mtime (a zip entry also its CRC-32, free from the central directory), and
 a blake2b-128 digest of the bytes it decoded (already in memory: ~0.14 ms for a 48 KB 500x375 JPEG on a loaded
-2-core EPYC VM, ~2% of the ~10 ms preprocess spends on it: tools/preprocess_stages.py). A rerun of preprocess and
+2-core EPYC VM, ~2% of the ~10 ms preprocess spends on it: `cli.py bench stages`). A rerun of preprocess and
 `verify --sources` compare that record with the inputs on disk now:
 - stat (the default, what a rerun does): a file whose size or mtime differs, or that is gone or appeared; a tar
   member whose offset or size moved or whose archive's size or mtime differs (a rewritten tar is rewritten
@@ -18,13 +18,10 @@ import hashlib
 import os
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pipeline.contract import ShardFormatError, Source, read_manifest, read_sources
 from pipeline.keys import name_of_key
-
-if TYPE_CHECKING:
-    from pipeline.preprocess import ShardSpec
+from pipeline.plan import ShardSpec
 
 DIGEST_SIZE = 16                 # bytes of blake2b: 128 bits tell two images apart; it is not a security check
 

@@ -68,24 +68,19 @@ def subset_names(subset: str) -> list[str]:
 
 
 def check_subset(dataset: str, subset: str, split: str) -> None:
-    """Raise DatasetError unless `subset` applies to this dataset and split (checked before any listing)."""
-    from pipeline.datasets import DatasetError
+    """Raise SubsetError unless `subset` applies to this dataset and split (checked before any listing)."""
     if dataset != "imagenet":
-        raise DatasetError(f"--subset {subset}: subsets are ImageNet validation images; dataset is {dataset}")
+        raise SubsetError(f"--subset {subset}: subsets are ImageNet validation images; dataset is {dataset}")
     if split == "train":
-        raise DatasetError(f"--subset {subset} picks validation images: use --split val (or all), not train")
+        raise SubsetError(f"--subset {subset} picks validation images: use --split val (or all), not train")
     if subset not in SUBSETS:
-        raise DatasetError(f"unknown subset {subset!r}; known: {', '.join(SUBSETS)}")
+        raise SubsetError(f"unknown subset {subset!r}; known: {', '.join(SUBSETS)}")
 
 
 def select_subset(listing, subset: str, split: str) -> list[tuple[str, str]]:
     """The (key, "test") items of an imagenet Listing that a subset names; names not on disk keep the flat
-    val/<name> key, so they are skipped as missing."""
-    from pipeline.datasets import DatasetError
+    val/<name> key, so they are skipped as missing. SubsetError when it does not apply or its list is damaged."""
     check_subset(listing.name, subset, split)
-    try:
-        names = subset_names(subset)
-    except SubsetError as e:
-        raise DatasetError(str(e)) from None
+    names = subset_names(subset)
     by_name = {key.rsplit("/", 1)[-1]: key for key, s in listing.items if s == "test"}
     return [(by_name.get(name, f"val/{name}"), "test") for name in names]

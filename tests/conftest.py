@@ -21,6 +21,14 @@ def _listing_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def shards(tmp_path_factory):
+    """48 train + 8 test synthetic 64 px samples, K = 5, two train shards (tests/trainer, tests/colorfast/bench)."""
+    from trainer.synthetic import write_synthetic_shards
+    return write_synthetic_shards(tmp_path_factory.mktemp("shards"), n=56, size=64, knn=5, per_shard=24,
+                                  test_every=7, seed=1)
+
+
+@pytest.fixture(scope="session")
 def tiny_runs(tmp_path_factory):
     """Synthetic shards (2 of 8 images in the test split) and real checkpoints in seconds: {"ce", "l2"} ->
     RUN_DIR/last.pt of the tiny model after 2 steps on them."""

@@ -16,7 +16,6 @@ with torch.save after deleting the entry) loads with a one-line warning on stder
 """
 from __future__ import annotations
 
-import hashlib
 import pickle
 import sys
 import zipfile
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 
 from pipeline.contract import atomic_write
+from trainer.digest import CheckpointError, digest_of
 
 FORMAT = "colorfast-checkpoint"
 VERSION = 1
@@ -37,36 +37,6 @@ FIELDS = {"model": dict, "model_name": str, "out_channels": int, "loss": str, "c
 RESUME_FIELDS = ("model", "model_name", "out_channels", "loss", "config", "step", "epoch", "epoch_step",
                  "optimizer", "rng", "prior")
 COLORIZER_FIELDS = ("model", "model_name", "out_channels", "loss")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot or must not be loaded; the message says which file and why."""
-
-
-def _feed(h, x) -> None:
-    """Hash x canonically: type tags and lengths keep {"a": [1]} and {"a": 1} (or a dict and its items) apart."""
-    if isinstance(x, torch.Tensor):
-        t = x.detach().cpu().contiguous()
-        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy())
-    elif isinstance(x, dict):
-        h.update(b"D%d" % len(x))
-        for k, v in x.items():                   # pickle keeps insertion order: the same order after a load
-            _feed(h, k)
-            _feed(h, v)
-    elif isinstance(x, (list, tuple)):
-        h.update(b"%s%d" % (b"L" if isinstance(x, list) else b"U", len(x)))
-        for v in x:
-            _feed(h, v)
-    else:                                        # str, int, float, bool, None: repr is exact and round-trips
-        h.update(f"{type(x).__name__}:{x!r};".encode())
-
-
-def digest_of(x) -> str:
-    """SHA-256 hex of x (tensors, dicts, lists and plain values) hashed canonically by _feed."""
-    h = hashlib.sha256()
-    _feed(h, x)
-    return h.hexdigest()
 
 
 def checksum_of(ck: dict) -> str:
@@ -164,8 +134,10 @@ def load_any(path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.suffix.lower() == ".safetensors":          # from `export --format safetensors` (for fit --init)
-        from trainer.safetensors_file import as_checkpoint
-        return as_checkpoint(path)
+        from trainer import safetensors_file
+        meta, tensors = safetensors_file.read(path)
+        described = {k: meta.get(k) for k in ("model_name", "out_channels", "loss")}
+        return {"format": FORMAT, "model": tensors, **described}    # its weights and what they are, as ours
     with open(path, "rb") as f:
         head = f.read(4)
     # torch.save writes a zip (PK..) or, in its legacy format, a pickle (protocol byte 0x80). Anything else (an

@@ -8,7 +8,7 @@ samples of each window together, so consecutive batches draw from one window's s
 window of 32 full shards spans ~23 of them). That is as random as a full shuffle because preprocess fills each
 shard with a hash-ordered spread of its split (`--order mixed`): at ImageNet's shape a batch spans 39.2 classes
 and 100 consecutive batches 982 of the 1,000, as a full shuffle gives; name-ordered shards (one class each) give
-23.7 and 55 (tools/shuffle_classes.py). Handles are opened on first use in each process (h5py handles must
+23.7 and 55 (docs/benchmarks.md, "How random the loader's shuffle is"). Handles are opened on first use in each process (h5py handles must
 not cross a fork), and every sample is one chunk per array, so a read is one HDF5 call per array. Crops start
 at multiples of 4 so the 1/4-resolution targets (ab, nn_idx, nn_w) stay aligned with L; a flip mirrors every
 array. The order, crop and flip of a sample depend only on (seed, epoch, index), never on a worker's RNG, so

@@ -15,10 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pipeline.registry import Registry
-
-L_CENT, L_NORM, AB_NORM = 50.0, 100.0, 110.0     # BaseColor constants of the released model
-MODELS = Registry("model")
+from trainer import siggraph17 as _siggraph17  # noqa: F401  (registers the SIGGRAPH17 networks in MODELS)
+from trainer.base_color import AB_NORM, L_CENT, L_NORM, MODELS  # noqa: F401  (re-exported: the networks' constants)
 
 # (convs, dilation, stride of the last conv) of model1..model7; each block ends in a BatchNorm.
 # Three stride-2 blocks take the side to 1/8; model8's transposed conv brings it back to 1/4.
@@ -121,6 +119,3 @@ def load_trunk(model: ColorNet, state: dict, skip_head: bool = False) -> None:
                          f"wrong shapes {wrong[:4]}")
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
-
-# The SIGGRAPH17 networks register themselves in MODELS; imported last because trainer.siggraph17 needs MODELS.
-from trainer import siggraph17 as _siggraph17  # noqa: E402,F401

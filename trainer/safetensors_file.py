@@ -10,8 +10,7 @@ from pathlib import Path
 
 import torch
 
-from trainer import checkpoint
-from trainer.checkpoint import CheckpointError
+from trainer.digest import CheckpointError, digest_of
 
 FORMAT, VERSION = "colorfast-safetensors", 1
 METADATA_KEY = "colorfast"
@@ -29,8 +28,8 @@ def require():
 def digest(meta: dict, tensors: dict[str, torch.Tensor]) -> str:
     """SHA-256 of the metadata (less its sha256 entry) and the tensors, independent of the file's layout: the
     checkpoints' canonical hash over the metadata as sorted JSON and the tensors in name order."""
-    return checkpoint.digest_of({"meta": json.dumps({k: v for k, v in meta.items() if k != "sha256"}, sort_keys=True),
-                                 "tensors": {name: tensors[name] for name in sorted(tensors)}})
+    return digest_of({"meta": json.dumps({k: v for k, v in meta.items() if k != "sha256"}, sort_keys=True),
+                      "tensors": {name: tensors[name] for name in sorted(tensors)}})
 
 
 def read(path) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -62,11 +61,3 @@ def read(path) -> tuple[dict, dict[str, torch.Tensor]]:
         raise CheckpointError(f"{path}: checksum mismatch (the file is damaged or was edited): its weights or "
                               f"settings are not the ones exported; export it again from its checkpoint")
     return meta, tensors
-
-
-
-
-def as_checkpoint(path) -> dict:
-    """The file as the fields of a colorfast checkpoint that `fit --init` reads (its weights and what they are)."""
-    meta, tensors = read(path)
-    return {"format": checkpoint.FORMAT, "model": tensors, **{k: meta.get(k) for k in ("model_name", "out_channels", "loss")}}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainer.models import AB_NORM, L_CENT, L_NORM, MODELS
+from trainer.base_color import AB_NORM, L_CENT, L_NORM, MODELS
 
 AB_QUANT, AB_MAX = 10.0, 110.0           # colorization-pytorch's --ab_quant / --ab_max: a 23 x 23 grid, 529 classes
 GRID_SIDE = int(2 * AB_MAX / AB_QUANT) + 1

@@ -53,10 +53,11 @@ def test_import_is_light_and_the_api_is_its_face():
 
 def test_colorize_stays_the_function_once_the_command_modules_are_imported(photo, colorizer):
     """A submodule colorfast.colorize would replace the function as the package's attribute when imported."""
-    import colorfast.bench_colorize  # noqa: F401
-    import colorfast.compare  # noqa: F401
-    import colorfast.photos  # noqa: F401
-    import colorfast.video  # noqa: F401
+    import importlib
+    import pkgutil
+    for module in pkgutil.walk_packages(colorfast.__path__, "colorfast."):
+        if not module.name.endswith("__main__"):               # __main__ runs the command line
+            importlib.import_module(module.name)
     out = colorfast.colorize(photo, checkpoint=colorizer)
     assert out.shape == photo.shape
 

@@ -240,7 +240,7 @@ def test_the_colorizer_refuses_them_too(tiny_runs, tmp_path):
     """Colorizer.temperature_for is where the torch and onnx runtimes, evaluate and compare take theirs."""
     import torch
     from colorfast.photos import ColorizeConfig, run
-    from colorfast.colorizer import load_colorizer
+    from colorfast.loader import load_colorizer
     colorizer = load_colorizer(tiny_runs[1]["ce"])
     L = torch.full((1, 1, 32, 32), 50.0)
     for t in (float("nan"), 1e-300, float("inf")):

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from pipeline.images import rgb_to_lab
-from colorfast.photos import colorize_rgb, net_input, net_input_rgb
+from colorfast.photos import colorize_rgb
+from colorfast.net_input import net_input, net_input_rgb
 from colorfast.full_resolution import rebuild_rgb, resize_width, upsample_ab_rows, widen_ab
 
 

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from cli import cli
 from colorfast.photos import predict_ab_full
-from colorfast.colorizer import load_colorizer
+from colorfast.loader import load_colorizer
 from pipeline.images import load_rgb, rgb_to_lab
 
 ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")

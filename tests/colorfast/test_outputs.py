@@ -127,7 +127,7 @@ def test_a_run_killed_right_after_a_rename_leaves_outputs_its_rerun_recognises(t
     would refuse as foreign (nor a partial file under the final name)."""
     import colorfast.outputs as outputs
     from colorfast.photos import ColorizeConfig, run
-    from colorfast.colorizer import load_colorizer
+    from colorfast.loader import load_colorizer
     src = tmp_path / "in"
     src.mkdir()
     for i in range(3):

@@ -14,7 +14,7 @@ from torch import nn
 
 from cli import cli
 from colorfast.photos import predict_ab_full
-from colorfast.colorizer import load_colorizer
+from colorfast.loader import load_colorizer
 from live_networks import real_l, responds_to_l
 from trainer.decode import decode
 

@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from cli import cli
-from colorfast.colorizer import load_colorizer
+from colorfast.loader import load_colorizer
 from trainer.checkpoint import CheckpointError
 
 st = pytest.importorskip("safetensors.torch", reason="safetensors is not installed")

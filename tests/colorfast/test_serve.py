@@ -15,7 +15,7 @@ httpx = pytest.importorskip("httpx", reason="the API tests need httpx (extra [te
 pytest.importorskip("fastapi", reason="serve needs the web extra")
 
 from cli import cli                                    # noqa: E402
-from colorfast.colorizer import load_colorizer         # noqa: E402
+from colorfast.loader import load_colorizer         # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ pytest.importorskip("fastapi", reason="serve needs the web extra")
 
 import colorfast.serve as serve                        # noqa: E402
 from cli import cli                                    # noqa: E402
-from colorfast.colorizer import load_colorizer         # noqa: E402
+from colorfast.loader import load_colorizer         # noqa: E402
 from colorfast.serve_guard import HostOriginGuard      # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

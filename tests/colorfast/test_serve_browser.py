@@ -70,7 +70,7 @@ def download_link_bytes(driver) -> bytes:
 
 def test_the_page_colorizes_an_upload_in_a_real_browser(tmp_path, tiny_runs, browser, start_server):
     from skimage import data
-    from colorfast.colorizer import load_colorizer
+    from colorfast.loader import load_colorizer
     photo = tmp_path / "chelsea.jpg"                     # 451 x 300 colour photo: odd width
     Image.fromarray(data.chelsea()).save(photo, quality=92)
     not_image = tmp_path / "notes.jpg"

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli import cli
-from colorfast.colorizer import load_colorizer
+from colorfast.loader import load_colorizer
 from pipeline.images import load_rgb, rgb_to_lab
 from siggraph17_weights import released_siggraph17_state_dict
 

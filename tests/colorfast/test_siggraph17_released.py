@@ -14,7 +14,7 @@ from PIL import Image
 
 from cli import cli
 from colorfast import hub
-from colorfast.colorizer import load_colorizer
+from colorfast.loader import load_colorizer
 from live_networks import real_l
 from pipeline.images import load_rgb, rgb_to_lab
 from released_weights import hash_named, torch_bytes

@@ -15,7 +15,8 @@ from pipeline.archives import Member, nested_tar_members, read_member, tar_membe
 from pipeline.config import PrepConfig
 from pipeline.datasets import DatasetError, list_dataset
 from pipeline.images import ImageError
-from pipeline.preprocess import plan_shards, run
+from pipeline.plan import plan_shards
+from pipeline.preprocess import run
 
 
 def _cfg(root, out, **kw):

@@ -265,7 +265,7 @@ def test_workers_exit_when_preprocess_is_killed(tmp_path):
 
     import psutil
 
-    from pipeline.bench_scale import make_images
+    from colorfast.bench.scale import make_images
     make_images(tmp_path / "photos", 64, px=256)
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "preprocess", "folder", "--root",

@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline import contract, verify
-from pipeline.bench_scale import make_images
+from colorfast.bench.scale import make_images
 from pipeline.config import PrepConfig
 
 ROOT = Path(__file__).resolve().parents[2]

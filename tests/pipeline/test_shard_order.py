@@ -10,7 +10,7 @@ from hostile_files import jpeg_bytes, photo
 from pipeline import contract, verify
 from pipeline.datasets import Listing, list_dataset
 from pipeline.output_folder import OutputConflict
-from pipeline.preprocess import plan_shards
+from pipeline.plan import plan_shards
 from trainer.data import EpochSampler
 
 NAMES = ("astronaut", "coffee", "chelsea", "rocket")

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from cli import cli
 from trainer import checkpoint
-from colorfast.colorizer import load_colorizer
+from colorfast.loader import load_colorizer
 
 
 class _Payload:

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli import cli
-from colorfast.colorizer import load_colorizer
+from colorfast.loader import load_colorizer
 from trainer import checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,7 +19,7 @@ from cli import cli
 from pipeline import contract
 from trainer import loop, schedule
 from trainer.config import FitConfig, FitError
-from colorfast.colorizer import load_colorizer
+from colorfast.loader import load_colorizer
 from trainer.synthetic import write_synthetic_shards
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from colorfast.colorizer import load_colorizer
+from colorfast.loader import load_colorizer
 from live_networks import calibrate_batchnorm, real_l, responds_to_l
 from trainer.models import MODELS, count_params, create_model
 

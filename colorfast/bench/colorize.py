@@ -21,8 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from colorfast.photos import colorize_rgb, net_input, predict_ab_full
-from colorfast.colorizer import Colorizer, load_colorizer
+from colorfast.photos import colorize_rgb, predict_ab_full
+from colorfast.net_input import net_input
+from colorfast.colorizer import Colorizer
+from colorfast.loader import load_colorizer
 from colorfast.extras import require
 from colorfast.inputs import READ_ERRORS, list_inputs
 from pipeline.images import load_rgb, rgb_to_lab

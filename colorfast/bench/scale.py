@@ -3,10 +3,10 @@
 Generates N small synthetic colour JPEGs into a temporary folder (deleted afterwards) and, at N/4 and at N,
 preprocesses them (`folder` dataset, --size 64 so 20,000 images take a minute or two on two cores), runs a deep
 `verify` over the shards, and reads the train split through the trainer's loader (trainer.data.ShardDataset +
-make_loader, imported inside bench_loader: the one place where pipeline/ reaches into trainer/, because
-measuring the pair is the point). For each it reports the rate per image and the peak resident memory of this
-process and all its children (loky or DataLoader workers). Equal rates and equal peaks at both sizes mean that
-nothing holds all samples in memory or does per-image work that grows with N.
+make_loader: measuring the pair is the point, hence this module's place on the top floor). For each it reports
+the rate per image and the peak resident memory of this process and all its children (loky or DataLoader
+workers). Equal rates and equal peaks at both sizes mean that nothing holds all samples in memory or does
+per-image work that grows with N.
 
 With `loader_n` (run_loader_scale), the loader alone at loader_n / 8 and loader_n samples (a million: ImageNet's
 training split), in shard files written directly: one real shard (preprocessed from these synthetic JPEGs at
@@ -35,6 +35,7 @@ import numpy as np
 import psutil
 
 from pipeline.config import PrepConfig
+from trainer.data import EpochSampler, ShardDataset, make_loader
 
 
 def make_image(rng: np.random.Generator, px: int) -> np.ndarray:
@@ -144,7 +145,6 @@ def bench_verify(folder) -> dict:
 def bench_loader(folder, batch_size: int, workers: int, crop: int, epochs: int = 1) -> dict:
     """`epochs` epochs of the train split through the trainer's loader, built as `fit` builds it (persistent
     workers, EpochSampler). The first batch (worker start-up) is timed apart."""
-    from trainer.data import EpochSampler, ShardDataset, make_loader
     ds = ShardDataset(folder, "train", crop=crop, flip=True, seed=0)
     sampler = EpochSampler(ds, seed=0)
     loader = make_loader(ds, batch_size, sampler, workers)
@@ -210,7 +210,6 @@ def run_loader_scale(n: int = 1_000_000, size: int = 32, batch_size: int = 64, w
         sizes = {}
         for count, folder, epochs in ((small, tmp / "small", 8), (big, tmp / "big", 1)):
             t = time.perf_counter()
-            from trainer.data import ShardDataset
             ShardDataset(folder, "train", crop=size)
             index_s = time.perf_counter() - t
             sizes[str(count)] = load = {**bench_loader(folder, batch_size, workers, crop=size, epochs=epochs),

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from pipeline.bench_scale import make_images
+from colorfast.bench.scale import make_images
 from pipeline.images import is_gray_ab, load_rgb, rgb_to_lab
 
 
@@ -25,7 +25,7 @@ def test_peak_rss_sees_memory_allocated_inside_the_block():
     exit during the block take their RSS out of the sum and can hide the 128 MiB."""
     code = """if True:
         import numpy as np
-        from pipeline.bench_scale import PeakRSS
+        from colorfast.bench.scale import PeakRSS
         with PeakRSS(interval=0.01) as mem:
             before = mem.peak
             block = np.ones(128 * 2 ** 20, np.uint8)        # touched: fresh pages
@@ -45,7 +45,7 @@ def test_bench_scale_rejects_a_tiny_n():
 
 def test_shard_copies_make_a_loadable_folder_of_the_asked_size_with_links(tmp_path):
     from pipeline import contract
-    from pipeline.bench_scale import shard_copies
+    from colorfast.bench.scale import shard_copies
     from trainer.data import ShardDataset
     from trainer.synthetic import write_synthetic_shards
     base = write_synthetic_shards(tmp_path / "base", n=16, size=16, per_shard=8)

@@ -25,13 +25,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.bench_scale import PeakRSS
+from colorfast.bench.scale import PeakRSS
 from pipeline.config import PrepConfig
 from pipeline.datasets import list_dataset
 from pipeline.images import load_rgb
 from pipeline.keys import name_of_key
 from pipeline.parallel import imap_unordered
-from pipeline.preprocess import ShardSpec, plan_shards, run
+from pipeline.plan import ShardSpec, plan_shards
+from pipeline.preprocess import run
 
 BENCH_SHARD = 32                  # inputs per task, for both measurements: several tasks per worker
 SOURCES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "hubble_deep_field.jpg",

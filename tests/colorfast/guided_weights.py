@@ -54,4 +54,4 @@ def hint_copy_model():
 def save_hint_copy(path) -> Path:
     net = hint_copy_model()
     return checkpoint.save(Path(path), {"model": net.state_dict(), "model_name": MODEL, "out_channels": 529,
-                                        "loss": "ce", "prior": None, "step": 0})
+                                        "loss": "ce", "step": 0})

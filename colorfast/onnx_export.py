@@ -155,7 +155,8 @@ def to_onnx_proto(colorizer: Colorizer):
 
 
 def parity(colorizer: Colorizer, onnx_path: Path, side=(40, 72), batch: int = 2) -> float | None:
-    """Max |delta ab| between torch and onnxruntime on one random-lightness batch; None without onnxruntime."""
+    """Max |delta ab| between torch and onnxruntime on one random-lightness batch (a guided network: with
+    random hints and without); None without onnxruntime."""
     try:
         from colorfast.onnx_runtime import load_onnx_colorizer
         other = load_onnx_colorizer(onnx_path)
@@ -163,7 +164,12 @@ def parity(colorizer: Colorizer, onnx_path: Path, side=(40, 72), batch: int = 2)
         return None
     g = torch.Generator().manual_seed(0)
     L = torch.rand(batch, 1, *side, generator=g) * 100
-    return float((colorizer.predict_ab(L) - other.predict_ab(L)).abs().max())
+    if not colorizer.guided:
+        return float((colorizer.predict_ab(L) - other.predict_ab(L)).abs().max())
+    mask = (torch.rand(batch, 1, *side, generator=g) < 0.02).float()       # a few scattered hints, and none
+    hints = ((torch.rand(batch, 2, *side, generator=g) * 160 - 80) * mask, mask)
+    return max(float((colorizer.predict_ab(L, hints=h) - other.predict_ab(L, hints=h)).abs().max())
+               for h in (hints, None))
 
 
 def is_input(out, source) -> bool:

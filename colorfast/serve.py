@@ -178,6 +178,7 @@ def check_header(path: Path, max_pixels: int) -> tuple[int, int]:
 
 
 def decode_upload(job: Job, path: Path):
+    """The spooled upload's pixels (H, W, 3) uint8, unless its client has gone; 400 when it does not decode."""
     job.check("before its turn")
     try:
         rgb = load_rgb(path)

@@ -10,7 +10,8 @@ Per image (any size, colour or grayscale; an old scan is the main case):
 
 so the output has the input's size and its lightness, and only the colour comes from the network, as in
 the reference demo (richzhang/colorization `postprocess_tens`). A guided network (SIGGRAPH17) gives ab at the
-full size x size and takes `--hints` for one photo (colorfast/hints.py): drawn into hint planes at size x size. Memory: the decoded photo (3 bytes a pixel;
+full size x size and takes `--hints` for one photo (colorfast/hints.py: hint planes at size x size).
+Memory: the decoded photo (3 bytes a pixel;
 `run` writes the output over it when it is writable, as OpenCV's JPEG decode is) plus ~50 MB of strips,
 whatever the size, and the encoded output (its file size) while it is written: outputs.write_image encodes in
 memory, since cv2.imwrite crashes on a name that is not UTF-8 and gives no cause when a write fails.
@@ -117,7 +118,7 @@ def _cubic(colorizer) -> bool:
 def predict_ab_small(colorizer, x: torch.Tensor, temperature: float | None, planes=None) -> np.ndarray:
     """(1, 1, size, size) L -> the network's ab (2, size/4, size/4) float32 on the CPU ((2, size, size) for a
     guided network). planes: hint planes at size x size (colorfast.hints.hint_planes), guided networks only."""
-    if planes is None:
+    if planes is None:                # colorizers that take no hints (onnx_runtime) have no `hints` argument
         return colorizer.predict_ab(x, temperature=temperature)[0].float().cpu().numpy()
     return colorizer.predict_ab(x, temperature=temperature, hints=planes)[0].float().cpu().numpy()
 

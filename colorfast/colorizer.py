@@ -145,8 +145,8 @@ class Colorizer:
                              f"siggraph17-released)")
 
     def _padded_hints(self, hints, L: torch.Tensor) -> tuple:
-        """(hint_ab, hint_mask) at L's resolution -> padded with zeros (no hints there) as _padded pads L;
-        None -> (None, None): the network's own no-hint input."""
+        """(hint_ab, hint_mask) at L's resolution -> padded with zeros (no hints there) as _padded pads L, a batch
+        of one repeated for every image of L; None -> (None, None): the network's own no-hint input."""
         if hints is None:
             return None, None
         H, W = L.shape[-2:]
@@ -156,7 +156,8 @@ class Colorizer:
             raise ValueError(f"hint planes {tuple(hint_ab.shape)} / {tuple(hint_mask.shape)} do not fit L "
                              f"{tuple(L.shape)}: expected (B, 2, H, W) and (B, 1, H, W)")
         pad = (0, -W % 8, 0, -H % 8)
-        return tuple(F.pad(t.to(self.device, torch.float32), pad) for t in (hint_ab, hint_mask))
+        return tuple(F.pad(t.to(self.device, torch.float32), pad).expand(L.shape[0], -1, -1, -1)
+                     for t in (hint_ab, hint_mask))
 
     @torch.no_grad()
     def predict_raw(self, L: torch.Tensor) -> torch.Tensor:

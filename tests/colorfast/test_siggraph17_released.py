@@ -105,6 +105,8 @@ def test_ours_equals_the_reference_forward_with_and_without_hints(published):
 
     assert (col.predict_ab(L) - ref_ab).abs().max() < 1e-3
     assert (col.predict_ab(L, hints=hints) - ref_hinted).abs().max() < 1e-3
+    one = (hints[0][:1], hints[1][:1])                                    # one set of hints for the whole batch
+    assert (col.predict_ab(L, hints=one) - ref_hinted).abs().max() < 1e-3
     assert (col.predict_raw(L) - ref_cls).abs().max() < 1e-3
     # suggest: the class head's distribution at a point, with the hints, most likely first
     with torch.no_grad():
@@ -122,9 +124,14 @@ def test_a_photo_side_that_is_no_multiple_of_8_is_padded_and_cropped(published):
     L = real_l(64)[:1, :, :60, :52]
     ab = col.predict_ab(L)
     assert ab.shape == (1, 2, 60, 52)
+    hint_ab, mask = (t[..., :60, :52] for t in _hint(1, 64, 40, 20, (60.0, -40.0)))
+    hinted = col.predict_ab(L, hints=(hint_ab, mask))
     with torch.no_grad():
         _, ref = reference_forward(sd, F.pad(L, (0, 4, 0, 4), mode="reflect"))
+        _, ref_hinted = reference_forward(sd, F.pad(L, (0, 4, 0, 4), mode="reflect"), F.pad(hint_ab, (0, 4, 0, 4)),
+                                          F.pad(mask, (0, 4, 0, 4)))
     assert (ab - ref[..., :60, :52]).abs().max() < 1e-3
+    assert (hinted - ref_hinted[..., :60, :52]).abs().max() < 1e-3     # the hint planes padded with "no hint"
 
 
 def test_a_class_head_of_the_wrong_size_is_refused_in_one_line(tmp_path):

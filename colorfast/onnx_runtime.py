@@ -167,8 +167,8 @@ def load_onnx_colorizer(path, device="cpu") -> OnnxColorizer:
                               f"checkpoint it was exported from")
     options = ort.SessionOptions()
     options.log_severity_level = 3                # errors only: no per-node warnings on stderr
-    # onnxruntime's threads spin after each run by default, taking the cores from what follows in this process
-    # (the full-resolution rebuild, PNG encoding, torch): measured in docs/benchmarks.md (hint updates)
+    # by default onnxruntime's worker threads keep spinning for a while after each run, competing for the cores
+    # with what this process does next (the full-resolution rebuild, PNG encoding; serve runs them right after)
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         data = path.read_bytes()

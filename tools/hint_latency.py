@@ -7,8 +7,8 @@ with every hint (`POST /api/colorize`, multipart, 2 hints, one of them moved eac
 suggested colours for the moved one (`POST /api/suggest`, with the other hint). Both go to real `cli.py serve`
 subprocesses, one serving the checkpoint with torch and one its `cli.py export` with `--runtime onnx`, the
 requests interleaved between the two so that load on a shared machine hits both alike (one server works at a
-time). Also timed: the network alone at size x size with the two hints (predict_ab), each runtime in a fresh
-process of its own (importing onnxruntime next to torch slowed torch's convolutions 2-4x here).
+time). A suggestion is the photo's decode and one network pass; an update adds the full-resolution rebuild
+and the PNG.
 
 The network is the full-size SIGGRAPH17 one (34 M parameters; `--tiny`: siggraph17-tiny) with random weights
 in the reference's 529 bins: latency does not depend on the weights' values, and nothing is downloaded.
@@ -16,7 +16,6 @@ Prints a markdown table and the figures as JSON on the last line.
 """
 import argparse
 import json
-import multiprocessing
 import os
 import socket
 import statistics
@@ -34,10 +33,6 @@ import httpx                                       # noqa: E402
 import torch                                       # noqa: E402
 from PIL import Image                              # noqa: E402
 
-from colorfast.colorize import net_input_rgb       # noqa: E402
-from colorfast.colorizer import load_colorizer     # noqa: E402
-from colorfast.hints import hint_planes, parse_hints   # noqa: E402
-from pipeline.images import load_rgb               # noqa: E402
 
 W, H = 1155, 866                                   # scikit-image's astronaut scaled to 1.0 MP, as serve_latency
 
@@ -80,20 +75,6 @@ def wait_until_up(c: httpx.Client, server: subprocess.Popen, url: str) -> None:
             time.sleep(0.2)
 
 
-def time_network(ck: str, photo: str, size: int, repeats: int) -> list[float]:
-    """Seconds per predict_ab at size x size with the two hints, after one warm-up (run in a child process)."""
-    colorizer = load_colorizer(ck, device="cpu")
-    L = net_input_rgb(load_rgb(photo), size)
-    planes = hint_planes(parse_hints(hints_at(0)), (H, W), (size, size))
-    colorizer.predict_ab(L, hints=planes)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        colorizer.predict_ab(L, hints=planes)
-        times.append(time.perf_counter() - t)
-    return times
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=6)
@@ -112,7 +93,6 @@ def main(argv=None):
         servers = {"torch": start_server(ck, "torch", args.size), "onnx": start_server(onnx_path, "onnx", args.size)}
         update = {r: [] for r in runtimes}          # (client seconds, server X-Seconds) per colorize request
         suggest = {r: [] for r in runtimes}
-        network = {r: [] for r in runtimes}
         try:
             with httpx.Client(timeout=300) as c:
                 for r in runtimes:
@@ -134,9 +114,6 @@ def main(argv=None):
                     for r in runtimes:          # interleaved, so that both see the same machine load
                         update[r].append(post(r, "colorize", step))
                         suggest[r].append(post(r, "suggest", step))
-            for r, model in (("torch", ck), ("onnx", onnx_path)):
-                with multiprocessing.get_context("spawn").Pool(1) as pool:
-                    network[r] = pool.apply(time_network, (str(model), str(photo), args.size, args.requests))
         finally:
             for server, _ in servers.values():
                 server.terminate()
@@ -144,19 +121,18 @@ def main(argv=None):
     med = statistics.median
     res = {"photo": f"{W}x{H} JPEG ({W * H / 1e6:.1f} MP), 2 hints", "model": ("siggraph17-tiny" if args.tiny else
            "siggraph17") + " (random weights)", "size": args.size, "requests": args.requests,
-           "onnx_parity_ab": delta, "loadavg": os.getloadavg()[0], "threads": torch.get_num_threads()}
+           "onnx_parity_ab": delta, "loadavg": os.getloadavg()[0], "torch_threads": torch.get_num_threads()}
     for r in runtimes:
         res[r] = {"update_s_median": med(s for s, _ in update[r]), "update_s_min": min(s for s, _ in update[r]),
                   "update_server_s_median": med(w for _, w in update[r]),
-                  "suggest_s_median": med(s for s, _ in suggest[r]), "network_s_median": med(network[r])}
-    print(f"| runtime | hint update: request, median | min | server work (`X-Seconds`) | suggested colours "
-          f"(`/api/suggest`), median | network alone at {args.size} px, median |")
-    print("|---|---|---|---|---|---|")
+                  "suggest_s_median": med(s for s, _ in suggest[r])}
+    print("| runtime | hint update: request, median | min | server work (`X-Seconds`) | suggested colours "
+          "(`/api/suggest`), median |")
+    print("|---|---|---|---|---|")
     for r in runtimes:
         f = res[r]
         print(f"| {'torch CPU' if r == 'torch' else 'ONNX Runtime CPU'} | {f['update_s_median']:.2f} s | "
-              f"{f['update_s_min']:.2f} s | {f['update_server_s_median']:.2f} s | {f['suggest_s_median']:.2f} s | "
-              f"{f['network_s_median'] * 1000:.0f} ms |")
+              f"{f['update_s_min']:.2f} s | {f['update_server_s_median']:.2f} s | {f['suggest_s_median']:.2f} s |")
     print(json.dumps(res))
 
 

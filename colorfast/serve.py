@@ -15,6 +15,8 @@
                            [{"ab": [a, b], "hex": "#rrggbb", "p": probability}, ...]}: the colours the class
                            head finds likely at that point given the hints, most likely first, as the original
                            GUI's suggested-colour palette (hex: that ab at the photo's lightness there).
+                           A POST with the photo rather than GET ?x=&y=: the server keeps nothing between
+                           requests (no session, no photo cache to bound or to leak between users).
 
 Bad input gets a 4xx with {"detail": "one line"} and the server keeps serving: an empty body (400), more than
 max_mb (413, from Content-Length before anything is read, else while reading), more than max_pixels (413, from

@@ -81,6 +81,8 @@ def test_the_page_colorizes_an_upload_in_a_real_browser(tmp_path, tiny_runs, bro
         assert "colorfast" in browser.title
         browser.find_element("id", "file").send_keys(str(photo))
         assert wait_for_state(browser, {"done", "error"}) == "done", browser.find_element("id", "status").text
+        assert not browser.find_element("id", "hintbar").is_displayed()      # this checkpoint takes no hints
+        assert browser.find_element("id", "temperature").is_displayed()
 
         rgb_in = load_rgb(photo)
         out = np.asarray(Image.open(io.BytesIO(download_link_bytes(browser))).convert("RGB"))

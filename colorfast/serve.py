@@ -274,6 +274,8 @@ def create_app(colorizer, cfg: ServeConfig):
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise UploadError(400, f"hints: not JSON ({e})") from None
+        except RecursionError:                      # "[[[[...": deeper than the parser's stack
+            raise UploadError(400, "hints: not a list of hints (nested too deeply)") from None
         try:
             hints = parse_hints(data)
             check_inside(hints, (H, W))

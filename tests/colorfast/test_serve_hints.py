@@ -105,6 +105,7 @@ def test_suggest_returns_the_class_heads_likely_colours_at_the_point(guided, pho
 
 @pytest.mark.parametrize("hints, status, words", [
     ("[{\"x\": 3", 400, "hints: not JSON"),
+    ("[" * 200_000, 400, "nested too deeply"),
     (json.dumps([{"x": 500, "y": 3, "color": "#ff0000"}]), 400, "outside the 120 x 90 photo"),
     (json.dumps([{"x": 5, "y": 3, "colour": "#ff0000"}]), 400, "unknown key"),
     (json.dumps([{"x": 5, "y": 3, "color": "red"}]), 400, "#rrggbb"),

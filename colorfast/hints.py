@@ -108,6 +108,8 @@ def load_hints(path) -> list[Hint]:
         raise HintError(f"{path}: cannot read it ({e.strerror or e})") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise HintError(f"{path}: not a JSON file ({str(e).splitlines()[0][:120]})") from None
+    except RecursionError:                      # "[[[[...": deeper than the JSON parser's stack
+        raise HintError(f"{path}: not a list of hints (nested too deeply)") from None
     try:
         return parse_hints(data)
     except ValueError as e:

@@ -6,6 +6,15 @@ The graph holds the network *and* its decoding, so the file alone colours an ima
              temperature  () float32 > 0, the annealed-mean temperature (class heads only)
     output   ab           (B, 2, H/4, W/4) float32 in ab units
 
+A guided network (siggraph17, which takes colour hints) is exported as the network itself, its decoding being
+its regression head:
+
+    inputs   L            (B, 1, H, W) float32, L* in 0..100; H and W multiples of 8
+             hint_ab      (B, 2, H, W) float32, the hints' ab in ab units (0 elsewhere)
+             hint_mask    (B, 1, H, W) float32, 1 where a hint is (all zeros: the automatic colorizer)
+    outputs  ab           (B, 2, H, W) float32 in ab units, the regression head (the colour)
+             logits       (B, Q, H/4, W/4) float32, the class head over the bin centres (suggested colours)
+
 and its metadata_props carry what a reader needs beside it (colorfast.* keys, strings): the loss, whether
 these are the released ECCV16 weights, the default temperature (1 for released weights, 0.38 for ours),
 the upsampling mode (bilinear / bicubic), the bin centres and the training prior as JSON. Exported with
@@ -57,6 +66,20 @@ class _ClassHead(nn.Module):
         return torch.einsum("bqhw,qc->bchw", p, self.model.centers)                # (B, 2, h, w)
 
 
+class _Guided(nn.Module):
+    """A hinted network's two heads: ab in ab units (the colour) and the class logits (the suggestions)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, L, hint_ab, hint_mask):
+        logits, ab = self.model(L, hint_ab, hint_mask)
+        if self.model.centers is None:                # regression only: no bins to suggest from
+            return ab.float() * AB_NORM
+        return ab.float() * AB_NORM, logits.float()
+
+
 class _AbHead(nn.Module):
     def __init__(self, model):
         super().__init__()
@@ -74,6 +97,10 @@ def metadata(colorizer: Colorizer) -> dict[str, str]:
             "source": colorizer.source, "net_stride": "8",
             "io": "L (B,1,H,W) float32 L* 0..100, H and W multiples of 8; temperature () float32 > 0 "
                   "(class heads) -> ab (B,2,H/4,W/4) float32 ab units"}
+    if getattr(colorizer, "guided", False):
+        meta["guided"] = "true"
+        meta["io"] = ("L (B,1,H,W) float32 L* 0..100, H and W multiples of 8; hint_ab (B,2,H,W) float32 ab units; "
+                      "hint_mask (B,1,H,W) float32 1 at hints -> ab (B,2,H,W) float32 ab units, logits (B,Q,H/4,W/4)")
     if colorizer.centers is not None:
         meta["centers"] = json.dumps(colorizer.centers.cpu().numpy().round(4).tolist())
     if colorizer.prior is not None:
@@ -102,16 +129,27 @@ def to_onnx_proto(colorizer: Colorizer):
     require("onnx", "onnxscript", extra="onnx", what="`export`")
     model = colorizer.model.float().cpu().eval()
     classes = model.centers is not None
-    graph = (_ClassHead(model) if classes else _AbHead(model)).eval()
     L = torch.rand(2, 1, 64, 96) * 100
-    args = (L, torch.tensor(colorizer.temperature_for(), dtype=torch.float32)) if classes else (L,)
     B, h8, w8 = torch.export.Dim("batch"), torch.export.Dim("h8"), torch.export.Dim("w8")
     shapes = {"L": {0: B, 2: 8 * h8, 3: 8 * w8}}
-    if classes:
+    outputs = ["ab"]
+    if getattr(colorizer, "guided", False):
+        graph = _Guided(model).eval()
+        hint_ab, hint_mask = torch.zeros(2, 2, 64, 96), torch.zeros(2, 1, 64, 96)
+        hint_mask[:, :, 8:16, 40:48] = 1                  # a traced example with a hint in it
+        hint_ab[:, :, 8:16, 40:48] = 30
+        args = (L, hint_ab, hint_mask)
+        shapes["hint_ab"] = shapes["hint_mask"] = shapes["L"]
+        outputs += ["logits"] if classes else []
+    elif classes:
+        graph = _ClassHead(model).eval()
+        args = (L, torch.tensor(colorizer.temperature_for(), dtype=torch.float32))
         shapes["temperature"] = None
+    else:
+        graph, args = _AbHead(model).eval(), (L,)
     with _quiet():
         program = torch.onnx.export(graph, args, dynamo=True, external_data=False, verbose=False,
-                                    input_names=list(shapes), output_names=["ab"], dynamic_shapes=shapes)
+                                    input_names=list(shapes), output_names=outputs, dynamic_shapes=shapes)
     proto = program.model_proto
     del proto.metadata_props[:]
     for k, v in metadata(colorizer).items():
@@ -122,7 +160,8 @@ def to_onnx_proto(colorizer: Colorizer):
 
 
 def parity(colorizer: Colorizer, onnx_path: Path, side=(40, 72), batch: int = 2) -> float | None:
-    """Max |delta ab| between torch and onnxruntime on one random-lightness batch; None without onnxruntime."""
+    """Max |delta ab| between torch and onnxruntime on one random-lightness batch (a guided network: with
+    random hints and without); None without onnxruntime."""
     try:
         from colorfast.onnx_runtime import load_onnx_colorizer
         other = load_onnx_colorizer(onnx_path)
@@ -130,7 +169,12 @@ def parity(colorizer: Colorizer, onnx_path: Path, side=(40, 72), batch: int = 2)
         return None
     g = torch.Generator().manual_seed(0)
     L = torch.rand(batch, 1, *side, generator=g) * 100
-    return float((colorizer.predict_ab(L) - other.predict_ab(L)).abs().max())
+    if not colorizer.guided:
+        return float((colorizer.predict_ab(L) - other.predict_ab(L)).abs().max())
+    mask = (torch.rand(batch, 1, *side, generator=g) < 0.02).float()       # a few scattered hints, and none
+    hints = ((torch.rand(batch, 2, *side, generator=g) * 160 - 80) * mask, mask)
+    return max(float((colorizer.predict_ab(L, hints=h) - other.predict_ab(L, hints=h)).abs().max())
+               for h in (hints, None))
 
 
 def is_input(out, source) -> bool:

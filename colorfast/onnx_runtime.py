@@ -1,7 +1,9 @@
 """An exported .onnx file (colorfast.onnx_export) as a Colorizer run by onnxruntime on the CPU.
 
 Everything but the network call is the torch colorizer's (padding to multiples of 8, cropping back, the
-decoding defaults and upsampling mode), so colorize, evaluate, compare and the web page take either.
+decoding defaults and upsampling mode), so colorize, evaluate, compare and the web page take either. A guided
+network's graph (inputs L, hint_ab, hint_mask; outputs ab and logits) stands in for the torch module itself
+(`GuidedSession`), so hints and suggested colours go through the torch colorizer's own code.
 The decoding settings come from the file's colorfast.* metadata_props; a file without them (an ONNX model
 from elsewhere) is refused, since its inputs and outputs could mean anything, and so is one whose settings do
 not parse or do not fit its graph (a hand-edited or crafted file).
@@ -29,12 +31,34 @@ from colorfast.extras import require
 from trainer.checkpoint import CheckpointError
 from trainer.decode import check_temperature
 from trainer.losses import LOSSES
+from trainer.models import AB_NORM
 
 FORMAT, VERSION = "colorfast-onnx", 2           # as written by colorfast.onnx_export; 1: before the digest
 DIGEST_KEY = "colorfast.sha256"
 _ZEROS = b"0" * 64
 # The serialised metadata entry (StringStringEntryProto: field 1, the key, then field 2, a 64-byte value)
 _ENTRY = b"\x0a" + bytes([len(DIGEST_KEY)]) + DIGEST_KEY.encode() + b"\x12\x40"
+
+
+class GuidedSession:
+    """An exported guided graph called like the network it came from (trainer.siggraph17.SIGGRAPH17Net):
+    (L, hint_ab=None, hint_mask=None) -> (logits or None, ab / AB_NORM), torch tensors on the CPU."""
+    guided = True
+
+    def __init__(self, session, centers: torch.Tensor | None):
+        self.session, self.centers = session, centers
+        self.outputs = [o.name for o in session.get_outputs()]
+
+    def __call__(self, L, hint_ab=None, hint_mask=None):
+        B, _, H, W = L.shape
+        feed = {"L": L.detach().cpu().float().numpy(),
+                "hint_ab": (np.zeros((B, 2, H, W), np.float32) if hint_ab is None else
+                            hint_ab.detach().cpu().float().expand(B, 2, H, W).numpy()),
+                "hint_mask": (np.zeros((B, 1, H, W), np.float32) if hint_mask is None else
+                              hint_mask.detach().cpu().float().expand(B, 1, H, W).numpy())}
+        out = dict(zip(self.outputs, self.session.run(self.outputs, feed)))
+        logits = torch.from_numpy(out["logits"]) if "logits" in out else None
+        return logits, torch.from_numpy(out["ab"]) / AB_NORM
 
 
 @dataclass
@@ -88,22 +112,29 @@ def read_metadata(session, path) -> dict[str, str]:
     return meta
 
 
-def _decoding(meta: dict[str, str], inputs: set, path):
+def _decoding(meta: dict[str, str], inputs: set, path, outputs: set = frozenset({"ab"})):
     """(loss, released, centers or None, prior or None) from the metadata, each checked: a value that does
-    not parse, or does not fit the graph's inputs, is a CheckpointError naming it."""
+    not parse, or does not fit the graph's inputs and outputs, is a CheckpointError naming it."""
     def bad(key, why):
         return CheckpointError(f"{path}: its metadata colorfast.{key} {why}")
     loss = meta.get("loss")
     if loss not in LOSSES:
         raise bad("loss", f"is {loss!r}, none of {sorted(LOSSES)}")
-    classes = LOSSES[loss].head == "classes"
-    if classes != ("temperature" in inputs) or "L" not in inputs:
-        raise bad("loss", f"({loss}) does not fit the graph's inputs {sorted(inputs)}")
+    if meta.get("guided", "false") not in ("true", "false"):
+        raise bad("guided", f"is {meta.get('guided')!r}, not true or false")
+    if meta.get("guided") == "true":             # decoded by its regression head; bins only for suggestions
+        classes = "logits" in outputs
+        if inputs != {"L", "hint_ab", "hint_mask"} or "ab" not in outputs:
+            raise bad("guided", f"does not fit the graph's inputs {sorted(inputs)} and outputs {sorted(outputs)}")
+    else:
+        classes = LOSSES[loss].head == "classes"
+        if classes != ("temperature" in inputs) or "L" not in inputs or "hint_ab" in inputs:
+            raise bad("loss", f"({loss}) does not fit the graph's inputs {sorted(inputs)}")
     if meta.get("released") not in ("true", "false"):
         raise bad("released", f"is {meta.get('released')!r}, not true or false")
     t = meta.get("default_temperature", "")
     try:
-        if classes and not float(t) > 0 or classes and not math.isfinite(float(t)):
+        if "temperature" in inputs and not (float(t) > 0 and math.isfinite(float(t))):
             raise ValueError
     except ValueError:
         raise bad("default_temperature", f"is {t!r}, not a finite number > 0") from None
@@ -136,6 +167,9 @@ def load_onnx_colorizer(path, device="cpu") -> OnnxColorizer:
                               f"checkpoint it was exported from")
     options = ort.SessionOptions()
     options.log_severity_level = 3                # errors only: no per-node warnings on stderr
+    # by default onnxruntime's worker threads keep spinning for a while after each run, competing for the cores
+    # with what this process does next (the full-resolution rebuild, PNG encoding; serve runs them right after)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -153,7 +187,9 @@ def load_onnx_colorizer(path, device="cpu") -> OnnxColorizer:
     if not digested:
         print(f"warning: {path}: exported before .onnx files carried a checksum: damage to it cannot be "
               f"detected; export it again to add one", file=sys.stderr)
-    loss, released, centers, prior = _decoding(meta, {i.name for i in session.get_inputs()}, path)
-    return OnnxColorizer(model=None, loss=loss, prior=prior, source=str(path), device=torch.device("cpu"),
-                         released=released, runtime="onnx", session=session,
-                         onnx_centers=None if centers is None else torch.from_numpy(centers))
+    loss, released, centers, prior = _decoding(meta, {i.name for i in session.get_inputs()}, path,
+                                               {o.name for o in session.get_outputs()})
+    centers = None if centers is None else torch.from_numpy(centers)
+    return OnnxColorizer(model=GuidedSession(session, centers) if meta.get("guided") == "true" else None, loss=loss,
+                         prior=prior, source=str(path), device=torch.device("cpu"), released=released,
+                         runtime="onnx", session=session, onnx_centers=centers)

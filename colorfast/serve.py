@@ -2,17 +2,28 @@
 
     GET  /                 the page (colorfast/static/index.html: one file, inline CSS and JS, works offline)
     GET  /api/health       {"status": "ok", "checkpoint", "loss", "temperature", "size", "max_mb", "max_pixels",
-                            "queue"}
+                            "queue", "guided"}
     POST /api/colorize     body: the image file's bytes (or multipart/form-data with one file field);
                            query: ?temperature=T (optional) -> image/png at the input's size and lightness
                            (and alpha), the same pixels `cli.py colorize` writes. Headers X-Temperature,
                            X-Seconds (decode + colorize + PNG, not the wait), X-Queue-Seconds (the wait for
-                           its turn) and X-Image-Size.
+                           its turn), X-Image-Size and X-Hints (how many were applied).
+                           Guided checkpoints (siggraph17): a `hints` form field (or ?hints=) holding the JSON
+                           of `cli.py colorize --hints` (colorfast/hints.py): [{"x": px, "y": px, "color":
+                           "#rrggbb" | "ab": [a, b], "size": px}], positions in the uploaded photo's pixels.
+    POST /api/suggest      the same upload (and hints) with ?x=&y=[&k=5] (photo pixels) -> {"x", "y", "colors":
+                           [{"ab": [a, b], "hex": "#rrggbb", "p": probability}, ...]}: the colours the class
+                           head finds likely at that point given the hints, most likely first, as the original
+                           GUI's suggested-colour palette (hex: that ab at the photo's lightness there).
+                           A POST with the photo rather than GET ?x=&y=: the server keeps nothing between
+                           requests (no session, no photo cache to bound or to leak between users).
 
 Bad input gets a 4xx with {"detail": "one line"} and the server keeps serving: an empty body (400), more than
 max_mb (413, from Content-Length before anything is read, else while reading), more than max_pixels (413, from
 the image header before any pixel is decoded: a 40 KB PNG can declare 50,000 x 50,000 pixels), not an image
-(415), a damaged image (400), a temperature that is not a finite number in 0.01..100 (422), an upload that
+(415), a damaged image (400), a temperature that is not a finite number in 0.01..100 (422), hints for a
+checkpoint that takes none, more than MAX_HINTS or hints that do not parse or fall outside the photo (400), a
+suggestion point outside the photo (422), an upload that
 does not arrive within body_timeout (408, connection closed), another HTTP method (405), another site's page
 or a foreign Host name (403, colorfast/serve_guard.py).
 
@@ -29,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
 import os
 import shutil
 import tempfile
@@ -36,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import numpy as np
 from fastapi import FastAPI, Query, Request        # extra [web]; cli.py says so when it is missing
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -45,14 +58,18 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from colorfast.photos import ColorizeConfig, colorize_image
+from colorfast.net_input import net_input_rgb
+from colorfast.hints import check_inside, hint_planes, parse_hints
 from colorfast.inputs import READ_ERRORS
 from colorfast.outputs import load_alpha
 from colorfast.serve_guard import HostOriginGuard, parse_origin, protocol_with_header_timeout
 from colorfast.serve_queue import Busy, ClientGone, ColorizeQueue, Job, log, watch_disconnect
-from pipeline.images import load_rgb, sniff_format
+from pipeline.images import lab_to_rgb, load_rgb, rgb_to_lab, sniff_format
 from trainer.decode import check_temperature
 
 PAGE = Path(__file__).with_name("static") / "index.html"
+MAX_HINTS = 256                  # per request: a person places a few dozen; each costs a patch on the hint planes
+MAX_SUGGESTIONS = 16             # ?k= (the original GUI shows 5)
 
 
 @dataclass(frozen=True)
@@ -89,9 +106,11 @@ class UploadError(Exception):
         self.status, self.detail, self.close = status, detail, close
 
 
-async def spool_upload(request, path: Path, max_mb: float, timeout: float) -> None:
+async def spool_upload(request, path: Path, max_mb: float, timeout: float) -> dict[str, str]:
     """The uploaded file from a raw body or a multipart form (first file field) into `path`, chunk by chunk, so
-    an upload costs disk, not memory; at most max_mb MiB (413), the whole body within `timeout` seconds (408)."""
+    an upload costs disk, not memory; at most max_mb MiB (413), the whole body within `timeout` seconds (408).
+    Returns the form's text fields (`hints`), {} for a raw body."""
+    fields: dict[str, str] = {}
     max_bytes, mb = int(max_mb * 2**20), f"{max_mb:g} MB"
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > max_bytes:
@@ -112,6 +131,7 @@ async def spool_upload(request, path: Path, max_mb: float, timeout: float) -> No
             form = await MultiPartParser(request.headers, chunks(), max_files=1, max_fields=10).parse()
             try:
                 files = [v for v in form.values() if isinstance(v, UploadFile)]
+                fields.update((k, v) for k, v in form.items() if isinstance(v, str))
                 if not files:
                     raise UploadError(400, "the form has no file field; send the image as a file")
                 with open(path, "wb") as f:
@@ -133,6 +153,7 @@ async def spool_upload(request, path: Path, max_mb: float, timeout: float) -> No
         raise UploadError(400, f"bad multipart form: {e.message}") from None
     if path.stat().st_size == 0:
         raise UploadError(400, "empty upload: no image bytes received")
+    return fields
 
 
 def check_header(path: Path, max_pixels: int) -> tuple[int, int]:
@@ -159,25 +180,51 @@ def check_header(path: Path, max_pixels: int) -> tuple[int, int]:
     return W, H
 
 
-def colorize_file(job: Job, colorizer, path: Path, size: int, temperature: float | None) -> bytes:
-    """An image file -> PNG bytes: the same decode, colorize_image (alpha kept) and pixels as
-    `cli.py colorize --format png`, with its strip-wise full-resolution rebuild (bounded memory). Stops with
-    ClientGone at a stage boundary (after decoding, after the network, after the rebuild) once the job's client
-    has gone."""
+def decode_upload(job: Job, path: Path):
+    """The spooled upload's pixels (H, W, 3) uint8, unless its client has gone; 400 when it does not decode."""
     job.check("before its turn")
     try:
         rgb = load_rgb(path)
     except READ_ERRORS as e:
         raise UploadError(400, f"cannot decode the image: {e}") from None
+    return rgb
+
+
+def colorize_file(job: Job, colorizer, path: Path, size: int, temperature: float | None, hints=()) -> bytes:
+    """An image file -> PNG bytes: the same decode, colorize_image (alpha kept) and pixels as
+    `cli.py colorize --format png [--hints]`, with its strip-wise full-resolution rebuild (bounded memory).
+    Stops with ClientGone at a stage boundary (after decoding, after the network, after the rebuild) once the
+    job's client has gone."""
+    rgb = decode_upload(job, path)
     alpha = load_alpha(path, rgb.shape[:2])
     job.check("after decoding, before colorizing")
-    img = colorize_image(colorizer, rgb, alpha, ColorizeConfig(size=size, temperature=temperature, format="png"),
-                         between=job.check)
+    cfg = ColorizeConfig(size=size, temperature=temperature, format="png", hints=tuple(hints) or None)
+    img = colorize_image(colorizer, rgb, alpha, cfg, between=job.check)
     del rgb
     job.check("after colorizing, before encoding the PNG")
     ok, png = cv2.imencode(".png", img[..., [2, 1, 0, 3][: img.shape[2]]])       # OpenCV's channel order
     assert ok, "PNG encoding failed"
     return png.tobytes()
+
+
+def suggest_file(job: Job, colorizer, path: Path, size: int, x: int, y: int, hints, k: int) -> list[dict]:
+    """The k colours the class head finds likely at photo pixel (x, y) given `hints`, most likely first:
+    [{"ab", "hex", "p"}], hex being that ab at the photo's own lightness at (x, y) (what the result would show
+    there). The point is mapped to the network's size x size input as the whole photo is resized to it."""
+    rgb = decode_upload(job, path)
+    H, W = rgb.shape[:2]
+    L = net_input_rgb(rgb, size)
+    lightness = float(rgb_to_lab(rgb[y:y + 1, x:x + 1])[0, 0, 0])
+    del rgb
+    job.check("after decoding, before the network")
+    planes = hint_planes(list(hints), (H, W), (size, size)) if hints else None
+    xn, yn = (min(size - 1, max(0, round((v + 0.5) * size / n - 0.5))) for v, n in ((x, W), (y, H)))   # as hint_planes
+    colors = []
+    for a, b, p in colorizer.suggest(L, xn, yn, hints=planes, k=k):
+        rgb8 = lab_to_rgb(np.array([[[lightness, a, b]]], np.float32))[0, 0]
+        colors.append({"ab": [round(float(a), 2), round(float(b), 2)], "p": round(float(p), 4),
+                       "hex": "#" + "".join(f"{int(v):02x}" for v in rgb8)})
+    return colors
 
 
 def create_app(colorizer, cfg: ServeConfig):
@@ -193,9 +240,11 @@ def create_app(colorizer, cfg: ServeConfig):
     app.state.queue = queue
     app.add_middleware(HostOriginGuard, host=cfg.host, port=cfg.port, allow_origins=cfg.allow_origin)
     page = PAGE.read_text(encoding="utf-8")
+    guided = bool(getattr(colorizer, "guided", False))
     health = {"status": "ok", "checkpoint": Path(colorizer.source).name, "loss": colorizer.loss,
               "temperature": colorizer.temperature_for(cfg.temperature), "decoding": colorizer.describe(cfg.temperature),
-              "size": cfg.size, "max_mb": cfg.max_mb, "max_pixels": cfg.max_pixels, "queue": cfg.queue}
+              "size": cfg.size, "max_mb": cfg.max_mb, "max_pixels": cfg.max_pixels, "queue": cfg.queue,
+              "guided": guided}
 
     @app.exception_handler(UploadError)
     async def _upload_error(request, e: UploadError):
@@ -216,23 +265,47 @@ def create_app(colorizer, cfg: ServeConfig):
     def api_health():
         return health
 
-    @app.post("/api/colorize", responses={200: {"content": {"image/png": {}}}})
-    async def api_colorize(request: Request, temperature: str | None = Query(None)):
+    def read_hints(fields: dict, query: str | None, W: int, H: int) -> list:
+        """The request's hints (form field `hints`, else ?hints=) for a W x H photo; UploadError(400) in one line
+        for bad JSON, too many, points outside the photo, or any hint for a checkpoint that takes none."""
+        text = fields.get("hints", query)
+        if text is None or not text.strip():
+            return []
         try:
-            t = colorizer.temperature_for(cfg.temperature if temperature is None else
-                                          check_temperature(temperature, "temperature"))
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UploadError(400, f"hints: not JSON ({e})") from None
+        except RecursionError:                      # "[[[[...": deeper than the parser's stack
+            raise UploadError(400, "hints: not a list of hints (nested too deeply)") from None
+        try:
+            hints = parse_hints(data)
+            check_inside(hints, (H, W))
         except ValueError as e:
-            raise UploadError(422, str(e)) from None
+            raise UploadError(400, f"hints: {e}") from None
+        if hints and not guided:
+            raise UploadError(400, f"hints need a guided checkpoint (siggraph17); "
+                                   f"{Path(colorizer.source).name} colorizes from lightness alone")
+        if len(hints) > MAX_HINTS:
+            raise UploadError(400, f"hints: {len(hints)} hints, at most {MAX_HINTS} are taken")
+        return hints
+
+    async def queued(request: Request, what: str, work):
+        """The guards every upload passes, then `work(fields, W, H) -> (fn, *args)` run in line: a place in
+        line before the body is read (503 when full), the body spooled to disk (413, 408), the header checked
+        (415, 413, 400), a client that leaves dropped. -> (result, seconds waited, seconds of work, W, H), or
+        the Response to send instead."""
         who = "{}:{}".format(*request.client) if request.client else "a client"
+        W = H = 0
         try:
             with queue.place(), tempfile.TemporaryDirectory(prefix="colorfast-serve-") as d:
                 path = Path(d) / "upload"
-                await spool_upload(request, path, cfg.max_mb, cfg.body_timeout)
+                fields = await spool_upload(request, path, cfg.max_mb, cfg.body_timeout)
                 W, H = check_header(path, cfg.max_pixels)
+                fn, *args = work(fields, W, H)
                 job, gone = Job(), asyncio.Event()
                 watcher = asyncio.ensure_future(watch_disconnect(request.receive, job, gone))
                 try:
-                    png, waited, work = await queue.run(job, gone, colorize_file, colorizer, path, cfg.size, t)
+                    result, waited, seconds = await queue.run(job, gone, fn, colorizer, path, *args)
                 finally:
                     watcher.cancel()
         except Busy as e:
@@ -244,11 +317,50 @@ def create_app(colorizer, cfg: ServeConfig):
             log.warning(f"{who} went away during its upload")
             return Response(status_code=499)            # nobody reads it
         except ClientGone as e:
-            log.warning(f"{who} went away {e.stage}: its {W} x {H} photo is dropped")
+            log.warning(f"{who} went away {e.stage}: its {W} x {H} photo is dropped ({what})")
             return Response(status_code=499)
+        return result, waited, seconds, W, H
+
+    @app.post("/api/colorize", responses={200: {"content": {"image/png": {}}}})
+    async def api_colorize(request: Request, temperature: str | None = Query(None), hints: str | None = Query(None)):
+        try:
+            t = colorizer.temperature_for(cfg.temperature if temperature is None else
+                                          check_temperature(temperature, "temperature"))
+        except ValueError as e:
+            raise UploadError(422, str(e)) from None
+        applied = []
+
+        def work(fields, W, H):
+            applied[:] = read_hints(fields, hints, W, H)
+            return colorize_file, cfg.size, t, applied
+
+        done = await queued(request, "colorize", work)
+        if isinstance(done, Response):
+            return done
+        png, waited, seconds, W, H = done
         return Response(png, media_type="image/png", headers={
-            "X-Temperature": f"{t:g}", "X-Seconds": f"{work:.3f}", "X-Queue-Seconds": f"{waited:.3f}",
-            "X-Image-Size": f"{W}x{H}", "Cache-Control": "no-store"})
+            "X-Temperature": f"{t:g}", "X-Seconds": f"{seconds:.3f}", "X-Queue-Seconds": f"{waited:.3f}",
+            "X-Image-Size": f"{W}x{H}", "X-Hints": str(len(applied)), "Cache-Control": "no-store"})
+
+    @app.post("/api/suggest")
+    async def api_suggest(request: Request, x: int = Query(ge=0), y: int = Query(ge=0),
+                          k: int = Query(5, ge=1, le=MAX_SUGGESTIONS), hints: str | None = Query(None)):
+        if not guided or colorizer.centers is None:
+            raise UploadError(400, f"suggested colours need a guided checkpoint with a class head (siggraph17); "
+                                   f"{Path(colorizer.source).name} is not one")
+
+        def work(fields, W, H):
+            if x >= W or y >= H:
+                raise UploadError(422, f"point ({x}, {y}) is outside the {W} x {H} photo")
+            return suggest_file, cfg.size, x, y, read_hints(fields, hints, W, H), k
+
+        done = await queued(request, "suggest", work)
+        if isinstance(done, Response):
+            return done
+        colors, waited, seconds, W, H = done
+        return JSONResponse({"x": x, "y": y, "colors": colors}, headers={
+            "X-Seconds": f"{seconds:.3f}", "X-Queue-Seconds": f"{waited:.3f}", "X-Image-Size": f"{W}x{H}",
+            "Cache-Control": "no-store"})
 
     return app
 

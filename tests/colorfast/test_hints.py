@@ -137,3 +137,10 @@ def test_hints_need_one_photo_inside_and_a_guided_checkpoint(publisher, photo, t
         res = runner.invoke(cli, ["colorize", *args, "--size", "64", "--out", str(tmp_path / "o")])
         assert res.exit_code == 1 and message in res.output and "Traceback" not in res.output, (args, res.output)
         assert not list((tmp_path / "o").glob("*.png"))
+
+
+def test_a_hints_file_nested_too_deeply_is_a_one_line_error(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 200_000)                      # json.loads raises RecursionError, not JSONDecodeError
+    with pytest.raises(ValueError, match="nested too deeply"):
+        load_hints(deep)

@@ -32,7 +32,7 @@ def test_peak_rss_sees_memory_allocated_inside_the_block():
         print(mem.peak - before)
     """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         cwd=Path(__file__).parents[2])
+                         cwd=Path(__file__).parents[3])   # the repository root
     assert out.returncode == 0, out.stderr
     assert int(out.stdout) >= 100 * 2 ** 20
 

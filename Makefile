@@ -21,15 +21,15 @@ HELDOUT = from pipeline import contract; from pathlib import Path; d = "artifact
 	print(" ".join(str(root / k) for p in contract.shard_paths(d, "test") for k in contract.open_shard(p).keys()))
 
 demo: install
-	$(BIN)/python cli.py preprocess sample
-	$(BIN)/python cli.py prior-plot
+	$(BIN)/colorfast preprocess sample
+	$(BIN)/colorfast prior-plot
 # ~3-4 minutes on a quiet 2-core CPU: the tiny network, CE, on the sample shards, validated every 100 steps on the
 # held-out photo; rerunning resumes (a no-op when done)
-	$(BIN)/python cli.py fit --data artifacts/shards/sample --out artifacts/runs/demo --model tiny --loss ce \
+	$(BIN)/colorfast fit --data artifacts/shards/sample --out artifacts/runs/demo --model tiny --loss ce \
 		--batch-size 5 --steps 1500 --lr 1e-3 --save-every 500 --val-every 100 \
 		$(if $(wildcard artifacts/runs/demo/last.pt),--resume)
-	$(BIN)/python cli.py plot artifacts/runs/demo --out artifacts/curves.png
-	$(BIN)/python cli.py colorize $$($(BIN)/python -c '$(HELDOUT)') --checkpoint artifacts/runs/demo/last.pt \
+	$(BIN)/colorfast plot artifacts/runs/demo --out artifacts/curves.png
+	$(BIN)/colorfast colorize $$($(BIN)/python -c '$(HELDOUT)') --checkpoint artifacts/runs/demo/last.pt \
 		--out artifacts/colorized
 	@echo "Look at: artifacts/prior.png (class prior and weights), artifacts/curves.png (loss and validation curves),"
 	@echo "  $$(ls artifacts/runs/demo/samples/*.png | tail -1) (last sample grid), artifacts/colorized/ (held-out photo)"
@@ -44,7 +44,7 @@ clean:
 # The loss study (l2 vs ce vs focal, equal budgets) on the bundled sample; report in artifacts/study/report.md.
 .PHONY: study
 study: install
-	$(BIN)/python cli.py study
+	$(BIN)/colorfast study
 
 # Mutation check of the maths (tools/mutants.py): ~60 single plausible bugs, each in a temporary copy of the tree,
 # each must fail a unit test; a table in artifacts/mutants.md. ~5 minutes on 2 quiet cores (~16 loaded); not in `make test`.

@@ -119,3 +119,7 @@ def load_trunk(model: ColorNet, state: dict, skip_head: bool = False) -> None:
         raise ValueError(f"state dict does not fit this model: missing {missing[:4]}, unexpected {unexpected[:4]}, "
                          f"wrong shapes {wrong[:4]}")
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+
+
+# The SIGGRAPH17 networks register themselves in MODELS; imported last because trainer.siggraph17 needs MODELS.
+from trainer import siggraph17 as _siggraph17  # noqa: E402,F401

@@ -674,8 +674,9 @@ def bench_preprocess(dataset, root, images, jobs, size, photo):
 
 
 @bench.command("step")
-@click.option("--model", type=click.Choice(["eccv16", "tiny"]), default="eccv16",
-              help="eccv16: the published network; tiny: 1/8 width, for CPUs.")
+@click.option("--model", type=click.Choice(["eccv16", "tiny", "siggraph17", "siggraph17-tiny"]), default="eccv16",
+              help="eccv16: the published network; tiny: 1/8 width, for CPUs; siggraph17: the user-guided U-Net "
+                   "with simulated hints (ce: class + regression loss; l2: regression alone).")
 @click.option("--data", default=None, type=click.Path(exists=True, file_okay=False),
               help="Shard folder to draw batches from; default: a temporary synthetic one.")
 @click.option("--batch-size", default=8, type=click.IntRange(min=1), help="Samples per step.")
@@ -688,7 +689,7 @@ def bench_preprocess(dataset, root, images, jobs, size, photo):
 @_peak_opt
 def bench_step(**opts):
     """Seconds per training step: ce vs l2 vs ce with per-batch CPU kNN targets, interleaved, same batches;
-    achieved TFLOP/s and MFU of each."""
+    achieved TFLOP/s and MFU of each (knn_over_ce: what the shards' targets save)."""
     import json
     from trainer.bench import bench_step as measure
     if opts["crop"] % 8:

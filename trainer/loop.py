@@ -313,6 +313,7 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
 
     train_step = TrainStep(net, loss_c, opt, device, rebal, remap, info, clip=cfg.grad_clip,
                            hints=hint_sampler(cfg, info))
+    train_step.step = step                             # a resumed run's hints continue where it stopped
     pending = StepLog()
 
     def read_back():
@@ -342,7 +343,7 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
             for batch in DevicePrefetcher(loader, device):
                 lr = lr_of(step)                                         # the schedule is a function of the step
                 schedule.set_lr(opt, lr)
-                res = train_step(batch, step)                            # queued on the device, not waited for
+                res = train_step(batch)                                  # queued on the device, not waited for
                 if ema is not None:
                     ema.update(model)                                    # one fused kernel, no sync
                 step, epoch_step = step + 1, epoch_step + 1

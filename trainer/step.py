@@ -73,11 +73,12 @@ class TrainStep:
                  clip: float = 0.0, hints=None):
         self.net, self.loss_fn, self.opt, self.device = net, loss_fn, opt, device
         self.rebal, self.remap, self.info, self.clip, self.hints = rebal, remap, info, clip, hints
+        self.step = 0                  # the optimiser step the next call is (0-based): seeds its hints; fit sets it
         self.clipped = [p for g in opt.param_groups for p in g["params"]]     # (bench sets .params: a count)
 
-    def __call__(self, batch: dict, step: int = 0) -> dict:
-        """step: the optimiser step this is (0-based), which seeds its simulated hints."""
-        res = forward_loss(self.net, self.loss_fn, batch, self.device, self.rebal, self.remap, self.hints, step)
+    def __call__(self, batch: dict) -> dict:
+        res = forward_loss(self.net, self.loss_fn, batch, self.device, self.rebal, self.remap, self.hints, self.step)
+        self.step += 1
         loss = res["loss"]
         self.opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -176,3 +176,21 @@ def test_bad_siggraph17_options_are_one_line_errors(shards, tmp_path, args, mess
     assert res.exit_code in (1, 2), res.output
     assert message in res.output and "Traceback" not in res.output
     assert not (tmp_path / "r").exists()
+
+
+def test_bench_step_times_siggraph17_ce_against_per_batch_encoding():
+    """bench step --model siggraph17: the same three variants as for eccv16 (ce from shards, l2, ce with targets
+    encoded per batch), each with simulated hints, and knn_over_ce, the figure docs/benchmarks.md quotes."""
+    from trainer import flops
+    res = CliRunner().invoke(cli, ["bench", "step", "--model", "siggraph17-tiny", "--crop", "32", "--batch-size", "2",
+                                   "--steps", "1", "--warmup", "0"])
+    assert res.exit_code == 0, res.output
+    fig = json.loads(res.output.strip().splitlines()[-1])
+    assert fig["model"] == "siggraph17-tiny" and fig["params"] == sum(
+        p.numel() for p in create_model("siggraph17-tiny", fig["classes"], torch.zeros(fig["classes"], 2)).parameters())
+    for key in ("ce_step_s", "l2_step_s", "knn_baseline_step_s", "knn_encode_s"):
+        assert fig[key] > 0, key
+    assert fig["knn_over_ce"] == pytest.approx(fig["knn_baseline_step_s"] / fig["ce_step_s"], abs=2e-4)
+    # both heads' FLOPs: the U-Net's class head and full-resolution regression head
+    assert fig["ce_gflop_per_step"] == round(flops.step_flops("siggraph17-tiny", "ce", 2, 32, classes=fig["classes"]) / 1e9, 2)
+    assert flops.step_flops("siggraph17", "ce", 1, 176, classes=529) > flops.step_flops("eccv16", "ce", 1, 176)

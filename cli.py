@@ -342,7 +342,8 @@ def _positive(ctx, param, value):
 
 _CKPT_HELP = ("Our checkpoint (RUN_DIR/last.pt), a released ECCV16 state dict, an .onnx or .safetensors file from "
               "`export`, or "
-              "eccv16-released (the published weights, downloaded once into the torch hub cache)")
+              "eccv16-released / siggraph17-released (the published weights, downloaded once into the torch hub "
+              "cache)")
 _checkpoint_opt = click.option("--checkpoint", "checkpoints", multiple=True, required=True, callback=_checkpoint_ref,
                                help=_CKPT_HELP + "; repeat to compare.")
 _size_opt = click.option("--size", default=256, callback=_net_size, help="Side of the square L the network sees.")
@@ -357,6 +358,17 @@ def _temperature(ctx, param, value):
         return check_temperature(value, "--temperature")
     except ValueError as e:
         raise click.BadParameter(str(e).removeprefix("--temperature ")) from None
+
+
+def _hints_file(ctx, param, value):
+    """--hints FILE -> tuple of colorfast.hints.Hint, or None; a bad file is a one-line usage error."""
+    if value is None:
+        return None
+    from colorfast.hints import HintError, load_hints
+    try:
+        return tuple(load_hints(value))
+    except HintError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 _temp_opt = click.option("--temperature", default=None, type=float, callback=_temperature,
@@ -389,15 +401,19 @@ _prior_opt = click.option("--prior", default=None, type=click.Path(exists=True, 
 @_runtime_opt
 @click.option("--smooth", default=5, type=click.IntRange(min=1),
               help="Videos: frames of colour averaged over time, restarted at scene cuts (1: off).")
+@click.option("--hints", default=None, type=click.Path(dir_okay=False), callback=_hints_file,
+              help='One photo, a guided checkpoint (siggraph17-released): a JSON list of {"x": px, "y": px, '
+                   '"color": "#rrggbb"} or {..., "ab": [a, b]}, optional "size" (px); see README.')
 def colorize(inputs, **opts):
     """Colorize INPUTS (image files or folders) at full resolution, with the input's size and lightness.
     Video files (.mp4 .mov .mkv .avi) become videos of the same kind, frame rate, frame count and audio."""
     import sys
     from colorfast.colorize import ColorizeConfig, run
     from colorfast.outputs import OutputConflict, Terminated
+    from colorfast.hints import HintError
     try:
         result = run(ColorizeConfig(inputs=tuple(inputs), **opts))
-    except (OutputConflict, *_user_errors()) as e:
+    except (OutputConflict, HintError, *_user_errors()) as e:
         raise click.ClickException(str(e)) from None
     except Terminated:                           # the file being written was removed on the way out
         click.echo("colorize: stopped by SIGTERM; the outputs written so far are kept", err=True)

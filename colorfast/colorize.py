@@ -9,7 +9,9 @@ Per image (any size, colour or grayscale; an old scan is the main case):
     memory -> PNG (or JPEG/WebP), alpha kept
 
 so the output has the input's size and its lightness, and only the colour comes from the network, as in
-the reference demo (richzhang/colorization `postprocess_tens`). Memory: the decoded photo (3 bytes a pixel;
+the reference demo (richzhang/colorization `postprocess_tens`). A guided network (SIGGRAPH17) gives ab at the
+full size x size and takes `--hints` for one photo (colorfast/hints.py: hint planes at size x size).
+Memory: the decoded photo (3 bytes a pixel;
 `run` writes the output over it when it is writable, as OpenCV's JPEG decode is) plus ~50 MB of strips,
 whatever the size, and the encoded output (its file size) while it is written: outputs.write_image encodes in
 memory, since cv2.imwrite crashes on a name that is not UTF-8 and gives no cause when a write fails.
@@ -51,6 +53,7 @@ class ColorizeConfig:
     format: str = "png"              # png | jpg | webp (colorfast.outputs.FORMATS)
     overwrite: bool = False          # replace existing outputs this job did not write (never an input)
     smooth: int = 5                  # videos: frames of ab averaged over time (colorfast/video.py); 1: off
+    hints: tuple | None = None       # colorfast.hints.Hint of the one photo, for a guided checkpoint
 
 
 @dataclass
@@ -112,9 +115,12 @@ def _cubic(colorizer) -> bool:
 
 
 @torch.no_grad()
-def predict_ab_small(colorizer, x: torch.Tensor, temperature: float | None) -> np.ndarray:
-    """(1, 1, size, size) L -> the network's ab (2, size/4, size/4) float32 on the CPU."""
-    return colorizer.predict_ab(x, temperature=temperature)[0].float().cpu().numpy()
+def predict_ab_small(colorizer, x: torch.Tensor, temperature: float | None, planes=None) -> np.ndarray:
+    """(1, 1, size, size) L -> the network's ab (2, size/4, size/4) float32 on the CPU ((2, size, size) for a
+    guided network). planes: hint planes at size x size (colorfast.hints.hint_planes), guided networks only."""
+    if planes is None:                # colorizers that take no hints (onnx_runtime) have no `hints` argument
+        return colorizer.predict_ab(x, temperature=temperature)[0].float().cpu().numpy()
+    return colorizer.predict_ab(x, temperature=temperature, hints=planes)[0].float().cpu().numpy()
 
 
 def predict_ab_full(colorizer, L: np.ndarray, size: int, temperature: float | None = None) -> np.ndarray:
@@ -126,12 +132,17 @@ def predict_ab_full(colorizer, L: np.ndarray, size: int, temperature: float | No
 
 
 def colorize_rgb(colorizer, rgb: np.ndarray, size: int = 256, temperature: float | None = None, *,
-                 out: np.ndarray | None = None, strip_pixels: int = STRIP_PIXELS, between=None) -> np.ndarray:
+                 out: np.ndarray | None = None, strip_pixels: int = STRIP_PIXELS, between=None,
+                 hints=None) -> np.ndarray:
     """(H, W, 3) uint8 -> (H, W, 3) uint8 with the input's lightness and the network's colours.
     `out`: where to write it (may be `rgb` itself, or rgba[..., :3]); see full_resolution.rebuild_rgb.
     `between(stage)`: called after the network, before the full-resolution rebuild (serve stops there when
-    the client has gone)."""
-    ab = predict_ab_small(colorizer, net_input_rgb(rgb, size, strip_pixels), temperature)
+    the client has gone). `hints`: colorfast.hints.Hint list in rgb's pixels (a guided colorizer)."""
+    planes = None
+    if hints:
+        from colorfast.hints import hint_planes
+        planes = hint_planes(list(hints), rgb.shape[:2], (size, size))
+    ab = predict_ab_small(colorizer, net_input_rgb(rgb, size, strip_pixels), temperature, planes)
     if between is not None:
         between("after the network, before the full-resolution rebuild")
     return rebuild_rgb(rgb, ab, out=out, strip_pixels=strip_pixels, cubic=_cubic(colorizer))
@@ -151,11 +162,11 @@ def colorize_image(colorizer, rgb: np.ndarray, alpha: np.ndarray | None, cfg: Co
     if alpha is not None and FORMATS[cfg.format][2]:
         out = np.empty(rgb.shape[:2] + (4,), np.uint8)
         out[..., 3] = alpha
-        colorize_rgb(colorizer, rgb, cfg.size, cfg.temperature, out=out[..., :3], between=between)
+        colorize_rgb(colorizer, rgb, cfg.size, cfg.temperature, out=out[..., :3], between=between, hints=cfg.hints)
         return out
     # Pillow's arrays are read-only views of its bytes (their decode already peaked higher); OpenCV's are ours
     return colorize_rgb(colorizer, rgb, cfg.size, cfg.temperature, out=rgb if rgb.flags.writeable else None,
-                        between=between)
+                        between=between, hints=cfg.hints)
 
 
 def run(cfg: ColorizeConfig, colorizer=None) -> ColorizeResult:
@@ -167,6 +178,8 @@ def run(cfg: ColorizeConfig, colorizer=None) -> ColorizeResult:
     suffix, _, keeps_alpha = FORMATS[cfg.format]
     from colorfast.video import colorize_videos, split_videos    # video files named explicitly go there
     videos, photos = split_videos(cfg.inputs)
+    if cfg.hints is not None:
+        check_hinted_inputs(cfg.inputs, videos)
     check_out_folder(photos, out_dir)
     own = [out_dir] + [out_dir / Path(os.path.abspath(p)).name for p in photos if os.path.isdir(p)]
     pairs, ignored, unusable = list_inputs(photos, exclude=own, suffix=suffix)
@@ -175,6 +188,10 @@ def run(cfg: ColorizeConfig, colorizer=None) -> ColorizeResult:
     if colorizer is None:
         from colorfast.colorizer import load_colorizer
         colorizer = load_colorizer(cfg.checkpoint, device=cfg.device, runtime=cfg.runtime, announce=True)
+    if cfg.hints is not None and not getattr(colorizer, "guided", False):
+        from colorfast.hints import HintError
+        raise HintError(f"{cfg.checkpoint}: this network takes no hints; --hints needs a guided checkpoint "
+                        f"(siggraph17-released or a siggraph17 run)")
     result = ColorizeResult(ignored=ignored, decoding=colorizer.describe(cfg.temperature))
     for path, reason in unusable:
         progress_write(f"error: {shown(path)}: {reason}")
@@ -187,6 +204,14 @@ def run(cfg: ColorizeConfig, colorizer=None) -> ColorizeResult:
     return result
 
 
+def check_hinted_inputs(inputs, videos) -> None:
+    """Hints are positions in one photo: HintError unless the inputs are exactly one photo file."""
+    from colorfast.hints import HintError
+    if len(inputs) != 1 or videos or os.path.isdir(inputs[0]):
+        what = "a video" if videos else "a folder" if len(inputs) == 1 else f"{len(inputs)} inputs"
+        raise HintError(f"--hints are positions in one photo; give exactly one photo file, not {what}")
+
+
 def colorize_file(colorizer, src: Path, rel: Path, cfg: ColorizeConfig, record: JobRecord, keeps_alpha: bool,
                   result: ColorizeResult) -> bool:
     """One photo into cfg.out / rel; False (reported in one line, in result.failed) when it cannot be read or
@@ -197,6 +222,9 @@ def colorize_file(colorizer, src: Path, rel: Path, cfg: ColorizeConfig, record: 
     except READ_ERRORS as e:                             # a bad file, not a bug: report it and go on
         result.failed.append(report_unreadable(src, e))
         return False
+    if cfg.hints:                                        # a mistake in the hints, not a bad photo: stop here
+        from colorfast.hints import check_inside
+        check_inside(list(cfg.hints), rgb.shape[:2], f"{shown(src)}: ")
     alpha = load_alpha(data, rgb.shape[:2])
     del data
     result.alpha_dropped += alpha is not None and not keeps_alpha

@@ -128,6 +128,9 @@ def predictor(m: Model, temperature: float | None = None) -> scoring.Predictor:
     t = col.temperature_for(temperature) if hasattr(col, "temperature_for") else (
         DEFAULT_TEMPERATURE if temperature is None else temperature)
     interp = getattr(col, "interpolation", cv2.INTER_CUBIC)
+    if getattr(col, "guided", False):                # SIGGRAPH17: its colours are its regression head's, full size
+        return scoring.Predictor(m.name, lambda x: col.predict_ab(x).float().cpu() / metrics.L2_SCALE, None, t,
+                                 interp)
     if hasattr(col, "predict_raw") and getattr(col, "model", "no model attribute") is not None:
         return scoring.Predictor(m.name, lambda x: col.predict_raw(x).float().cpu(), col.centers, t, interp)
     # a colorizer that only decodes (ONNX, a stand-in): scored as an ab regressor, without CE

@@ -9,7 +9,7 @@ moves the file into place only when it matches. A copy already in the cache is c
 prefix before it is used, so a truncated or replaced file is refused instead of loaded.
 
 Offline: copy the file into that folder under its published name, or pass its path to --checkpoint. A
-mirror: set the entry's URL variable (COLORFAST_ECCV16_RELEASED_URL); its file name must keep the hash
+mirror: set the entry's URL variable (COLORFAST_ECCV16_RELEASED_URL, COLORFAST_SIGGRAPH17_RELEASED_URL); its file name must keep the hash
 prefix. The file itself is loaded like any local one (trainer.checkpoint.load_any: weights only).
 
 This module imports torch only inside the functions, so cli.py can validate names while `--help` stays instant.
@@ -46,6 +46,12 @@ NAMED = {
         url="https://colorizers.s3.us-east-2.amazonaws.com/colorization_release_v2-9b330a0b.pth",
         url_env="COLORFAST_ECCV16_RELEASED_URL",
         about="the ECCV16 weights released by Zhang et al. (richzhang/colorization), 313 bins, ~129 MB"),
+    # richzhang/colorization, colorizers/siggraph17.py: the SIGGRAPH17 (user-guided) generator's released weights
+    "siggraph17-released": Named(
+        url="https://colorizers.s3.us-east-2.amazonaws.com/siggraph17-df00044c.pth",
+        url_env="COLORFAST_SIGGRAPH17_RELEASED_URL",
+        about="the SIGGRAPH17 user-guided weights released by Zhang et al. (richzhang/colorization), takes "
+              "--hints, ~137 MB"),
 }
 
 

@@ -32,7 +32,7 @@ from trainer.safetensors_file import FORMAT, METADATA_KEY, SUFFIX, VERSION, dige
 def model_name(model) -> str:
     """The registered network whose parameter names and shapes are the model's (built on the meta device)."""
     state = model.state_dict()
-    centers, channels = model.centers, model.model8[-1].out_channels
+    centers, channels = model.centers, model.out_channels
     for name in MODELS:
         with torch.device("meta"):
             probe = create_model(name, channels, None if centers is None else torch.zeros_like(centers, device="meta"))
@@ -48,7 +48,7 @@ def to_safetensors(colorizer) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     prior = None if colorizer.prior is None else {
         k: {"dtype": str(np.asarray(v).dtype), "data": np.asarray(v).tolist()} for k, v in colorizer.prior.items()}
     meta = {"format": FORMAT, "version": VERSION, "model_name": model_name(model),
-            "out_channels": model.model8[-1].out_channels, "loss": colorizer.loss, "released": colorizer.released,
+            "out_channels": model.out_channels, "loss": colorizer.loss, "released": colorizer.released,
             "default_temperature": colorizer.default_temperature, "upsample": colorizer.upsample,
             "weights": colorizer.weights, "source": colorizer.source, "prior": prior}
     meta["sha256"] = digest(meta, tensors)
@@ -72,8 +72,7 @@ def _prior(meta: dict, path) -> dict | None:
 
 def load_safetensors_colorizer(path, device: torch.device, source: str):
     """An exported .safetensors file -> a torch Colorizer on `device`, decoding as the checkpoint it came from."""
-    from colorfast.colorizer import Colorizer, checkpoint_model, RELEASED_TEMPERATURE
-    from trainer.decode import DEFAULT_TEMPERATURE
+    from colorfast.colorizer import Colorizer, checkpoint_model
     from trainer.models import load_trunk
     meta, state = read(path)
     fields = {"model_name": str, "out_channels": int, "loss": str, "released": bool, "weights": str}
@@ -89,7 +88,7 @@ def load_safetensors_colorizer(path, device: torch.device, source: str):
                     device=device, released=meta["released"], weights=meta["weights"])
     # the settings are derived, not free: a file whose claims disagree with this code's decoding is refused
     t = meta.get("default_temperature")
-    expected = None if col.loss == "l2" else RELEASED_TEMPERATURE if col.released else DEFAULT_TEMPERATURE
+    expected = col.default_temperature                # None for l2 and guided networks
     if (t is None) != (expected is None) or (t is not None and not math.isclose(t, expected)) \
             or meta.get("upsample") != col.upsample:
         raise CheckpointError(f"{path}: its decoding (temperature {t}, {meta.get('upsample')} upsampling) is not "

@@ -76,7 +76,8 @@ def tiny(out_channels: int = 313, centers=None) -> ColorNet:
     return ColorNet((8, 16, 32, 64, 64, 64, 64, 32), out_channels, centers)
 
 
-def create_model(name: str, out_channels: int, centers=None) -> ColorNet:
+def create_model(name: str, out_channels: int, centers=None) -> nn.Module:
+    """ColorNet (eccv16, tiny) or trainer.siggraph17.SIGGRAPH17Net (siggraph17, siggraph17-tiny), by name."""
     return MODELS.build(name, out_channels=out_channels, centers=centers)
 
 

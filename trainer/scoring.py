@@ -142,7 +142,8 @@ def score_samples(predictors: list[Predictor], totals: dict, samples: Iterable[S
                       else None)
             for i, s in enumerate(batch):
                 full = upsample_ab(ab[i], side, p.interpolation)
-                at_gt = ab[i] if s.gt_ab.shape[1] == ab.shape[2] else full
+                at_gt = ab[i] if s.gt_ab.shape[1] == ab.shape[2] else full if s.gt_ab.shape[1] == side else \
+                    upsample_ab(ab[i], s.gt_ab.shape[1], cv2.INTER_AREA)    # a full-size ab (SIGGRAPH17) vs 1/4 targets
                 totals[p.name].update(s.key, at_gt, s.gt_ab, to_rgb(s.L, full), s.gt_rgb,
                                       None if ce is None else ce[i])
         if progress is not None:

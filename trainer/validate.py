@@ -11,8 +11,8 @@ Rank 0 writes RUN_DIR/val.jsonl (one object per validation and folder: step, epo
 seconds and every figure of metrics.MetricTotals.summary; once per folder a row with "baseline": "gray"),
 a console line, and RUN_DIR/samples/step_NNNNNNN.png (8 images of the first folder: gray | prediction | truth).
 
-A guided network (siggraph17) is scored as the reference decodes it, on its regression head (its 4x4 block means,
-at the targets' resolution; no CE), with no hints (the row's figures: the automatic colorizer) and with each
+A guided network (siggraph17) is scored as the reference decodes it and as `evaluate` scores it, on its
+full-resolution regression head (area means at the targets' resolution for AuC and L2; no CE), with no hints (the row's figures: the automatic colorizer) and with each
 count N of hint_sampling.SWEEP_POINTS (0, 1, 2, 5, 10, 20) drawn from the image's own ab, the same hints at every
 validation: the row's "by_hints" {"N": every figure}, the reference's "PSNR vs number of points" curve.
 """
@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pipeline import contract
 from pipeline.progress import write as progress_write
@@ -138,7 +137,7 @@ class Validator:
     # ---- one validation ---------------------------------------------------------------------------------
     def _predictors(self, model) -> list[scoring.Predictor]:
         """The model as validation scores it: one predictor; a guided network one per SWEEP_POINTS count of hints
-        ("model" with none, "hints N"), each returning its regression head's ab / AB_NORM as 4x4 block means."""
+        ("model" with none, "hints N"), each returning its regression head's ab / AB_NORM at full size."""
         device = self.device
         if not self.cfg.guided:
             return [scoring.Predictor("model", lambda x: model(x.to(device)).float().cpu(), model.centers)]
@@ -233,14 +232,15 @@ class Validator:
 
 
 def guided_ab(model, x: torch.Tensor, samples: list, n: int) -> torch.Tensor:
-    """A guided network's ab / AB_NORM at target resolution (B, 2, S/4, S/4), the 4x4 block means of its regression
-    head, given n hints per sample drawn from the sample's own ab (hint_sampling.sweep_hints; 0: none)."""
+    """A guided network's regression head, ab / AB_NORM at the input's size (B, 2, S, S), given n hints per sample
+    drawn from the sample's own ab (hint_sampling.sweep_hints; 0: none). Scoring measures it against the 1/4
+    targets by area means and builds the RGB from it directly, as `evaluate` scores a guided checkpoint."""
     planes = ()
     if n:
         ab = torch.from_numpy(np.stack([s.gt_ab for s in samples]))                   # (B, 2, t, t)
         planes = tuple(p.to(x.device) for p in sweep_hints(ab, sweep_points([s.key for s in samples], ab.shape[-1]), n))
     _, reg = model(x, *planes)
-    return F.avg_pool2d(reg.float(), contract.TARGET_STRIDE)
+    return reg.float()
 
 
 def _console_line(r: dict) -> str:

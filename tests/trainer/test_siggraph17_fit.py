@@ -149,6 +149,13 @@ def test_fit_logs_both_heads_resumes_exactly_validates_by_hints_and_plots_the_cu
         assert list(r["by_hints"]) == ["0", "1", "2", "5", "10", "20"]
         assert r["by_hints"]["0"]["psnr"] == r["psnr"] and r["ce"] is None
         assert len({v["psnr"] for v in r["by_hints"].values()}) > 1        # hints change the prediction
+    # the no-hints row is what `evaluate` measures on the checkpoint (colorfast's Colorizer: the regression head)
+    res = CliRunner().invoke(cli, ["evaluate", "--checkpoint", str(whole / "last.pt"), "--data", str(shards),
+                                   "--crop", "32", "--limit", "4", "--out", str(tmp_path / "ev"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    ev = json.loads((tmp_path / "ev" / "metrics.json").read_text())["models"]["whole"]["summary"]
+    for key in ("auc", "auc_rebalanced", "psnr", "l2", "colourfulness", "chroma"):
+        assert model_rows[-1][key] == pytest.approx(ev[key], rel=1e-4, abs=1e-6), key
     res = CliRunner().invoke(cli, ["plot", str(whole), "--out", str(tmp_path / "curves.png")])
     assert res.exit_code == 0, res.output
     (curve,) = curves.hint_curves([curves.load_run(whole)])

@@ -2,9 +2,9 @@
 
 One panel per figure: the training loss (raw, faint, and smoothed) and every validation figure of val.jsonl
 against steps; for a guided network (siggraph17) also PSNR against the number of hints at its last
-validation, the reference's "PSNR vs number of points" curve. Each run has its colour and is labelled with its directory, model, loss and lr; each
-validation folder its line style; the gray baseline of a folder is a dotted gray line, and for colourfulness
-and chroma the ground truth's value a dashed black one. This is the picture that shows CE against L2
+validation, the reference's "PSNR vs number of points" curve. Each run has its colour and is labelled with its
+directory, model, loss and lr; each validation folder its line style; the gray baseline of a folder is a
+dotted gray line, and for colourfulness and chroma the ground truth's value a dashed black one. This is the picture that shows CE against L2
 against focal over a run. Reads only RUN_DIR/config.json, log.jsonl and val.jsonl (matplotlib, Agg).
 """
 from __future__ import annotations

@@ -12,9 +12,10 @@ seconds and every figure of metrics.MetricTotals.summary; once per folder a row 
 a console line, and RUN_DIR/samples/step_NNNNNNN.png (8 images of the first folder: gray | prediction | truth).
 
 A guided network (siggraph17) is scored as the reference decodes it and as `evaluate` scores it, on its
-full-resolution regression head (area means at the targets' resolution for AuC and L2; no CE), with no hints (the row's figures: the automatic colorizer) and with each
-count N of hint_sampling.SWEEP_POINTS (0, 1, 2, 5, 10, 20) drawn from the image's own ab, the same hints at every
-validation: the row's "by_hints" {"N": every figure}, the reference's "PSNR vs number of points" curve.
+full-resolution regression head (area means at the targets' resolution for AuC and L2; no CE), with no hints
+(the row's figures: the automatic colorizer) and with each count N of hint_sampling.SWEEP_POINTS (0, 1, 2, 5,
+10, 20) drawn from the image's own ab, the same hints at every validation: the row's "by_hints" {"N": every
+figure}, the reference's "PSNR vs number of points" curve.
 """
 from __future__ import annotations
 

@@ -108,7 +108,8 @@ def test_a_siggraph17_step_with_hints_reads_nothing_back_to_the_host():
     loss_fn = create_loss("ce", guided=GUIDED, gray_crops="skip")
     batch, rebal = _batch(2, 32, seed=7), torch.rand(Q) + 0.5
     with _Record() as rec:
-        forward_loss(net, loss_fn, batch, torch.device("cpu"), rebal, None, HintSampler(seed=1), step=4)["loss"].backward()
+        res = forward_loss(net, loss_fn, batch, torch.device("cpu"), rebal, None, HintSampler(seed=1), step=4)
+        res["loss"].backward()
     assert {"randn", "cumprod", "convolution", "smooth_l1_loss"} <= rec.ops    # hints, network and losses were seen
     assert not rec.ops & HOST_SYNC_OPS, rec.ops & HOST_SYNC_OPS
     # the hints reach the network: the same batch without them gives another loss
@@ -199,5 +200,6 @@ def test_bench_step_times_siggraph17_ce_against_per_batch_encoding():
         assert fig[key] > 0, key
     assert fig["knn_over_ce"] == pytest.approx(fig["knn_baseline_step_s"] / fig["ce_step_s"], abs=2e-4)
     # both heads' FLOPs: the U-Net's class head and full-resolution regression head
-    assert fig["ce_gflop_per_step"] == round(flops.step_flops("siggraph17-tiny", "ce", 2, 32, classes=fig["classes"]) / 1e9, 2)
+    ce_flops = flops.step_flops("siggraph17-tiny", "ce", 2, 32, classes=fig["classes"])
+    assert fig["ce_gflop_per_step"] == round(ce_flops / 1e9, 2)
     assert flops.step_flops("siggraph17", "ce", 1, 176, classes=529) > flops.step_flops("eccv16", "ce", 1, 176)

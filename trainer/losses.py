@@ -7,7 +7,8 @@ Every loss takes the network output and a `Targets` bundle at target resolution 
     nn_w    (B, K, t, t) float, soft-encoding weights, summing to 1 over K
     w       (B, t, t)    float, rebalancing weight of each pixel's nearest bin
     keep    (B,)         float 1 / 0 per sample, or None (all 1): set by SkipGray, read by pixel_mean
-and returns a dict whose "loss" is what is minimised; other entries are logged beside it.
+and returns a dict whose "loss" is what is minimised; other entries are logged beside it. A network with two
+heads (siggraph17) gets Guided: out is then (logits, full-resolution ab / AB_NORM), a class loss plus a regression loss.
 Class losses read log-probabilities with a gather over the K stored indices: a dense Q-wide target
 (B, Q, t, t) is never built, so CE costs what L2 costs (DESIGN.md, "What fast means here").
 All losses are means over pixels (sums over K, Q or the 2 channels inside a pixel), taken by pixel_mean.

@@ -90,8 +90,8 @@ def paint(ab: torch.Tensor, active: torch.Tensor, side, y, x, sides: tuple[int, 
     in_y = (r >= y[..., None]) & (r < (y + side)[..., None])                      # (B, M, t)
     in_x = (r >= x[..., None]) & (r < (x + side)[..., None])
     cover = in_y[..., :, None] & in_x[..., None, :] & active[..., None, None]    # (B, M, t, t)
-    order = torch.arange(1, M + 1, device=ab.device).view(1, M, 1, 1)
-    last = (cover * order).amax(1)                                                # (B, t, t): 0 = no patch
+    order = torch.arange(1, M + 1, device=ab.device, dtype=torch.int32).view(1, M, 1, 1)
+    last = torch.where(cover, order, 0).amax(1).long()                            # (B, t, t): 0 = no patch
     value = means.gather(2, (last - 1).clamp(min=0).flatten(1)[:, None].expand(-1, 2, -1)).view(B, 2, t, t)
     mask = (last > 0)[:, None].float()
     return value * mask, mask

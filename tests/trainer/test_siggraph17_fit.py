@@ -198,7 +198,7 @@ def test_bench_step_times_siggraph17_ce_against_per_batch_encoding():
         p.numel() for p in create_model("siggraph17-tiny", fig["classes"], torch.zeros(fig["classes"], 2)).parameters())
     for key in ("ce_step_s", "l2_step_s", "knn_baseline_step_s", "knn_encode_s"):
         assert fig[key] > 0, key
-    assert fig["knn_over_ce"] == pytest.approx(fig["knn_baseline_step_s"] / fig["ce_step_s"], abs=2e-4)
+    assert fig["knn_over_ce"] == pytest.approx(fig["knn_baseline_step_s"] / fig["ce_step_s"], rel=0.01)  # rounded
     # both heads' FLOPs: the U-Net's class head and full-resolution regression head
     ce_flops = flops.step_flops("siggraph17-tiny", "ce", 2, 32, classes=fig["classes"])
     assert fig["ce_gflop_per_step"] == round(ce_flops / 1e9, 2)

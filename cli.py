@@ -182,6 +182,7 @@ def _user_errors():
 @config_option("trainer.config:FitConfig", before="trainer.config:BEFORE_FIELD")
 @fit_options.data
 @fit_options.model_and_loss
+@fit_options.siggraph17
 @fit_options.optimisation
 @fit_options.validation_and_checkpoints
 @fit_options.hardware_and_logging
@@ -624,8 +625,9 @@ def bench_stages(root, images, photo, storage):
 
 
 @bench.command("step")
-@click.option("--model", type=click.Choice(["eccv16", "tiny"]), default="eccv16",
-              help="eccv16: the published network; tiny: 1/8 width, for CPUs.")
+@click.option("--model", type=click.Choice(["eccv16", "tiny", "siggraph17", "siggraph17-tiny"]), default="eccv16",
+              help="eccv16: the published network; tiny: 1/8 width, for CPUs; siggraph17: the user-guided U-Net "
+                   "with simulated hints (ce: class + regression loss; l2: regression alone).")
 @click.option("--data", default=None, type=click.Path(exists=True, file_okay=False),
               help="Shard folder to draw batches from; default: a temporary synthetic one.")
 @click.option("--batch-size", default=8, type=click.IntRange(min=1), help="Samples per step.")
@@ -638,7 +640,7 @@ def bench_stages(root, images, photo, storage):
 @_peak_opt
 def bench_step(**opts):
     """Seconds per training step: ce vs l2 vs ce with per-batch CPU kNN targets, interleaved, same batches;
-    achieved TFLOP/s and MFU of each."""
+    achieved TFLOP/s and MFU of each (knn_over_ce: what the shards' targets save)."""
     import json
     from colorfast.bench.step import bench_step as measure
     if opts["crop"] % 8:

@@ -61,6 +61,18 @@ def net_size(ctx, param, value):
     return value
 
 
+def hint_sizes(ctx, param, value):
+    """"1,2,3" (or a list, from a --config file or a run's config.json) -> (1, 2, 3): positive ints."""
+    parts = value if isinstance(value, (list, tuple)) else str(value).strip("[]() ").replace(",", " ").split()
+    try:
+        sizes = tuple(int(v) for v in parts)
+    except (TypeError, ValueError):
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter(f"{value!r}: give patch sides in px, comma-separated, each >= 1 (e.g. 1,2,3)")
+    return sizes
+
+
 def checkpoint_ref(ctx, param, value):
     """A checkpoint file or a known name (colorfast.hub); names are fetched only when a command loads them."""
     from colorfast.hub import HubError, check_ref     # stdlib only: --help stays instant
@@ -88,11 +100,13 @@ data = option_group(
 
 model_and_loss = option_group(
     "Model and loss",
-    click.option("--model", type=click.Choice(["eccv16", "tiny"]), default="eccv16",
-                 help="eccv16: the published ~32 M-parameter network; tiny: same shape at 1/8 width, for CPUs."),
+    click.option("--model", type=click.Choice(["eccv16", "tiny", "siggraph17", "siggraph17-tiny"]), default="eccv16",
+                 help="eccv16: the published ~32 M-parameter network; tiny: same shape at 1/8 width, for CPUs; "
+                      "siggraph17: the user-guided U-Net, trained with simulated hints (--hint-p), -tiny at 1/8 width."),
     click.option("--loss", type=click.Choice(["ce", "l2", "focal", "focal-exact"]), default="ce",
                  help="ce: class-rebalanced soft CE; l2: ab regression; focal: 1/(1+alpha exp(-beta t)) mask; "
-                      "focal-exact: Lin et al. (1-p)^gamma."),
+                      "focal-exact: Lin et al. (1-p)^gamma. siggraph17: the class head's loss (l2: none), "
+                      "beside --reg-loss."),
     click.option("--init", default=None, callback=checkpoint_ref,
                  help="Start from a released-ECCV16-layout state dict (model1..model8, model_out), our checkpoint, "
                       "or eccv16-released (downloaded once into the torch hub cache)."),
@@ -116,6 +130,23 @@ model_and_loss = option_group(
     click.option("--gray-crops", type=click.Choice(["skip", "train"]), default="skip",
                  help="skip: a crop none of whose target pixels has |a| or |b| > 5 gets no weight in the loss "
                       "(the reference's); train: every crop at full weight."),
+)
+
+siggraph17 = option_group(
+    "SIGGRAPH17 (user-guided) training",
+    click.option("--class-weight", default=1.0, type=FINITE_NONNEGATIVE,
+                 help="siggraph17: weight of the class head's loss (colorization-pytorch's lambda_A)."),
+    click.option("--reg-weight", default=10.0, type=FINITE_NONNEGATIVE,
+                 help="siggraph17: weight of the regression head's loss (colorization-pytorch's 10 x L1_reg)."),
+    click.option("--reg-loss", type=click.Choice(["smooth-l1", "l2"]), default="smooth-l1",
+                 help="siggraph17: the regression head's loss on ab/110, 4x4 block means vs the stored ab; "
+                      "smooth-l1: the reference's Huber, delta 1 ab unit."),
+    click.option("--hint-p", default=0.125, type=click.FloatRange(0, 1, min_open=True),
+                 help="siggraph17: hints per crop are geometric, P(no more) = this (colorization-pytorch's "
+                      "--sample_p of its hinted phases: 1/8 get none, 7 on average; 1: never a hint)."),
+    click.option("--hint-sizes", default="1,2,3,4,5,6,7,8,9", callback=hint_sizes,
+                 help="siggraph17: hint patch sides in px, one drawn per hint (the reference's --sample_Ps), each "
+                      "rounded up to the 4 px grid of the stored ab."),
 )
 
 optimisation = option_group(

@@ -7,6 +7,9 @@ from dataclasses import asdict, dataclass, fields
 
 
 LOSS_REDUCTIONS = ("reference", "mean")
+REG_LOSSES = ("smooth-l1", "l2")
+# trainer.siggraph17's registered networks: they take hints and have two heads (a name test: config imports no model)
+GUIDED_MODELS = ("siggraph17", "siggraph17-tiny")
 # what a run did before a field existed: a checkpoint without it ran like this (so --resume compares the truth)
 BEFORE_FIELD = {"loss_reduction": "mean", "gray_crops": "train", "data_init": "off"}
 
@@ -19,7 +22,7 @@ class FitError(ValueError):
 class FitConfig:
     data: str = "artifacts/shards/sample"   # shard folder written by `cli.py preprocess` (its "train" split)
     out: str = "artifacts/runs/default"     # run dir: log.jsonl, config.json, last.pt
-    model: str = "eccv16"                   # trainer.models.MODELS: eccv16 | tiny
+    model: str = "eccv16"                   # trainer.models.MODELS: eccv16 | tiny | siggraph17 | siggraph17-tiny
     loss: str = "ce"                        # trainer.losses.LOSSES: ce | l2 | focal | focal-exact
     init: str = ""                          # state dict in the released ECCV16 layout (model1..model8, model_out)
     lr: float = 3.16e-5                     # Adam, betas (0.9, 0.99), base_lr of the reference solver
@@ -60,6 +63,12 @@ class FitConfig:
     data_init: str = "lsuv"                 # from scratch: lsuv (trainer/init.py) | off (torch's default init);
                                             # with init the trunk comes from the file: recorded as off
     data_init_samples: int = 32             # training crops the data init measures variances on
+    # siggraph17 (trainer/hint_sampling.py, losses.Guided); colorization-pytorch's values as defaults
+    class_weight: float = 1.0               # the class head's loss (--loss) in the total: its lambda_A
+    reg_weight: float = 10.0                # the regression head's loss in the total: its 10 x loss_G_L1_reg
+    reg_loss: str = "smooth-l1"             # smooth-l1: its HuberLoss(delta = 1/110) on ab / 110 | l2
+    hint_p: float = 0.125                   # P(no more hints): geometric count; its --sample_p of the hinted phases
+    hint_sizes: tuple = (1, 2, 3, 4, 5, 6, 7, 8, 9)   # hint patch sides in px (its --sample_Ps), up to the 4 px grid
 
     def __post_init__(self):
         if self.crop <= 0 or self.crop % 8:
@@ -103,8 +112,30 @@ class FitConfig:
             raise FitError(f"--data-init must be lsuv or off, got {self.data_init!r}")
         if self.data_init_samples < 1:
             raise FitError(f"--data-init-samples must be >= 1, got {self.data_init_samples}")
-        if self.init:
-            object.__setattr__(self, "data_init", "off")   # the weights come from --init: nothing to initialise
+        for name in ("class_weight", "reg_weight"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise FitError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {v!r}")
+        if self.reg_loss not in REG_LOSSES:
+            raise FitError(f"--reg-loss must be one of {', '.join(REG_LOSSES)}, got {self.reg_loss!r}")
+        if not (isinstance(self.hint_p, (int, float)) and 0 < self.hint_p <= 1):
+            raise FitError(f"--hint-p must be in (0, 1] (1: no hints), got {self.hint_p!r}")
+        object.__setattr__(self, "hint_sizes", tuple(self.hint_sizes))
+        if not self.hint_sizes or any(not isinstance(v, int) or v < 1 for v in self.hint_sizes):
+            raise FitError(f"--hint-sizes must be patch sides >= 1 px, got {self.hint_sizes!r}")
+        if self.guided and self.loss == "l2" and self.block > 0:
+            raise FitError("--block applies to the class head; --model siggraph17 --loss l2 trains none")
+        if self.guided and self.init:
+            raise FitError(f"--init is for eccv16 and tiny; --model {self.model} trains from scratch here")
+        if self.init or self.guided:
+            # --init: the weights come from the file; siggraph17: LSUV walks ColorNet's sequential blocks, not a
+            # U-Net with skips, so it keeps torch's default init (colorization-pytorch: a normal init)
+            object.__setattr__(self, "data_init", "off")
+
+    @property
+    def guided(self) -> bool:
+        """A network that takes hints (siggraph17): trained with simulated hints and two losses."""
+        return self.model in GUIDED_MODELS
 
     @property
     def decay_scale(self) -> float:

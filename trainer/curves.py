@@ -1,9 +1,10 @@
 """`cli.py plot RUN_DIR [RUN_DIR ...] --out FILE.png`: training and validation curves of runs, overlaid.
 
 One panel per figure: the training loss (raw, faint, and smoothed) and every validation figure of val.jsonl
-against steps. Each run has its colour and is labelled with its directory, model, loss and lr; each
-validation folder its line style; the gray baseline of a folder is a dotted gray line, and for colourfulness
-and chroma the ground truth's value a dashed black one. This is the picture that shows CE against L2
+against steps; for a guided network (siggraph17) also PSNR against the number of hints at its last
+validation, the reference's "PSNR vs number of points" curve. Each run has its colour and is labelled with its
+directory, model, loss and lr; each validation folder its line style; the gray baseline of a folder is a
+dotted gray line, and for colourfulness and chroma the ground truth's value a dashed black one. This is the picture that shows CE against L2
 against focal over a run. Reads only RUN_DIR/config.json, log.jsonl and val.jsonl (matplotlib, Agg).
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ PANELS = (("auc", "AuC % (higher is better)", None),
           ("psnr", "PSNR dB", None),
           ("ssim", "SSIM", None))
 STYLES = ("-", "--", "-.", ":")
+AUTO_X = 0.4                     # where "no hints" sits on the log axis of the hints panel (test_sweep.py's place)
 
 
 class PlotError(ValueError):
@@ -65,6 +67,40 @@ def present_panels(runs: list[dict]) -> list[tuple]:
                                      for run in runs for r in run["val"])]
 
 
+def hint_curves(runs: list[dict]) -> list[dict]:
+    """The PSNR-vs-number-of-hints curve of each run and folder validated with hints (a guided network: val.jsonl
+    rows with "by_hints"), from its last such validation: {"run", "folder", "step", "hints" [N], "psnr" [dB]}."""
+    curves = []
+    for i, run in enumerate(runs):
+        last = {}
+        for r in run["val"]:
+            if "by_hints" in r and "baseline" not in r:
+                last[r["folder"]] = r                                   # rows are in step order
+        for folder, r in last.items():
+            pts = sorted((int(n), v["psnr"]) for n, v in r["by_hints"].items() if v.get("psnr") is not None)
+            curves.append({"run": i, "folder": folder, "step": r["step"], "hints": [n for n, _ in pts],
+                           "psnr": [v for _, v in pts]})
+    return curves
+
+
+def _draw_hint_curves(ax, runs, curves, colours) -> None:
+    """The reference's "PSNR vs number of points" (colorization-pytorch test_sweep.py): log x, 0 hints at AUTO_X."""
+    for j, c in enumerate(curves):
+        run = runs[c["run"]]
+        x = [AUTO_X if n == 0 else n for n in c["hints"]]
+        ax.plot(x, c["psnr"], STYLES[j % len(STYLES)], marker="o", ms=4, color=colours[c["run"] % len(colours)],
+                label=f"{run['label']} [{c['folder']}] step {c['step']}")
+        base = [r for r in run["val"] if r["folder"] == c["folder"] and r.get("baseline") == "gray"]
+        if base and base[0].get("psnr") is not None:
+            ax.axhline(base[0]["psnr"], color="gray", ls=":", lw=1.2, label=f"gray baseline [{c['folder']}]")
+    ticks = sorted({n for c in curves for n in c["hints"]})
+    ax.set_xscale("log")
+    ax.set_xticks([AUTO_X if n == 0 else n for n in ticks], ["auto" if n == 0 else str(n) for n in ticks])
+    ax.minorticks_off()
+    ax.set_title("validation: PSNR dB vs number of hints (last validation)")
+    ax.set_xlabel("hints per image (drawn from its own colours)")
+
+
 def plot_runs(run_dirs, out, max_step: int = 0) -> Path:
     """max_step > 0: only the steps up to it (a close look at the start of the runs)."""
     import matplotlib
@@ -76,7 +112,8 @@ def plot_runs(run_dirs, out, max_step: int = 0) -> Path:
         runs = [{**r, "log": [x for x in r["log"] if x["step"] <= max_step],
                  "val": [x for x in r["val"] if x["step"] <= max_step]} for r in runs]
     present = present_panels(runs)
-    n = 1 + len(present)
+    curves = hint_curves(runs)
+    n = 1 + len(present) + bool(curves)
     cols = min(n, 3)
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False)
@@ -113,6 +150,8 @@ def plot_runs(run_dirs, out, max_step: int = 0) -> Path:
                     ax.axhline(gt[0], color="black", ls="--", lw=1.0, label=f"ground truth [{folder}]")
         ax.set_title(f"validation: {title}")
         ax.set_xlabel("step")
+    if curves:
+        _draw_hint_curves(axes[n - 1], runs, curves, colours)
     for ax in axes[n:]:
         ax.axis("off")
     handles, labels = [], []

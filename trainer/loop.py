@@ -31,6 +31,7 @@ from trainer import checkpoint, dist, schedule, stop
 from trainer import init as data_init
 from trainer.config import FitConfig, FitError
 from trainer.ema import EMA
+from trainer.hint_sampling import HintSampler
 from trainer.scoring import map_bins
 from trainer.tb import Board
 from trainer.validate import BEST, VAL_LOG, Validator
@@ -46,7 +47,7 @@ HOST_FIELDS = ("step", "epoch", "lr", "samples", "elapsed_s")     # a log row's 
 SAME_ON_RESUME = ("data", "model", "loss", "init", "lr", "weight_decay", "batch_size", "crop", "flip", "seed",
                   "alpha", "beta", "gamma", "block", "block_size", "lr_schedule", "warmup", "lr_step", "lr_gamma",
                   "ema", "grad_clip", "val_data", "val_limit", "select", "loss_reduction", "gray_crops",
-                  "data_init", "data_init_samples")
+                  "data_init", "data_init_samples", "class_weight", "reg_weight", "reg_loss", "hint_p", "hint_sizes")
 
 
 class NonFiniteLoss(FitError):
@@ -96,6 +97,18 @@ def build_model(cfg: FitConfig, prior: contract.Prior) -> ColorNet:
         except ValueError as e:
             raise FitError(f"--init {cfg.init} does not fit --model {cfg.model} with --loss {cfg.loss}: {e}") from None
     return model
+
+
+def guided_terms(cfg: FitConfig) -> dict | None:
+    """The two-head loss's settings for a network that takes hints (losses.Guided), else None."""
+    if not cfg.guided:
+        return None
+    return {"class_weight": cfg.class_weight, "reg_weight": cfg.reg_weight, "reg_loss": cfg.reg_loss}
+
+
+def hint_sampler(cfg: FitConfig, info: dist.DistInfo) -> HintSampler | None:
+    """Simulated hints for a network that takes them, a different draw on every rank and step (hint_sampling)."""
+    return HintSampler(cfg.hint_p, cfg.hint_sizes, cfg.seed, info.rank) if cfg.guided else None
 
 
 def create_optimizer(model: ColorNet, cfg: FitConfig) -> torch.optim.Optimizer:
@@ -232,7 +245,8 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
     model = build_model(cfg, prior)
     remap = bin_remap(model, prior)
     loss_fn = create_loss(cfg.loss, alpha=cfg.alpha, beta=cfg.beta, gamma=cfg.gamma, block=cfg.block,
-                          block_size=cfg.block_size, centers=model.centers, gray_crops=cfg.gray_crops)
+                          block_size=cfg.block_size, centers=model.centers, gray_crops=cfg.gray_crops,
+                          guided=guided_terms(cfg))
     cuda = device.type == "cuda"
     model.to(device, memory_format=torch.channels_last if cuda else torch.contiguous_format)
     if not cfg.resume and not cfg.init:              # from scratch; before the optimiser and the EMA copy
@@ -297,7 +311,9 @@ def _fit(cfg: FitConfig, info: dist.DistInfo, device: torch.device) -> Path:
             "validation": validator.state(),
             "prior": {k: torch.as_tensor(getattr(prior, k)) for k in ("centers", "prob", "weights")}, **extra})
 
-    train_step = TrainStep(net, loss_c, opt, device, rebal, remap, info, clip=cfg.grad_clip)
+    train_step = TrainStep(net, loss_c, opt, device, rebal, remap, info, clip=cfg.grad_clip,
+                           hints=hint_sampler(cfg, info))
+    train_step.step = step                             # a resumed run's hints continue where it stopped
     pending = StepLog()
 
     def read_back():

@@ -7,7 +7,8 @@ Every loss takes the network output and a `Targets` bundle at target resolution 
     nn_w    (B, K, t, t) float, soft-encoding weights, summing to 1 over K
     w       (B, t, t)    float, rebalancing weight of each pixel's nearest bin
     keep    (B,)         float 1 / 0 per sample, or None (all 1): set by SkipGray, read by pixel_mean
-and returns a dict whose "loss" is what is minimised; other entries are logged beside it.
+and returns a dict whose "loss" is what is minimised; other entries are logged beside it. A network with two
+heads (siggraph17) gets Guided: out is then (logits, full-resolution ab / AB_NORM), a class loss plus a regression loss.
 Class losses read log-probabilities with a gather over the K stored indices: a dense Q-wide target
 (B, Q, t, t) is never built, so CE costs what L2 costs (DESIGN.md, "What fast means here").
 All losses are means over pixels (sums over K, Q or the 2 channels inside a pixel), taken by pixel_mean.
@@ -171,19 +172,61 @@ class SkipGray(Loss):
         return self.base(out, Targets(tg.ab, tg.nn_idx, tg.nn_w, tg.w, colourful_samples(tg.ab)))
 
 
+class Guided(Loss):
+    """SIGGRAPH17's two heads, out = (logits (B, Q, t, t), ab (B, 2, 4t, 4t) / AB_NORM):
+    class_weight x the class loss on the logits (`classes`: ce, focal, focal-exact, with their rebalancing, from the
+    stored soft targets; None for --loss l2) + reg_weight x the regression loss of the ab head's 4x4 block means
+    against the stored ab (themselves 4x4 area means: the loss sees exactly what the shards hold).
+    smooth-l1 is colorization-pytorch's HuberLoss(delta = 1/110) on ab / 110 (= torch's smooth L1 with beta 1/110),
+    summed over a and b; l2 is 1/2 ||.||^2 as the l2 loss. Both are means over target pixels (pixel_mean)."""
+    head = "guided"
+
+    def __init__(self, classes: Loss | None, class_weight: float, reg_loss: str, reg_weight: float):
+        if reg_loss not in REG_LOSSES:
+            raise ValueError(f"reg_loss must be one of {REG_LOSSES}, got {reg_loss!r}")
+        self.classes, self.class_weight, self.reg_loss, self.reg_weight = classes, class_weight, reg_loss, reg_weight
+
+    def __call__(self, out, tg):
+        logits, ab = out
+        pred = F.avg_pool2d(ab.float(), ab.shape[-1] // tg.ab.shape[-1])         # (B, 2, t, t) block means
+        target = tg.ab / AB_NORM
+        if self.reg_loss == "smooth-l1":
+            pix = F.smooth_l1_loss(pred, target, beta=1.0 / AB_NORM, reduction="none").sum(1)
+        else:
+            pix = 0.5 * (pred - target).pow(2).sum(1)
+        reg = pixel_mean(pix, tg)
+        if self.classes is None:
+            # no class term; the 0 x keeps the class head in the graph, so DDP sees a gradient for every parameter
+            res = {"loss": self.reg_weight * reg + 0.0 * logits.float().mean()}
+        else:
+            res = self.classes(logits, tg)
+            res["class_loss"] = res["loss"].detach()
+            res["loss"] = self.class_weight * res["loss"] + self.reg_weight * reg
+        res["reg_loss"] = reg.detach()
+        return res
+
+
 GRAY_CROPS = ("skip", "train")      # skip: the reference's zero weight for gray crops; train: every crop counts
+REG_LOSSES = ("smooth-l1", "l2")
 
 
 def create_loss(name: str, *, alpha=10.0, beta=5.0, gamma=2.0, block=0.0, block_size=4, centers=None,
-                gray_crops: str = "train") -> Loss:
+                gray_crops: str = "train", guided: dict | None = None) -> Loss:
     """The loss `name` with only the options it takes, plus the block term when block > 0, and gray crops given
-    no weight when gray_crops is "skip"."""
+    no weight when gray_crops is "skip". guided (a network with two heads, siggraph17): {"class_weight",
+    "reg_weight", "reg_loss"}; `name` is then the class head's loss, l2 meaning none (Guided)."""
     if gray_crops not in GRAY_CROPS:
         raise ValueError(f"gray_crops must be one of {GRAY_CROPS}, got {gray_crops!r}")
     opts = {"focal": dict(alpha=alpha, beta=beta), "focal-exact": dict(gamma=gamma)}.get(name, {})
     loss = LOSSES.build(name, **opts)
-    if block > 0:
+    if guided is not None and loss.head == "ab":
+        if block > 0:
+            raise ValueError("the block term applies to a class head; with --loss l2 siggraph17 trains none")
+        loss = None
+    elif block > 0:
         if loss.head == "classes" and centers is None:
             raise ValueError("the block term of a class loss needs the bin centres")
         loss = WithBlock(loss, block, block_size, centers)
+    if guided is not None:
+        loss = Guided(loss, **guided)
     return SkipGray(loss) if gray_crops == "skip" else loss

@@ -8,7 +8,8 @@ upsampled ab (prediction and ground truth alike: the shards hold no full-resolut
 
 A predictor is a name, a `forward` (L (B, 1, H, W) float L* on the CPU -> the head's raw output
 (B, C, H/4, W/4) float32 on the CPU) and the bin centres of its logits (None: an l2 head); `forward` None
-is the gray baseline (ab = 0).
+is the gray baseline (ab = 0). A predictor `with_samples` is called forward(L, samples): a guided network
+whose hints are drawn from each sample's own ab (trainer.validate, the PSNR-vs-hints sweep).
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ class Predictor:
     centers: torch.Tensor | None = None
     temperature: float | None = None  # annealed-mean temperature; None: score_samples' own
     interpolation: int = cv2.INTER_CUBIC   # how its ab is upsampled to the image (released weights: bilinear)
+    with_samples: bool = False       # forward(x, batch) also gets the batch's Samples (hints drawn from their ab)
 
 
 def upsample_ab(ab: np.ndarray, side: int, interpolation: int = cv2.INTER_CUBIC) -> np.ndarray:
@@ -133,7 +135,7 @@ def score_samples(predictors: list[Predictor], totals: dict, samples: Iterable[S
                 ab = np.zeros((len(batch), 2, side // 4, side // 4), np.float32)
                 ce = None
             else:
-                raw = p.forward(x)
+                raw = p.forward(x, batch) if p.with_samples else p.forward(x)
                 t = temperature if p.temperature is None else p.temperature
                 ab = decode(raw, p.centers, t).float().numpy()                       # (B, 2, S/4, S/4)
                 ce = (_ce_pixels(raw, batch, remaps[p.name]) if p.name in remaps and batch[0].nn_idx is not None

@@ -44,10 +44,12 @@ def compile_parts(model, loss_fn):
     return torch.compile(model), torch.compile(loss_fn)
 
 
-def forward_loss(net, loss_fn, batch: dict, device, rebal: torch.Tensor, remap: torch.Tensor | None) -> dict:
+def forward_loss(net, loss_fn, batch: dict, device, rebal: torch.Tensor, remap: torch.Tensor | None,
+                 hints=None, step: int = 0) -> dict:
     """Move a loader batch to the device (a no-op for a prefetched one), run the network (bf16 autocast,
     channels-last on CUDA) and the loss. rebal (Q_shards,) rebalancing weights; remap (Q_shards,) shard bin ->
-    model bin, or None."""
+    model bin, or None. hints: a hint_sampling.HintSampler for a network that takes hints (siggraph17), drawn
+    from the batch's stored ab on the device for this step."""
     cuda = device.type == "cuda"
     L = batch["L"].to(device, non_blocking=True).unsqueeze(1).float() * contract.L_SCALE       # (B, 1, c, c) L*
     if cuda:
@@ -57,8 +59,9 @@ def forward_loss(net, loss_fn, batch: dict, device, rebal: torch.Tensor, remap: 
                  nn_idx=nn_idx if remap is None else remap[nn_idx],
                  nn_w=batch["nn_w"].to(device, non_blocking=True).float(),
                  w=rebal[nn_idx[:, 0]])                                                       # (B, t, t)
+    planes = hints(tg.ab, step) if hints is not None else ()                                 # (hint_ab, hint_mask)
     with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext():
-        out = net(L)
+        out = net(L, *planes)
     return loss_fn(out, tg)
 
 
@@ -67,13 +70,15 @@ class TrainStep:
     tensors, nothing synced. The update is applied only when every rank's loss is finite."""
 
     def __init__(self, net, loss_fn, opt: torch.optim.Optimizer, device, rebal, remap, info: dist.DistInfo,
-                 clip: float = 0.0):
+                 clip: float = 0.0, hints=None):
         self.net, self.loss_fn, self.opt, self.device = net, loss_fn, opt, device
-        self.rebal, self.remap, self.info, self.clip = rebal, remap, info, clip
+        self.rebal, self.remap, self.info, self.clip, self.hints = rebal, remap, info, clip, hints
+        self.step = 0                  # the optimiser step the next call is (0-based): seeds its hints; fit sets it
         self.clipped = [p for g in opt.param_groups for p in g["params"]]     # (bench sets .params: a count)
 
     def __call__(self, batch: dict) -> dict:
-        res = forward_loss(self.net, self.loss_fn, batch, self.device, self.rebal, self.remap)
+        res = forward_loss(self.net, self.loss_fn, batch, self.device, self.rebal, self.remap, self.hints, self.step)
+        self.step += 1
         loss = res["loss"]
         self.opt.zero_grad(set_to_none=True)
         loss.backward()

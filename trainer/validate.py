@@ -10,6 +10,12 @@ world_size-th sample and the sums are all-reduced: the figures equal a one-proce
 Rank 0 writes RUN_DIR/val.jsonl (one object per validation and folder: step, epoch, folder, weights,
 seconds and every figure of metrics.MetricTotals.summary; once per folder a row with "baseline": "gray"),
 a console line, and RUN_DIR/samples/step_NNNNNNN.png (8 images of the first folder: gray | prediction | truth).
+
+A guided network (siggraph17) is scored as the reference decodes it and as `evaluate` scores it, on its
+full-resolution regression head (area means at the targets' resolution for AuC and L2; no CE), with no hints
+(the row's figures: the automatic colorizer) and with each count N of hint_sampling.SWEEP_POINTS (0, 1, 2, 5,
+10, 20) drawn from the image's own ab, the same hints at every validation: the row's "by_hints" {"N": every
+figure}, the reference's "PSNR vs number of points" curve.
 """
 from __future__ import annotations
 
@@ -27,6 +33,8 @@ from trainer import dist, metrics, scoring
 from trainer.config import FitConfig, FitError
 from trainer.decode import DEFAULT_TEMPERATURE, decode
 from trainer.grid import draw_grid, gray_rgb, save_png
+from trainer.hint_sampling import SWEEP_POINTS, sweep_hints, sweep_points
+from trainer.models import AB_NORM
 
 VAL_LOG, SAMPLES_DIR, BEST = "val.jsonl", "samples", "best.pt"
 GRID_IMAGES = 8
@@ -98,7 +106,8 @@ class Validator:
         self.cfg, self.info, self.device, self.run_dir = cfg, info, device, run_dir
         self.steps_per_epoch, self.total = steps_per_epoch, total
         self.folders = [] if cfg.val_every == -1 else validation_folders(cfg)
-        self.select = parse_select(cfg.select, self.folders, classes)
+        # a guided network is scored on its regression head (the reference's decoding): no CE is measured
+        self.select = parse_select(cfg.select, self.folders, classes and not cfg.guided)
         self.training_prior = (prior.centers, prior.prob, prior.weights)
         self.best: dict | None = None                # {"folder", "metric", "value", "step"}
         self.baselines: set = set()                  # folders whose gray row is in val.jsonl
@@ -127,12 +136,18 @@ class Validator:
             self.best, self.baselines = state.get("best"), set(state.get("baselines", ()))
 
     # ---- one validation ---------------------------------------------------------------------------------
-    def _predictor(self, model) -> scoring.Predictor:
+    def _predictors(self, model) -> list[scoring.Predictor]:
+        """The model as validation scores it: one predictor; a guided network one per SWEEP_POINTS count of hints
+        ("model" with none, "hints N"), each returning its regression head's ab / AB_NORM at full size."""
         device = self.device
+        if not self.cfg.guided:
+            return [scoring.Predictor("model", lambda x: model(x.to(device)).float().cpu(), model.centers)]
 
-        def forward(x):
-            return model(x.to(device)).float().cpu()
-        return scoring.Predictor("model", forward, model.centers)
+        def hinted(n):
+            def forward(x, batch):
+                return guided_ab(model, x.to(device), batch, n).cpu()
+            return scoring.Predictor("model" if n == 0 else f"hints {n}", forward, None, with_samples=True)
+        return [hinted(n) for n in SWEEP_POINTS]
 
     def _score(self, folder: Folder, predictors: list[scoring.Predictor]) -> dict:
         totals = {p.name: metrics.MetricTotals(rebalancer=metrics.Rebalancer(*self.training_prior))
@@ -156,13 +171,15 @@ class Validator:
         try:
             with torch.no_grad():
                 for folder in self.folders:
-                    preds = [self._predictor(model)]
+                    preds = self._predictors(model)
                     baseline = folder.name not in self.baselines
                     if baseline:
                         preds.append(scoring.Predictor(scoring.GRAY, None))
                     res = self._score(folder, preds)
                     rows.append({"step": step, "epoch": epoch, "folder": folder.name, "weights": weights,
                                  **res["model"]})
+                    if self.cfg.guided:        # the reference's PSNR-vs-points curve, every figure at each count
+                        rows[-1]["by_hints"] = {str(n): res["model" if n == 0 else f"hints {n}"] for n in SWEEP_POINTS}
                     if baseline:
                         rows.append({"step": step, "folder": folder.name, "baseline": "gray", **res[scoring.GRAY]})
                         self.baselines.add(folder.name)
@@ -182,7 +199,8 @@ class Validator:
                 if "baseline" not in r:
                     progress_write(_console_line(r))
                 if board is not None:
-                    board.scalars(step, {k: v for k, v in r.items() if k in DIRECTION or k == "seconds"},
+                    sweep = {f"psnr_hints_{n}": v["psnr"] for n, v in r.get("by_hints", {}).items()}
+                    board.scalars(step, {**{k: v for k, v in r.items() if k in DIRECTION or k == "seconds"}, **sweep},
                                   prefix=f"val/{r['folder']}/" if "baseline" not in r else f"gray/{r['folder']}/")
         folder, metric = self.select
         value = next(r[metric] for r in rows if r["folder"] == folder and "baseline" not in r)
@@ -197,7 +215,10 @@ class Validator:
         if self._grid is None:
             self._grid = list(scoring.shard_samples(folder.path, folder.split, GRID_IMAGES, self.cfg.crop))
         x = torch.from_numpy(np.stack([s.L for s in self._grid]))[:, None]
-        ab = decode(model(x.to(self.device)).float().cpu(), model.centers, DEFAULT_TEMPERATURE).numpy()
+        if self.cfg.guided:                                              # no hints: the automatic colorizer
+            ab = guided_ab(model, x.to(self.device), self._grid, 0).cpu().numpy() * AB_NORM
+        else:
+            ab = decode(model(x.to(self.device)).float().cpu(), model.centers, DEFAULT_TEMPERATURE).numpy()
         rows = []
         for s, a in zip(self._grid, ab):
             pred = scoring.to_rgb(s.L, scoring.upsample_ab(a, s.L.shape[0]))
@@ -211,8 +232,22 @@ class Validator:
         self.last_grid = np.asarray(img)
 
 
+def guided_ab(model, x: torch.Tensor, samples: list, n: int) -> torch.Tensor:
+    """A guided network's regression head, ab / AB_NORM at the input's size (B, 2, S, S), given n hints per sample
+    drawn from the sample's own ab (hint_sampling.sweep_hints; 0: none). Scoring measures it against the 1/4
+    targets by area means and builds the RGB from it directly, as `evaluate` scores a guided checkpoint."""
+    planes = ()
+    if n:
+        ab = torch.from_numpy(np.stack([s.gt_ab for s in samples]))                   # (B, 2, t, t)
+        planes = tuple(p.to(x.device) for p in sweep_hints(ab, sweep_points([s.key for s in samples], ab.shape[-1]), n))
+    _, reg = model(x, *planes)
+    return reg.float()
+
+
 def _console_line(r: dict) -> str:
     ce = f" ce {r['ce']:.3f} rebal-ce {r['ce_rebalanced']:.3f}" if r.get("ce") is not None else ""
+    if "by_hints" in r:
+        ce += " psnr by hints " + ", ".join(f"{n}: {v['psnr']:.2f}" for n, v in r["by_hints"].items())
     return (f"val step {r['step']} {r['folder']} ({r['weights']}): auc {r['auc']:.2f} rebal-auc "
             f"{r['auc_rebalanced']:.2f} l2 {r['l2']:.4f}{ce} colourfulness {r['colourfulness']:.1f} "
             f"(truth {r['gt_colourfulness']:.1f}) chroma {r['chroma']:.1f} (truth {r['gt_chroma']:.1f}) "

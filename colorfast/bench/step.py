@@ -5,7 +5,9 @@ the same network, batches and crop, interleaved (ce, l2, knn, then l2, ce, knn, 
 quoted, so that load from other jobs hits all three alike; `ratio_paired` is the median of the per-round
 ratios, the figure least moved by other jobs. `knn` is CE with targets soft-encoded per batch on
 the CPU (brute-force nearest bins + Gaussian weights inside the step), as the reference implementation did:
-the cost this project's precomputed shards remove.
+the cost this project's precomputed shards remove (`knn_over_ce`: that step over CE from the shards).
+For siggraph17 every step also draws its simulated hints on the device; `ce` is the class head's CE plus the
+regression head's loss (fit's defaults) and `l2` the regression head alone (`fit --model siggraph17 --loss l2`).
 With compile, `ce_compiled` and `l2_compiled` (torch.compile of network and loss, as `fit --compile`) join the
 rounds. Each variant's achieved TFLOP/s (trainer.flops: forward + backward FLOPs counted once for the model,
 batch and crop) and, on a GPU of known peak or with peak_tflops, its MFU.
@@ -29,7 +31,7 @@ from pipeline import contract
 from trainer import dist, flops
 from trainer.config import FitConfig
 from trainer.data import EpochSampler, ShardDataset, make_loader
-from trainer.loop import build_model, create_optimizer, pick_device
+from trainer.loop import build_model, create_optimizer, guided_terms, hint_sampler, pick_device
 from trainer.losses import create_loss
 from trainer.models import count_params
 from trainer.step import DevicePrefetcher, StepLog, TrainStep, compile_parts
@@ -63,11 +65,12 @@ def _train_step(model: str, loss: str, prior, dev, compiled: bool = False) -> Tr
     cfg = FitConfig(model=model, loss=loss)
     net = build_model(cfg, prior)
     net = net.to(dev, memory_format=torch.channels_last if dev.type == "cuda" else torch.contiguous_format).train()
-    loss_fn = create_loss(loss, centers=net.centers)
+    loss_fn = create_loss(loss, centers=net.centers, guided=guided_terms(cfg))     # siggraph17: both heads' terms
     opt = create_optimizer(net, cfg)
     run, loss_run = compile_parts(net, loss_fn) if compiled else (net, loss_fn)
     rebal = torch.as_tensor(prior.weights, dtype=torch.float32, device=dev)
-    step = TrainStep(run, loss_run, opt, dev, rebal, None, dist.DistInfo())
+    info = dist.DistInfo()
+    step = TrainStep(run, loss_run, opt, dev, rebal, None, info, hints=hint_sampler(cfg, info))
     step.params = count_params(net)
     return step
 
@@ -127,6 +130,7 @@ def bench_step(model: str = "eccv16", data: str | None = None, batch_size: int =
            "ce_min_s": round(min(times["ce"]), 4), "l2_min_s": round(min(times["l2"]), 4),
            "knn_baseline_step_s": round(med["knn"], 4),
            "knn_ratio": round(med["knn"] / med["l2"], 4),
+           "knn_over_ce": round(med["knn"] / med["ce"], 4),      # per-batch target encoding vs the shards' targets
            "knn_encode_s": round(statistics.median(encode_s[warmup:] or encode_s), 4),
            "peak_tflops": peak}
     for loss in ("ce", "l2"):

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 from cli import cli, fit
 from colorfast.cli_options import OTHER, SectionedCommand, option_group
 
-HEADINGS = ["Data", "Model and loss", "Optimisation and schedule", "Validation and checkpoints",
+HEADINGS = ["Data", "Model and loss", "SIGGRAPH17 (user-guided) training", "Optimisation and schedule", "Validation and checkpoints",
             "Hardware and logging", OTHER]
 
 
@@ -28,6 +28,7 @@ def test_fit_help_lists_its_options_under_their_group_headings():
     sections = _sections(res.output)
     assert list(sections) == HEADINGS
     where = {"--data ": "Data", "--crop ": "Data", "--loss ": "Model and loss", "--gray-crops ": "Model and loss",
+             "--hint-p ": "SIGGRAPH17 (user-guided) training",
              "--lr ": "Optimisation and schedule", "--ema ": "Optimisation and schedule",
              "--val-every ": "Validation and checkpoints", "--resume ": "Validation and checkpoints",
              "--device ": "Hardware and logging", "--config ": OTHER, "-h, --help ": OTHER}
@@ -39,8 +40,9 @@ def test_every_fit_option_is_in_exactly_one_group_and_keeps_its_name():
     options = [p for p in fit.params if isinstance(p, click.Option) and p.name != "config"]
     assert all(getattr(p, "section", None) in HEADINGS[:-1] for p in options)
     names = {p.name for p in options}
-    assert len(names) == len(options) == 39                    # the 39 options fit had before the grouping
-    assert {"data", "lr", "weight_decay", "ema", "grad_clip", "val_data", "data_init_samples", "log_every"} <= names
+    assert len(names) == len(options) == 44                    # the 39 options fit had before the grouping + 5 of siggraph17
+    assert {"data", "lr", "weight_decay", "ema", "grad_clip", "val_data", "data_init_samples", "log_every",
+            "class_weight", "reg_weight", "reg_loss", "hint_p", "hint_sizes"} <= names
 
 
 def test_option_group_keeps_the_order_given_and_other_options_come_last():

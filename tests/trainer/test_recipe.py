@@ -211,22 +211,25 @@ def test_a_run_from_before_these_options_resumes_only_as_it_ran(shards, tmp_path
     loop.fit(_cfg(shards, run, steps=2, resume=True, loss_reduction="mean", gray_crops="train"))
 
 
-def test_a_whole_training_step_with_the_gray_rule_never_syncs(shards):
+@pytest.mark.parametrize("model", ["tiny", "siggraph17-tiny"])
+def test_a_whole_training_step_with_the_gray_rule_never_syncs(shards, model):
     """The full step (forward, loss with --gray-crops skip, backward, clip, fused Adam with found_inf) on a real
-    batch: no op that reads a value back to the host."""
+    batch: no op that reads a value back to the host. siggraph17: with its simulated hints and both heads' losses."""
     from trainer.data import ShardDataset
     from pipeline import contract
-    cfg = _cfg(shards, "unused")
+    cfg = _cfg(shards, "unused", model=model)
     prior = contract.Prior.load(Path(shards) / contract.PRIOR)
     ds = ShardDataset(cfg.data, "train", cfg.crop, cfg.flip, cfg.seed)
     batch = ds.__getitems__(list(range(4)))                          # as the loader gives it
     batch["ab"][0] = 0.0                                            # one gray crop in the batch
     model = loop.build_model(cfg, prior)
-    loss_fn = create_loss("ce", gray_crops="skip")
+    loss_fn = create_loss("ce", gray_crops="skip", guided=loop.guided_terms(cfg))
     step = TrainStep(model, loss_fn, loop.create_optimizer(model, cfg), torch.device("cpu"),
-                     torch.as_tensor(prior.weights, dtype=torch.float32), None, DistInfo())
+                     torch.as_tensor(prior.weights, dtype=torch.float32), None, DistInfo(),
+                     hints=loop.hint_sampler(cfg, DistInfo()))
     with _Record() as rec:
         res = step(batch)
     assert "any" in rec.ops and {"_fused_adam", "_fused_adam_"} & rec.ops, sorted(rec.ops)
+    assert ("cumprod" in rec.ops) == cfg.guided                     # the hints were drawn inside the step
     assert not rec.ops & HOST_SYNC_OPS, rec.ops & HOST_SYNC_OPS
     assert torch.isfinite(res["loss"])

@@ -19,6 +19,7 @@ import json
 import os
 import statistics
 import tempfile
+import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -55,6 +56,9 @@ def bench_hints(requests: int = 6, size: int = 256, tiny: bool = False, echo=pri
         urls = {"torch": servers.enter_context(running_server(str(ck), size, "--runtime", "torch")),
                 "onnx": servers.enter_context(running_server(str(onnx_path), size, "--runtime", "onnx"))}
 
+        served = {r: json.loads(urllib.request.urlopen(f"{urls[r]}/api/health", timeout=30).read())["checkpoint"]
+                  for r in RUNTIMES}                 # the file each server loaded: the .pt with torch, the .onnx
+
         def send(r: str, route: str, hints: list[dict], query: str = "") -> tuple[float, float, bytes]:
             return post(f"{urls[r]}/api/{route}{query}", *multipart(photo, {"hints": json.dumps(hints)}))
 
@@ -82,7 +86,8 @@ def bench_hints(requests: int = 6, size: int = 256, tiny: bool = False, echo=pri
     for r in RUNTIMES:
         res[r] = {"update_s_median": med(s for s, _ in updates[r]), "update_s_min": min(s for s, _ in updates[r]),
                   "update_server_s_median": med(w for _, w in updates[r]),
-                  "suggest_s_median": med(s for s, _ in suggestions[r]), "hints_change_png": hints_change[r]}
+                  "suggest_s_median": med(s for s, _ in suggestions[r]), "hints_change_png": hints_change[r],
+                  "served": served[r]}
     echo("| runtime | hint update: request, median | min | server work (`X-Seconds`) | suggested colours "
          "(`/api/suggest`), median |")
     echo("|---|---|---|---|---|")

@@ -19,8 +19,9 @@ def test_bench_hints_times_both_runtimes_with_the_hints_applied():
     fig = json.loads(lines[-1])
     assert fig["photo"].startswith("1155x866") and fig["model"] == "siggraph17-tiny (random weights)"
     assert fig["size"] == 64 and fig["requests"] == 1 and fig["onnx_parity_ab"] is not None
-    for runtime, row in (("torch", "| torch CPU |"), ("onnx", "| ONNX Runtime CPU |")):
+    for runtime, row, served in (("torch", "| torch CPU |", ".pt"), ("onnx", "| ONNX Runtime CPU |", ".onnx")):
         f = fig[runtime]
+        assert f["served"].endswith(served)                        # each runtime had its own server and file
         assert f["hints_change_png"] is True                      # the hints reached the network
         assert 0 < f["update_server_s_median"] <= f["update_s_median"] and f["update_s_min"] <= f["update_s_median"]
         assert f["suggest_s_median"] > 0

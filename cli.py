@@ -561,6 +561,23 @@ def bench_serve(checkpoint, **opts):
     click.echo(json.dumps(figures))
 
 
+@bench.command("hints")
+@click.option("--requests", default=6, type=click.IntRange(min=1),
+              help="Timed hint updates per runtime (each an /api/colorize and an /api/suggest), interleaved.")
+@click.option("--size", default=256, callback=net_size, help="serve --size: the side of the square L the network sees.")
+@click.option("--tiny", is_flag=True, help="siggraph17-tiny instead of the full-size SIGGRAPH17 network.")
+def bench_hints(**opts):
+    """Seconds per hint update of the web page for a 1 MP photo: torch CPU vs ONNX Runtime, two real servers
+    of a SIGGRAPH17 network (random weights)."""
+    import json
+    from colorfast.bench.hints import bench_hints as measure
+    try:
+        figures = measure(**opts, echo=click.echo)
+    except (*_user_errors(), RuntimeError, ValueError) as e:          # ValueError: the export's parity check
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps(figures))
+
+
 @bench.command("scale")
 @click.option("--n", default=20000, help="Synthetic images at the large size; the small size is N/4.")
 @click.option("--size", default=64, help="Preprocess --size (small, so 20,000 images take minutes on 2 cores).")

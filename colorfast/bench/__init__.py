@@ -8,6 +8,7 @@ that a bench may drive any stage below it (pipeline/, trainer/, colorfast/) and 
     colorize.py    `bench colorize`: seconds per megapixel, torch against onnxruntime
     memory.py      `bench memory`: colorize's peak memory on large photos
     serve.py       `bench serve`: the web page's latency per request
+    hints.py       `bench hints`: one hint update of the page, torch against onnxruntime
 
 Each prints one JSON object on its last line (the figures), after lines that say what was measured.
 """

@@ -18,7 +18,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -41,6 +43,14 @@ def eccv16_checkpoint(like: str, path: Path) -> Path:
                                   "out_channels": len(centers), "loss": "ce", "prior": None, "step": 0})
 
 
+def write_astronaut(path: Path) -> Path:
+    """scikit-image's astronaut scaled to PHOTO (~1 MP), as a quality-92 JPEG: the photo every serve bench posts."""
+    from skimage import data
+    cv2.imwrite(str(path), cv2.resize(data.astronaut()[..., ::-1], PHOTO, interpolation=cv2.INTER_CUBIC),
+                [cv2.IMWRITE_JPEG_QUALITY, 92])
+    return path
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -60,31 +70,56 @@ def _wait_until_up(url: str, server: subprocess.Popen, timeout: float = 300) -> 
             time.sleep(0.2)
 
 
+@contextmanager
+def running_server(checkpoint: str, size: int, *args: str):
+    """A real `python -m colorfast serve --checkpoint CHECKPOINT --size SIZE [ARGS]` on a free port, on the CPU
+    -> its base URL once /api/health answers; stopped on exit."""
+    port = _free_port()
+    env = {**os.environ, "TQDM_DISABLE": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")) if p)}
+    server = subprocess.Popen([sys.executable, "-m", "colorfast", "serve", "--checkpoint", checkpoint, "--port",
+                               str(port), "--size", str(size), "--device", "cpu", *args],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_up(url, server)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def multipart(file: bytes, fields: dict[str, str], filename: str = "photo.jpg") -> tuple[bytes, str]:
+    """(body, content type) of a multipart/form-data upload, as the web page sends it: the photo and text fields.
+    Hand-written because the standard library only parses these and httpx is a test dependency."""
+    boundary = uuid.uuid4().hex
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+             for name, value in fields.items()]
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+                 f'Content-Type: image/jpeg\r\n\r\n'.encode() + file + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def post(url: str, body: bytes, content_type: str = "application/octet-stream") -> tuple[float, float, bytes]:
+    """POST body to url -> (seconds the request took here, the server's X-Seconds, the answer's bytes)."""
+    t = time.perf_counter()
+    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": content_type})
+    with urllib.request.urlopen(req, timeout=300) as r:
+        answer = r.read()
+        return time.perf_counter() - t, float(r.headers["x-seconds"]), answer
+
+
 def bench_serve(checkpoint: str = "", eccv16: bool = False, requests: int = 8, size: int = 256, echo=print) -> dict:
     """-> the figures (seconds); echoes a markdown row."""
-    from skimage import data
     with tempfile.TemporaryDirectory(prefix="bench_serve_") as d:
         base = checkpoint or str(tiny_checkpoint(Path(d)))
         ck = str(eccv16_checkpoint(base, Path(d) / "eccv16.pt")) if eccv16 else base
-        photo = Path(d) / "photo.jpg"
-        cv2.imwrite(str(photo), cv2.resize(data.astronaut()[..., ::-1], PHOTO, interpolation=cv2.INTER_CUBIC),
-                    [cv2.IMWRITE_JPEG_QUALITY, 92])
-        body, port = photo.read_bytes(), _free_port()
-        env = {**os.environ, "TQDM_DISABLE": "1",
-               "PYTHONPATH": os.pathsep.join(p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")) if p)}
-        server = subprocess.Popen([sys.executable, "-m", "colorfast", "serve", "--checkpoint", ck, "--port", str(port),
-                                   "--size", str(size), "--device", "cpu"],
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_until_up(url, server)
+        photo = write_astronaut(Path(d) / "photo.jpg")
+        body = photo.read_bytes()
+        with running_server(ck, size) as url:
 
-            def post(_=None):
-                t = time.perf_counter()
-                req = urllib.request.Request(f"{url}/api/colorize", data=body, method="POST")
-                with urllib.request.urlopen(req, timeout=300) as r:
-                    r.read()
-                    return time.perf_counter() - t, float(r.headers["x-seconds"])
+            def post_photo(_=None):
+                return post(f"{url}/api/colorize", body)[:2]
 
             colorizer = load_colorizer(ck, device="cpu")
             rgb = load_rgb(photo)
@@ -94,18 +129,15 @@ def bench_serve(checkpoint: str = "", eccv16: bool = False, requests: int = 8, s
                 colorize_rgb(colorizer, rgb, size)
                 return time.perf_counter() - t
 
-            post(), direct()                                                  # warm-up
+            post_photo(), direct()                                            # warm-up
             serial, inproc = [], []
             for _ in range(requests):                   # interleaved, so that both see the same machine load
-                serial.append(post())
+                serial.append(post_photo())
                 inproc.append(direct())
             t = time.perf_counter()
             with ThreadPoolExecutor(4) as pool:
-                list(pool.map(post, range(requests)))
+                list(pool.map(post_photo, range(requests)))
             concurrent_wall = time.perf_counter() - t
-        finally:
-            server.terminate()
-            server.wait(30)
     res = {"photo": f"{PHOTO[0]}x{PHOTO[1]} JPEG (1.0 MP)",
            "model": "eccv16 (random weights)" if eccv16 else (checkpoint or "tiny (2 steps, synthetic)"),
            "request_s_median": statistics.median(s for s, _ in serial), "request_s_min": min(s for s, _ in serial),

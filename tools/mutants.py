@@ -77,6 +77,11 @@ T_INIT = ("tests/trainer/test_init.py::test_every_conv_has_unit_output_variance_
 T_SCHED = tuple(f"tests/trainer/test_ema_schedule.py::{t}" for t in (
     "test_schedules_at_chosen_steps", "test_the_scheduler_gives_every_step_its_lr_from_scratch_and_from_a_resumed_step"))
 T_EMA = ("tests/trainer/test_ema_schedule.py::test_ema_update_by_hand",)
+T_SG_NET = ("tests/colorfast/test_siggraph17_released.py::test_ours_equals_the_reference_forward_with_and_without_hints",)
+T_SG_GRID = ("tests/trainer/test_siggraph17.py::test_grid_centres_are_the_references_class_order",)
+T_SG_LOSS = ("tests/trainer/test_siggraph17_fit.py", "-k", "class_loss_plus or regression_head_alone or gray_crop")
+T_HINTS = ("tests/trainer/test_hint_sampling.py", "-k", "reference_loop or round_up or geometric or clipped_normal")
+T_HINT_FILE = ("tests/colorfast/test_hints.py", "-k", "documented_format or scaled_position")
 
 MUTANTS = [
     # ---- bins ---------------------------------------------------------------------------------------------
@@ -244,6 +249,30 @@ MUTANTS = [
            "BatchNorm's step counter not followed"),
     Mutant("ema-load-restarts", "trainer/ema.py", "        self.updates = updates\n", "        self.updates = 0\n",
            T_EMA, "a resumed EMA restarts its decay warm-up"),
+    # ---- SIGGRAPH17: the network's input scaling, its classes, its two-head loss, the simulated and user hints ----
+    Mutant("sg-hint-scale", "trainer/siggraph17.py", "hint_ab / AB_NORM, hint_mask), 1)",
+           "hint_ab / L_NORM, hint_mask), 1)", T_SG_NET, "hint ab scaled by 1/100 instead of the reference's 1/110"),
+    Mutant("sg-l-centre", "trainer/siggraph17.py", "((L - L_CENT) / L_NORM, hint_ab", "(L / L_NORM, hint_ab",
+           T_SG_NET, "SIGGRAPH17's L not centred at 50"),
+    Mutant("sg-grid-order", "trainer/siggraph17.py", 'torch.meshgrid(steps, steps, indexing="ij")',
+           'torch.meshgrid(steps, steps, indexing="xy")', T_SG_GRID, "class = b_index * 23 + a_index"),
+    Mutant("sg-huber-delta", "trainer/losses.py", "beta=1.0 / AB_NORM, reduction", "beta=1.0, reduction", T_SG_LOSS,
+           "Huber's delta 1 in ab/110 units (110 ab units) instead of 1 ab unit"),
+    Mutant("sg-reg-weight", "trainer/losses.py",
+           'res["loss"] = self.class_weight * res["loss"] + self.reg_weight * reg',
+           'res["loss"] = self.class_weight * res["loss"] + reg', T_SG_LOSS, "--reg-weight ignored beside a class loss"),
+    Mutant("sg-reg-pool", "trainer/losses.py", "pred = F.avg_pool2d(ab.float(), ab.shape[-1] // tg.ab.shape[-1])",
+           "pred = ab.float()[..., ::ab.shape[-1] // tg.ab.shape[-1], ::ab.shape[-1] // tg.ab.shape[-1]]",
+           T_SG_LOSS, "regression against every 4th pixel of the head instead of its 4x4 block means"),
+    Mutant("hint-patch-mean", "trainer/hint_sampling.py", "pooled = F.avg_pool2d(ab.float(), s, stride=1)",
+           "pooled = F.max_pool2d(ab.float(), s, stride=1)", T_HINTS, "a hint is the patch's maximum, not its mean"),
+    Mutant("hint-geometric-p", "trainer/hint_sampling.py", "go = torch.rand(B, M, generator=generator, device=device) < 1 - p",
+           "go = torch.rand(B, M, generator=generator, device=device) < p", T_HINTS,
+           "one more hint with probability p instead of 1 - p"),
+    Mutant("hint-position-sd", "trainer/hint_sampling.py", "z * span[..., None] / 4", "z * span[..., None] / 2",
+           T_HINTS, "hint positions spread twice as wide as the reference's"),
+    Mutant("hint-colour-ab", "colorfast/hints.py", "return float(lab[1]), float(lab[2])",
+           "return float(lab[0]), float(lab[1])", T_HINT_FILE, "a #rrggbb hint's (L, a) taken for its (a, b)"),
     # ---- metrics ------------------------------------------------------------------------------------------
     Mutant("psnr-range", "trainer/metrics.py", "peak_signal_noise_ratio(gt_rgb, pred_rgb, data_range=255)",
            "peak_signal_noise_ratio(gt_rgb, pred_rgb, data_range=1)", T_METRICS, "PSNR with data_range 1"),

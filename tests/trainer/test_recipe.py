@@ -20,8 +20,9 @@ from trainer.dist import DistInfo
 Q, K, T = 12, 4, 8
 
 
-def _targets(B, seed, gray=()):
-    """B samples of random targets; the samples listed in `gray` get ab within +-4.9 (a gray crop)."""
+def _targets(B, seed, gray=(), Q=Q, K=K, T=T):
+    """B samples of random targets (Q bins, K per pixel, T x T); the samples listed in `gray` get ab within +-4.9
+    (a gray crop)."""
     g = torch.Generator().manual_seed(seed)
     idx = torch.stack([torch.randperm(Q, generator=g)[:K] for _ in range(B * T * T)])
     w = torch.rand(B, K, T, T, generator=g) + 0.05

@@ -17,7 +17,8 @@ from test_recipe import HOST_SYNC_OPS, _Record
 from trainer import curves, loop
 from trainer.config import FitConfig
 from trainer.hint_sampling import HintSampler
-from trainer.losses import Targets, create_loss
+from test_recipe import _targets as recipe_targets
+from trainer.losses import create_loss
 from trainer.models import create_model
 from trainer.step import forward_loss
 
@@ -26,14 +27,7 @@ GUIDED = dict(class_weight=0.5, reg_weight=10.0, reg_loss="smooth-l1")
 
 
 def _targets(B, seed, gray=()):
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.stack([torch.randperm(Q, generator=g)[:K] for _ in range(B * T * T)])
-    w = torch.rand(B, K, T, T, generator=g) + 0.05
-    ab = torch.randn(B, 2, T, T, generator=g) * 40
-    for i in gray:
-        ab[i] = (torch.rand(2, T, T, generator=g) * 2 - 1) * 4.9
-    return Targets(ab=ab, nn_idx=idx.reshape(B, T, T, K).permute(0, 3, 1, 2).contiguous(),
-                   nn_w=w / w.sum(1, keepdim=True), w=torch.rand(B, T, T, generator=g) * 3)
+    return recipe_targets(B, seed, gray, Q=Q, K=K, T=T)
 
 
 def _outputs(B, seed):

@@ -1,6 +1,9 @@
 import sys
 from pathlib import Path
 
+import setuptools  # noqa: F401  (first: setuptools' distutils shim must be in place before anything imports
+                   #  distutils; torch.compile's CPU backend imports setuptools late, and in one full run that
+                   #  found the standard library's distutils already loaded and failed its own assertion)
 import hdf5plugin  # noqa: F401  (registers zstd/blosc: tests read shard arrays with plain h5py, as README tells
                   #  outside readers to; colorfast itself registers them when it opens a shard)
 import pytest

@@ -24,6 +24,12 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         super().do_GET()
 
 
+@pytest.fixture(scope="module")
+def ckpt(tiny_runs):
+    """The tiny CE run's checkpoint (tests/conftest.py's tiny_runs), as a path string."""
+    return str(tiny_runs[1]["ce"])
+
+
 @pytest.fixture
 def file_server(tmp_path):
     """(folder served, base URL, list of requested paths): a threaded http.server on localhost."""

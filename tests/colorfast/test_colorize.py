@@ -1,23 +1,13 @@
 """`cli.py colorize`: full-resolution output with the input's size and lightness, whatever the input."""
 import cv2
 import numpy as np
-import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 from cli import cli
 from pipeline.images import load_rgb, rgb_to_lab
 from colorfast.photos import fit_gamut, list_inputs
-
-
-@pytest.fixture(scope="module")
-def ckpt(tiny_runs):
-    return tiny_runs[1]["ce"]
-
-
-def smooth_rgb(h, w, seed):
-    small = np.random.default_rng(seed).integers(0, 256, (3, 4, 3), dtype=np.uint8)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+from smooth_photos import smooth_rgb
 
 
 def test_output_keeps_size_and_lightness_for_awkward_inputs(tmp_path, ckpt):

@@ -7,25 +7,15 @@ import sys
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from cli import cli
 from colorfast.inputs import list_inputs, read_input
 from pipeline.images import ImageError, load_rgb
+from smooth_photos import smooth_rgb
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def ckpt(tiny_runs):
-    return str(tiny_runs[1]["ce"])
-
-
-def smooth_rgb(h, w, seed):
-    small = np.random.default_rng(seed).integers(0, 256, (3, 4, 3), dtype=np.uint8)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
 
 
 def save(path: bytes | Path, rgb, ext=".png"):

@@ -1,7 +1,6 @@
 """`cli.py colorize` outputs: never over an input or a foreign file, formats, alpha, layout, what counts as input."""
 import os
 
-import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -9,16 +8,7 @@ from PIL import Image
 
 from cli import cli
 from pipeline.images import load_rgb, rgb_to_lab
-
-
-@pytest.fixture(scope="module")
-def ckpt(tiny_runs):
-    return str(tiny_runs[1]["ce"])
-
-
-def smooth_rgb(h, w, seed):
-    small = np.random.default_rng(seed).integers(0, 256, (3, 4, 3), dtype=np.uint8)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+from smooth_photos import smooth_rgb
 
 
 def colorize(*args):

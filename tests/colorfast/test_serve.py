@@ -5,7 +5,6 @@ import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
-import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -16,21 +15,12 @@ pytest.importorskip("fastapi", reason="serve needs the web extra")
 
 from cli import cli                                    # noqa: E402
 from colorfast.loader import load_colorizer         # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def ckpt(tiny_runs):
-    return tiny_runs[1]["ce"]
+from smooth_photos import smooth_rgb                    # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def colorizer(ckpt):
     return load_colorizer(ckpt, device="cpu")
-
-
-def smooth_rgb(h, w, seed):
-    small = np.random.default_rng(seed).integers(0, 256, (3, 4, 3), dtype=np.uint8)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
 
 
 def encoded(rgb, fmt, **kw) -> bytes:

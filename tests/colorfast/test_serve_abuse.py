@@ -29,11 +29,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def ckpt(tiny_runs):
-    return tiny_runs[1]["ce"]
-
-
-@pytest.fixture(scope="module")
 def colorizer(ckpt):
     return load_colorizer(ckpt, device="cpu")
 

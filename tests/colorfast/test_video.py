@@ -22,11 +22,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def ckpt(tiny_runs):
-    return tiny_runs[1]["ce"]
-
-
-@pytest.fixture(scope="module")
 def varied_ckpt(tiny_runs, tmp_path_factory):
     """The tiny CE checkpoint with its conv weights redrawn at a large scale: after 2 training steps the model
     predicts nearly the same ab everywhere (nothing to smooth); this one's colours change with the content,

@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from colorfast.loader import load_colorizer
-from colorfast.hints import Hint, HintError, check_inside, load_hints, parse_hint
+from colorfast.hints import Hint, HintError, load_hints, parse_hints
 from colorfast.inputs import read_input, shown
 from colorfast.outputs import load_alpha
 from colorfast.photos import colorize_rgb
@@ -102,8 +102,6 @@ class Colorizer:
         out = np.empty((H, W, 4 if image.ndim == 3 and image.shape[2] == 4 else 3), image.dtype)
         if out.shape[2] == 4:
             out[..., 3] = image[..., 3]
-        if hints:
-            check_inside(hints, (H, W))
         colorize_rgb(self.engine, rgb, size, temperature, out=out[..., :3], hints=hints)
         return out
 
@@ -117,13 +115,10 @@ class Colorizer:
             return load_hints(hints)
         if not isinstance(hints, (list, tuple)):
             raise HintError(f"hints must be a list of dicts or Hints, or a JSON file's path; got {type(hints).__name__}")
-        parsed = []
-        for i, h in enumerate(hints):
-            try:
-                parsed.append(h if isinstance(h, Hint) else parse_hint(h))
-            except ValueError as e:
-                raise HintError(f"hint {i}: {e}") from None
-        return parsed
+        try:
+            return parse_hints(list(hints))
+        except ValueError as e:
+            raise HintError(str(e)) from None
 
     def _colorize_pil(self, image: Image.Image, temperature, size: int, hints=()) -> Image.Image:
         if image.mode in ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):

@@ -59,7 +59,9 @@ def _number(v, what: str) -> float:
 
 
 def parse_hint(obj) -> Hint:
-    """One JSON object -> Hint; ValueError (one line) for a bad one."""
+    """One JSON object (or a Hint, returned as it is) -> Hint; ValueError (one line) for a bad one."""
+    if isinstance(obj, Hint):
+        return obj
     if not isinstance(obj, dict):
         raise ValueError(f"expected an object {{\"x\", \"y\", \"color\" or \"ab\"}}, got {type(obj).__name__}")
     unknown = sorted(set(obj) - KEYS)
@@ -124,6 +126,12 @@ def check_inside(hints: list[Hint], photo_hw: tuple[int, int], where: str = "") 
             raise HintError(f"{where}hint {i} at ({h.x:g}, {h.y:g}) is outside the {W} x {H} photo")
 
 
+def net_pixel(v: float, photo_side: int, net_side: int) -> int:
+    """A photo coordinate along a side of `photo_side` pixels -> the network input's pixel along `net_side`, with
+    pixel centres aligned as the resize that makes the input aligns them."""
+    return min(net_side - 1, max(0, round((v + 0.5) * net_side / photo_side - 0.5)))
+
+
 def hint_planes(hints: list[Hint], photo_hw: tuple[int, int], net_hw: tuple[int, int]
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hints in photo pixels -> (hint_ab (1, 2, h, w) ab units, hint_mask (1, 1, h, w)) at the network input's
@@ -133,8 +141,7 @@ def hint_planes(hints: list[Hint], photo_hw: tuple[int, int], net_hw: tuple[int,
     (H, W), (h, w) = photo_hw, net_hw
     hint_ab, mask = torch.zeros(1, 2, h, w), torch.zeros(1, 1, h, w)
     for hint in hints:
-        cx = min(w - 1, max(0, round((hint.x + 0.5) * w / W - 0.5)))
-        cy = min(h - 1, max(0, round((hint.y + 0.5) * h / H - 0.5)))
+        cx, cy = net_pixel(hint.x, W, w), net_pixel(hint.y, H, h)
         sx, sy = (DEFAULT_NET_PATCH, DEFAULT_NET_PATCH) if hint.size is None else \
             (max(1, round(hint.size * w / W)), max(1, round(hint.size * h / H)))    # the photo's square, resized
         x0, y0 = cx - (sx - 1) // 2, cy - (sy - 1) // 2

@@ -59,7 +59,7 @@ from starlette.requests import ClientDisconnect
 
 from colorfast.photos import ColorizeConfig, colorize_image
 from colorfast.net_input import net_input_rgb
-from colorfast.hints import check_inside, hint_planes, parse_hints
+from colorfast.hints import check_inside, hint_planes, net_pixel, parse_hints
 from colorfast.inputs import READ_ERRORS
 from colorfast.outputs import load_alpha
 from colorfast.serve_guard import HostOriginGuard, parse_origin, protocol_with_header_timeout
@@ -218,9 +218,8 @@ def suggest_file(job: Job, colorizer, path: Path, size: int, x: int, y: int, hin
     del rgb
     job.check("after decoding, before the network")
     planes = hint_planes(list(hints), (H, W), (size, size)) if hints else None
-    xn, yn = (min(size - 1, max(0, round((v + 0.5) * size / n - 0.5))) for v, n in ((x, W), (y, H)))   # as hint_planes
     colors = []
-    for a, b, p in colorizer.suggest(L, xn, yn, hints=planes, k=k):
+    for a, b, p in colorizer.suggest(L, net_pixel(x, W, size), net_pixel(y, H, size), hints=planes, k=k):
         rgb8 = lab_to_rgb(np.array([[[lightness, a, b]]], np.float32))[0, 0]
         colors.append({"ab": [round(float(a), 2), round(float(b), 2)], "p": round(float(p), 4),
                        "hex": "#" + "".join(f"{int(v):02x}" for v in rgb8)})
